@@ -1,0 +1,34 @@
+"""Property keys and labels used across schnetpack-hessian.
+
+SchNetPack's own keys (``energy``, ``forces``, ``_positions``, ``_n_atoms``, ...) live in
+:mod:`schnetpack.properties`; this module adds the Hessian-specific ones so that no module
+spells them as string literals.
+"""
+
+from typing import Final, Tuple
+
+#: Hessian d²E/dR², stored per structure in SchNetPack's block layout ``(N², 3, 3)``;
+#: block ``i·N + j`` holds d²E/dR_i dR_j.  A structure without a Hessian stores all-NaN.
+hessian: Final[str] = "hessian"
+#: Hessian-vector products ``(k, ΣN, 3)`` written by :class:`~schnetpack_hessian.Hessian`
+#: in ``mode="hvp"``.
+hessian_hvp: Final[str] = "hessian_hvp"
+#: The probe vectors ``(k, ΣN, 3)`` used for :data:`hessian_hvp`.
+hessian_probes: Final[str] = "hessian_probes"
+
+#: Per-structure label: the role of the geometry on its reaction path.
+kind: Final[str] = "kind"
+#: Per-structure label: integer id of the reaction the geometry belongs to (-1: none).
+reaction: Final[str] = "reaction"
+
+#: Allowed values of :data:`kind`, in the order used for integer codes.
+KINDS: Final[Tuple[str, ...]] = ("reactant", "product", "ts", "irc", "nms", "other")
+#: Kinds that are critical points of the potential energy surface.
+CRITICAL_KINDS: Final[Tuple[str, ...]] = ("reactant", "product", "ts")
+
+#: Default units of stored properties (ASE unit strings, as SchNetPack uses them).
+DEFAULT_UNITS: Final[dict] = {
+    "energy": "eV",
+    "forces": "eV/Ang",
+    hessian: "eV/Ang/Ang",
+}

@@ -1,0 +1,322 @@
+"""Reading and writing training files (``.db`` / ``.h5``): atomic, streaming, validated.
+
+:class:`RecordWriter` is the one place where files are written: it validates every
+structure, converts it to the storage form and writes into a temporary file in the
+output's directory that is renamed onto the output only when everything succeeded.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
+
+import h5py
+import numpy as np
+from ase import Atoms
+from ase.db import connect
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.ase_db import DBAppender, HessianASEAtomsData
+from schnetpack_hessian.data.hdf5 import H5Appender, HDF5AtomsData
+from schnetpack_hessian.data.record import (
+    HessianRecord,
+    record_from_atoms,
+    record_to_atoms,
+    validate_record,
+)
+from schnetpack_hessian.data.storage import (
+    base_metadata,
+    record_to_storage,
+    storage_to_record,
+)
+from schnetpack_hessian.data.units import ASE_UNITS, normalize_unit
+from schnetpack_hessian.data.validation import (
+    SYMMETRY_RTOL,
+    HessianDataError,
+    SymmetryReport,
+)
+
+__all__ = [
+    "DB_SUFFIXES",
+    "H5_SUFFIXES",
+    "backend_of",
+    "RecordWriter",
+    "write",
+    "write_records",
+    "read_records",
+    "file_units",
+    "file_metadata",
+    "iread",
+    "open_dataset",
+]
+
+PathLike = Union[str, os.PathLike]
+DB_SUFFIXES = (".db",)
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def backend_of(path: PathLike) -> str:
+    """``"db"`` or ``"h5"`` from the file suffix.
+
+    Raises:
+        HessianDataError: unsupported suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in DB_SUFFIXES:
+        return "db"
+    if suffix in H5_SUFFIXES:
+        return "h5"
+    raise HessianDataError(
+        f"{path}: unsupported training-file suffix {suffix!r}; use .db (ASE/SchNetPack) "
+        "or .h5 (HDF5)"
+    )
+
+
+class RecordWriter:
+    """Context manager writing validated records atomically to a ``.db``/``.h5`` file.
+
+    Args:
+        path: output file; the suffix picks the backend.
+        units: units of the records (keys ``distance``, ``energy``, ``forces``,
+            ``hessian``); stored as the file's declared units.
+        metadata: extra file metadata, e.g. ``{"source": ..., "level_of_theory": ...}``
+            or ``atomrefs``.
+        overwrite: replace an existing file.
+        precision: storage dtype of forces and Hessians in ``.h5`` files
+            (``"float64"`` or ``"float32"``; ``.db`` always stores float64).
+        symmetrize: store ``(H + Hᵀ)/2``.
+        rtol: symmetry tolerance (relative to ``max|H|``).
+
+    Example::
+
+        with RecordWriter("out.h5", units) as w:
+            for rec in records:
+                w.add(rec)
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        units: Optional[Dict[str, str]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        overwrite: bool = False,
+        precision: str = "float64",
+        symmetrize: bool = False,
+        rtol: float = SYMMETRY_RTOL,
+    ):
+        self.path = Path(path)
+        self.backend = backend_of(self.path)
+        self.units = {k: normalize_unit(v) for k, v in (units or ASE_UNITS).items()}
+        missing = set(ASE_UNITS) - set(self.units)
+        if missing:
+            raise HessianDataError(f"{path}: units for {sorted(missing)} not declared")
+        self.metadata = base_metadata(self.units, metadata)
+        self.overwrite = overwrite
+        if precision not in ("float64", "float32"):
+            raise HessianDataError(
+                f"precision must be float64 or float32, not {precision}"
+            )
+        self.dtype = (
+            np.dtype(precision) if self.backend == "h5" else np.dtype("float64")
+        )
+        self.symmetrize = symmetrize
+        self.rtol = rtol
+        self.report = SymmetryReport()
+        self._tmp: Optional[Path] = None
+        self._handle = None
+        self._appender = None
+
+    def __enter__(self) -> "RecordWriter":
+        if self.path.exists() and not self.overwrite:
+            raise FileExistsError(
+                f"{self.path} exists; pass overwrite=True (--overwrite) to replace it"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        if self._tmp.exists():
+            self._tmp.unlink()
+        if self.backend == "h5":
+            self._handle = h5py.File(self._tmp, "w")
+            dtypes = {"forces": self.dtype, P.hessian: self.dtype}
+            self._appender = H5Appender(self._handle, self.metadata, dtypes)
+        else:
+            self._handle = connect(str(self._tmp), type="db", use_lock_file=False)
+            with self._handle:
+                self._handle.count()  # creates the tables before metadata is set
+                self._handle.metadata = self.metadata
+            self._appender = DBAppender(self._handle)
+        return self
+
+    def add(self, record: HessianRecord, source: Optional[str] = None):
+        """Validate and queue one record (``source`` names its origin in errors)."""
+        index = self.report.n_structures
+        record, asym = validate_record(
+            record,
+            source=source or str(self.path),
+            index=index,
+            rtol=self.rtol,
+            symmetrize=self.symmetrize,
+        )
+        self.report.update(index, record.hessian is not None, asym)
+        self._appender.add(record_to_storage(record, self.dtype))
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._appender.flush()
+        finally:
+            if self.backend == "h5":
+                self._handle.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        elif self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+        return False
+
+
+def write_records(
+    path: PathLike,
+    records: Iterable[HessianRecord],
+    units: Optional[Dict[str, str]] = None,
+    **kwargs,
+) -> SymmetryReport:
+    """Write records in ``units`` to a training file (see :class:`RecordWriter`).
+
+    Returns:
+        The symmetry report (structures, Hessians, worst asymmetry and its index).
+    """
+    with RecordWriter(path, units, **kwargs) as writer:
+        for record in records:
+            writer.add(record)
+    return writer.report
+
+
+def write(
+    path: PathLike,
+    structures: Iterable[Atoms],
+    metadata: Optional[Dict[str, Any]] = None,
+    overwrite: bool = False,
+) -> None:
+    """Write ``ase.Atoms`` (as :func:`iread` yields them) to a ``.db`` or ``.h5`` file.
+
+    The exact inverse of :func:`iread`.  Each ``Atoms`` carries energy [eV] and forces
+    [eV/Å] on its calculator (``atoms.calc.results``), ``info["hessian"]`` [eV/Å²] as
+    ``(3N, 3N)`` (also accepted: flat ``(9N²,)`` or blocks ``(N², 3, 3)``; ``None`` or
+    absent: no Hessian, stored all-NaN), ``info["kind"]`` (one of
+    :data:`~schnetpack_hessian.properties.KINDS`, default ``"other"``) and
+    ``info["reaction"]`` (int, default -1).  The file is written atomically.
+
+    Args:
+        path: output ``.db`` or ``.h5`` file.
+        structures: iterable of ``ase.Atoms`` (consumed once, streamed).
+        metadata: file metadata, e.g. ``{"source": "pyscf", "level_of_theory":
+            "wB97X-D/6-31G(d)"}``; an ``atomrefs`` entry becomes SchNetPack's atomrefs.
+        overwrite: replace an existing file.
+
+    Raises:
+        HessianDataError: a structure is malformed (message names file and index).
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    with RecordWriter(path, ASE_UNITS, metadata, overwrite) as writer:
+        for i, atoms in enumerate(structures):
+            writer.add(record_from_atoms(atoms, str(path), i))
+
+
+def open_dataset(path: PathLike, **kwargs):
+    """SchNetPack dataset on a training file: :class:`HDF5AtomsData` for ``.h5``,
+    :class:`HessianASEAtomsData` for ``.db``; ``kwargs`` as ``ASEAtomsData``."""
+    if backend_of(path) == "h5":
+        return HDF5AtomsData(str(path), **kwargs)
+    if not Path(path).exists():
+        raise HessianDataError(f"{path}: file does not exist")
+    return HessianASEAtomsData(str(path), **kwargs)
+
+
+def file_metadata(path: PathLike) -> Dict[str, Any]:
+    """Metadata of a training file (SchNetPack's keys and ours)."""
+    return open_dataset(path).metadata
+
+
+def file_units(path: PathLike) -> Dict[str, str]:
+    """Declared units of a training file (keys as ``ASE_UNITS``).
+
+    Raises:
+        HessianDataError: the file declares no unit for energy, forces or positions.
+    """
+    md = file_metadata(path)
+    pud = md.get("_property_unit_dict", {})
+    units = {"distance": md.get("_distance_unit")}
+    for key in ("energy", "forces", P.hessian):
+        units[key] = pud.get(key)
+    for key in ("distance", "energy", "forces"):
+        if units[key] is None:
+            raise HessianDataError(f"{path}: no unit declared for {key}")
+    if units[P.hessian] is None:
+        units[P.hessian] = f"{units['energy']}/{units['distance']}/{units['distance']}"
+    return {k: normalize_unit(v) for k, v in units.items()}
+
+
+def read_records(path: PathLike) -> Iterator[HessianRecord]:
+    """Stream the records of a training file in its stored units (:func:`file_units`).
+
+    Works on files written by this package and on plain SchNetPack ``.db`` files
+    (without Hessian or labels: Hessian ``None``, kind ``other``, reaction -1).
+    """
+    source = str(path)
+    if backend_of(path) == "h5":
+        ds = HDF5AtomsData(source)
+        try:
+            for i in range(len(ds)):
+                props = ds._get_properties(i, ds.available_properties, True)
+                data = {k: v.numpy() for k, v in props.items()}
+                data["numbers"] = data.pop("_atomic_numbers")
+                data["positions"] = data.pop("_positions")
+                data["cell"] = data.pop("_cell")[0]
+                data["pbc"] = data.pop("_pbc")
+                yield storage_to_record(data, source, i)
+        finally:
+            ds.close()
+        return
+    if not Path(path).exists():
+        raise HessianDataError(f"{path}: file does not exist")
+    with connect(source, type="db", use_lock_file=False) as conn:
+        for i, row in enumerate(conn.select(sort="id")):
+            data = dict(row.data)
+            data.update(
+                numbers=row.numbers,
+                positions=row.positions,
+                cell=row.cell[:],
+                pbc=row.pbc,
+            )
+            yield storage_to_record(data, source, i)
+
+
+def iread(path: PathLike) -> Iterator[Atoms]:
+    """Read any training file (``.db`` / ``.h5``) as ``ase.Atoms`` in ASE units.
+
+    Yields:
+        ``ase.Atoms`` with energy [eV] and forces [eV/Å] on a ``SinglePointCalculator``,
+        ``info["hessian"]``: ``(3N, 3N)`` [eV/Å²] or ``None`` when the structure has no
+        Hessian, ``info["kind"]``: label string, ``info["reaction"]``: int.
+    """
+    units = file_units(path)
+    for record in read_records(path):
+        yield record_to_atoms(record, units)
+
+
+def check_file(
+    path: PathLike, rtol: float = SYMMETRY_RTOL
+) -> Tuple[SymmetryReport, Dict[str, str]]:
+    """Validate every structure of a training file without writing anything.
+
+    Returns:
+        ``(report, units)``.
+
+    Raises:
+        HessianDataError: the first malformed structure (file, index, problem).
+    """
+    units = file_units(path)
+    report = SymmetryReport()
+    for i, record in enumerate(read_records(path)):
+        record, asym = validate_record(record, str(path), i, rtol=rtol)
+        report.update(i, record.hessian is not None, asym)
+    return report, units

@@ -1,0 +1,139 @@
+"""The storage form of a structure shared by the ``.db`` and ``.h5`` backends.
+
+Both backends store, per structure, SchNetPack's property arrays: ``energy`` ``(1,)``,
+``forces`` ``(N, 3)``, ``hessian`` ``(N², 3, 3)`` (all NaN when missing), ``kind``
+``(1,)`` int64 (index into :data:`properties.KINDS`) and ``reaction`` ``(1,)`` int64,
+next to the structure (``numbers``, ``positions``, ``cell``, ``pbc``).
+"""
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.record import HessianRecord, kind_code, kind_name
+from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
+
+__all__ = [
+    "PROPERTIES",
+    "LABELS",
+    "property_unit_dict",
+    "record_to_storage",
+    "storage_to_record",
+    "to_tensor",
+    "base_metadata",
+]
+
+#: Properties every training file stores, in order.
+PROPERTIES = ("energy", "forces", P.hessian, P.kind, P.reaction)
+#: Integer label properties (unit-less, kept as int64 when loaded).
+LABELS = (P.kind, P.reaction)
+#: Human-readable description of the Hessian layout stored in the metadata.
+HESSIAN_LAYOUT = "(N*N, 3, 3) blocks; block i*N+j = d2E/dR_i dR_j; all NaN = missing"
+
+
+def property_unit_dict(units: Dict[str, str]) -> Dict[str, Optional[str]]:
+    """SchNetPack's ``_property_unit_dict`` for ``units`` (keys as in ``ASE_UNITS``)."""
+    return {
+        "energy": units["energy"],
+        "forces": units["forces"],
+        P.hessian: units[P.hessian],
+        P.kind: None,
+        P.reaction: None,
+    }
+
+
+def base_metadata(
+    units: Dict[str, str], metadata: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """File metadata as SchNetPack writes it plus ours.
+
+    ``_property_unit_dict``, ``_distance_unit`` and ``atomrefs`` (SchNetPack's keys),
+    ``kinds`` (the label of each ``kind`` code), ``hessian_layout`` and every entry of
+    ``metadata`` (e.g. ``source``, ``level_of_theory``; an ``atomrefs`` entry there
+    replaces the empty default).
+    """
+    md: Dict[str, Any] = {
+        "_property_unit_dict": property_unit_dict(units),
+        "_distance_unit": units["distance"],
+        "atomrefs": {},
+        "kinds": list(P.KINDS),
+        "hessian_layout": HESSIAN_LAYOUT,
+    }
+    for key, value in (metadata or {}).items():
+        if key.startswith("_"):
+            continue
+        md[key] = value
+    return md
+
+
+def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.ndarray]:
+    """Storage arrays of a validated record (Hessian in block layout, NaN if missing).
+
+    Args:
+        record: a record that passed :func:`~.record.validate_record`.
+        dtype: floating dtype of ``forces`` and ``hessian``.
+    """
+    n = record.n_atoms
+    if record.hessian is None:
+        hessian = np.full((n * n, 3, 3), np.nan, dtype=dtype)
+    else:
+        hessian = np.ascontiguousarray(square_to_blocks(np.asarray(record.hessian)))
+    return {
+        "numbers": np.asarray(record.numbers, dtype=np.int64),
+        "positions": np.asarray(record.positions, dtype=np.float64),
+        "cell": np.asarray(record.cell, dtype=np.float64),
+        "pbc": np.asarray(record.pbc, dtype=bool),
+        "energy": np.array([record.energy], dtype=np.float64),
+        "forces": np.asarray(record.forces, dtype=dtype),
+        P.hessian: hessian.astype(dtype, copy=False),
+        P.kind: np.array([kind_code(record.kind)], dtype=np.int64),
+        P.reaction: np.array([record.reaction], dtype=np.int64),
+    }
+
+
+def storage_to_record(
+    data: Dict[str, Any], source: Optional[str] = None, index: Optional[int] = None
+) -> HessianRecord:
+    """Record from storage arrays (labels default to ``other``/-1 when absent)."""
+    hessian = data.get(P.hessian)
+    if hessian is not None:
+        hessian = np.asarray(hessian)
+        if np.all(np.isnan(hessian)):
+            hessian = None
+        else:
+            hessian = blocks_to_square(hessian)
+    kind = data.get(P.kind)
+    reaction = data.get(P.reaction)
+    return HessianRecord(
+        numbers=np.asarray(data["numbers"]),
+        positions=np.asarray(data["positions"]),
+        energy=float(np.asarray(data["energy"]).reshape(-1)[0]),
+        forces=None if data.get("forces") is None else np.asarray(data["forces"]),
+        hessian=hessian,
+        kind=(
+            "other"
+            if kind is None
+            else kind_name(np.asarray(kind).reshape(-1)[0], source, index)
+        ),
+        reaction=-1 if reaction is None else int(np.asarray(reaction).reshape(-1)[0]),
+        cell=np.asarray(data.get("cell", np.zeros((3, 3)))),
+        pbc=np.asarray(data.get("pbc", np.zeros(3, dtype=bool))),
+    )
+
+
+def to_tensor(value: np.ndarray, factor: float = 1.0) -> torch.Tensor:
+    """Tensor of a stored property, scaled by a unit factor.
+
+    Floating values become float64 whatever their storage precision (so ``.h5`` and
+    ``.db`` give identical batches); integer labels stay int64 (SchNetPack's
+    ``ASEAtomsData`` would turn them into float32 by multiplying with 1.0).
+    """
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.integer) or value.dtype == bool:
+        return torch.from_numpy(np.array(value, dtype=np.int64))
+    tensor = torch.from_numpy(np.array(value, dtype=np.float64))
+    if factor != 1.0:
+        tensor = tensor * factor
+    return tensor

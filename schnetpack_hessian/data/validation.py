@@ -1,0 +1,179 @@
+"""Checks every structure passes before it is written or trained on.
+
+All problems raise :class:`HessianDataError` with a message that names the file, the
+structure index and what is wrong, so a user can find the bad record in a large file.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "HessianDataError",
+    "SYMMETRY_RTOL",
+    "hessian_asymmetry",
+    "symmetrize",
+    "check_hessian",
+    "check_numbers",
+    "check_array",
+    "is_missing",
+    "where",
+    "SymmetryReport",
+]
+
+#: Default tolerance of the symmetry check: ``max|H - Hᵀ| / max|H|``.  Real reference
+#: Hessians are not exactly symmetric (HORM's float32 Hessians: ~3e-3 eV/Å² on entries up
+#: to ~100, i.e. ~3e-5 relative); a wrongly reshaped or transposed block layout gives
+#: values of order 0.1–1.
+SYMMETRY_RTOL: float = 1e-2
+
+_MAX_Z = 118
+
+
+class HessianDataError(Exception):
+    """A Hessian data file or structure is malformed (shape, value, unit or label)."""
+
+
+def where(source: Optional[str], index: Optional[int]) -> str:
+    """``"file.h5, structure 12"``: the location prefix of every error message."""
+    parts = [str(source) if source else "<data>"]
+    if index is not None:
+        parts.append(f"structure {index}")
+    return ", ".join(parts)
+
+
+def is_missing(hessian: Optional[np.ndarray]) -> bool:
+    """True if a structure has no Hessian (``None`` or all NaN, the storage convention)."""
+    return hessian is None or bool(np.all(np.isnan(hessian)))
+
+
+def hessian_asymmetry(hessian: np.ndarray) -> float:
+    """Relative asymmetry ``max|H - Hᵀ| / max|H|`` of a square Hessian ``(3N, 3N)``.
+
+    Returns 0 for an all-zero matrix.
+    """
+    scale = float(np.max(np.abs(hessian))) if hessian.size else 0.0
+    if scale == 0.0:
+        return 0.0
+    return float(np.max(np.abs(hessian - hessian.T))) / scale
+
+
+def symmetrize(hessian: np.ndarray) -> np.ndarray:
+    """``(H + Hᵀ) / 2`` of a square Hessian ``(3N, 3N)``, same dtype."""
+    return (0.5 * (hessian + hessian.T)).astype(hessian.dtype, copy=False)
+
+
+def check_numbers(numbers: np.ndarray, source: Optional[str], index: Optional[int]):
+    """Atomic numbers must be known elements (1–118).
+
+    Raises:
+        HessianDataError: an atomic number is out of range.
+    """
+    numbers = np.asarray(numbers)
+    bad = (numbers < 1) | (numbers > _MAX_Z)
+    if numbers.ndim != 1 or numbers.size == 0 or bad.any():
+        raise HessianDataError(
+            f"{where(source, index)}: unknown elements / atomic numbers "
+            f"{sorted(set(numbers[bad].tolist())) if numbers.ndim == 1 else numbers}"
+        )
+
+
+def check_hessian(
+    hessian: Optional[np.ndarray],
+    n_atoms: int,
+    source: Optional[str] = None,
+    index: Optional[int] = None,
+    rtol: float = SYMMETRY_RTOL,
+    fix_symmetry: bool = False,
+) -> Tuple[Optional[np.ndarray], float]:
+    """Check a square Hessian ``(3N, 3N)`` and optionally symmetrise it.
+
+    Args:
+        hessian: square Hessian or ``None``/all-NaN for "no Hessian".
+        n_atoms: number of atoms N of the structure.
+        source: file name for messages.
+        index: structure index for messages.
+        rtol: tolerance of :func:`hessian_asymmetry`.
+        fix_symmetry: return ``(H + Hᵀ)/2`` (only for asymmetry within ``rtol``).
+
+    Returns:
+        ``(hessian, asymmetry)``: the (possibly symmetrised) Hessian, ``None`` if missing,
+        and its relative asymmetry before symmetrisation (0 if missing).
+
+    Raises:
+        HessianDataError: wrong shape, partially NaN, infinite, or asymmetric beyond rtol.
+    """
+    loc = where(source, index)
+    if hessian is None:
+        return None, 0.0
+    hessian = np.asarray(hessian)
+    if hessian.shape != (3 * n_atoms, 3 * n_atoms):
+        raise HessianDataError(
+            f"{loc}: Hessian has shape {hessian.shape}, expected "
+            f"{(3 * n_atoms, 3 * n_atoms)} for {n_atoms} atoms"
+        )
+    nan = np.isnan(hessian)
+    if nan.all():
+        return None, 0.0
+    if nan.any():
+        raise HessianDataError(
+            f"{loc}: Hessian is partially NaN ({int(nan.sum())} of {nan.size} entries); "
+            "a missing Hessian must be all NaN"
+        )
+    if not np.isfinite(hessian).all():
+        raise HessianDataError(f"{loc}: Hessian contains infinite values")
+    asym = hessian_asymmetry(hessian)
+    if asym > rtol:
+        raise HessianDataError(
+            f"{loc}: Hessian is not symmetric: max|H - H^T| / max|H| = {asym:.3g} > "
+            f"{rtol:g}; a wrong reshape or transposed (N*N, 3, 3) block layout looks "
+            "like this (for small real asymmetry raise the tolerance or symmetrize)"
+        )
+    if fix_symmetry and asym > 0.0:
+        hessian = symmetrize(hessian)
+    return hessian, asym
+
+
+def check_array(
+    name: str,
+    value: Optional[np.ndarray],
+    shape: Tuple[int, ...],
+    source: Optional[str],
+    index: Optional[int],
+) -> np.ndarray:
+    """Check that a property exists, has ``shape`` and is finite.
+
+    Raises:
+        HessianDataError: missing, wrong shape or non-finite.
+    """
+    loc = where(source, index)
+    if value is None:
+        raise HessianDataError(f"{loc}: {name} is missing")
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise HessianDataError(
+            f"{loc}: {name} has shape {value.shape}, expected {shape}"
+        )
+    if not np.isfinite(value).all():
+        raise HessianDataError(f"{loc}: {name} contains NaN or infinite values")
+    return value
+
+
+@dataclass
+class SymmetryReport:
+    """Running summary of Hessian asymmetry over a file (for ``--check`` and logs)."""
+
+    n_structures: int = 0
+    n_hessians: int = 0
+    worst_asymmetry: float = 0.0
+    worst_index: Optional[int] = None
+
+    def update(self, index: int, has_hessian: bool, asymmetry: float):
+        """Account for structure ``index``."""
+        self.n_structures += 1
+        if has_hessian:
+            self.n_hessians += 1
+            if self.worst_index is None or asymmetry > self.worst_asymmetry:
+                self.worst_asymmetry = asymmetry
+                self.worst_index = index

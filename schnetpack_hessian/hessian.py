@@ -1,0 +1,500 @@
+r"""Exact Hessians and Hessian-vector products of SchNetPack energy models.
+
+The math lives in small functions that take and return tensors (testable without a
+model); :class:`Hessian` is the thin SchNetPack output module on top of them.
+
+Molecules in a packed batch are independent, so one backward pass seeded with
+"Cartesian row :math:`r` of every molecule" yields row :math:`r` of every molecule's
+Hessian at once.  A full batch Hessian therefore needs :math:`3\max_m N_m` seeded passes,
+not :math:`\sum_m 3N_m`; the passes run vectorised (``is_grads_batched``) in chunks.
+
+Layout: the full Hessian is written in SchNetPack's block layout ``(ΣN², 3, 3)``, the
+layout of :class:`schnetpack.atomistic.Response`: block ``off_m + i·N_m + j`` is
+d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+import schnetpack.properties as spk_properties
+
+from schnetpack_hessian import properties
+
+__all__ = [
+    "Hessian",
+    "HessianError",
+    "PROBES",
+    "energy_gradient",
+    "row_seeds",
+    "sample_probes",
+    "hessian_rows",
+    "full_hessian",
+    "rows_to_blocks",
+    "blocks_to_rows",
+]
+
+#: Probe distributions accepted by :func:`sample_probes`.
+PROBES = ("gaussian", "rademacher", "rows")
+MODES = ("full", "hvp")
+
+
+class HessianError(RuntimeError):
+    """A Hessian could not be computed from the given inputs or configuration."""
+
+
+# --------------------------------------------------------------------------------------
+# index bookkeeping for packed batches
+# --------------------------------------------------------------------------------------
+
+
+def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Index of each molecule's first atom in the packed batch, shape ``(B,)``."""
+    return torch.cumsum(n_atoms, 0) - n_atoms
+
+
+def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
+    idx_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
+    return torch.arange(int(n_atoms.sum()), device=n_atoms.device) - atom_offsets(n_atoms)[idx_m]
+
+
+def block_index(n_atoms: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the ``ΣN²`` Hessian blocks of a packed batch.
+
+    Returns:
+        ``(block_m, i_local, j_global)``, each ``(ΣN²,)``: the molecule of every block,
+        the local index of its row atom ``i`` and the packed index of its column atom
+        ``j``.
+    """
+    device = n_atoms.device
+    n_sq = n_atoms * n_atoms
+    block_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=device), n_sq)
+    k = torch.arange(int(n_sq.sum()), device=device) - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
+    n_b = n_atoms[block_m]
+    i_local = torch.div(k, n_b, rounding_mode="floor")
+    j_global = atom_offsets(n_atoms)[block_m] + k - i_local * n_b
+    return block_m, i_local, j_global
+
+
+# --------------------------------------------------------------------------------------
+# seeds and probes
+# --------------------------------------------------------------------------------------
+
+
+def row_seeds(
+    n_atoms: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """One-hot seeds selecting Cartesian row ``rows[s]`` of every molecule.
+
+    Args:
+        n_atoms: atoms per molecule, ``(B,)``.
+        rows: row indices ``3·i + c`` shared by all molecules, ``(k,)``.
+        dtype: floating dtype of the seeds.
+
+    Returns:
+        ``(k, ΣN, 3)``; seed ``s`` is 1 at (atom ``rows[s] // 3``, component
+        ``rows[s] % 3``) of every molecule that has that row, 0 elsewhere.
+    """
+    local = local_atom_index(n_atoms)
+    flat = (3 * local)[None, :, None] + torch.arange(3, device=n_atoms.device)[None, None, :]
+    return (flat == rows[:, None, None]).to(dtype)
+
+
+def sample_probes(
+    probe: str,
+    n_probes: int,
+    n_atoms: torch.Tensor,
+    dtype: torch.dtype,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Random probe vectors for Hessian-vector products, ``(k, ΣN, 3)``.
+
+    Args:
+        probe: ``"gaussian"`` (v ~ N(0, I)), ``"rademacher"`` (entries ±1) or ``"rows"``
+            (one-hot: ``k`` distinct random Cartesian rows per molecule, cycling when
+            ``k > 3N``; the HORM scheme).
+        n_probes: number of probes ``k``.
+        n_atoms: atoms per molecule, ``(B,)``.
+        dtype: floating dtype.
+        generator: optional seeded generator on the device of ``n_atoms``.
+    """
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    if n_probes < 1:
+        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    device = n_atoms.device
+    n_total = int(n_atoms.sum())
+    shape = (n_probes, n_total, 3)
+    if probe == "gaussian":
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if probe == "rademacher":
+        bits = torch.randint(0, 2, shape, generator=generator, device=device)
+        return (2 * bits - 1).to(dtype)
+    # rows: a random permutation of each molecule's 3N rows, probe p takes entry p mod 3N
+    n_rows = 3 * n_atoms
+    max_rows = int(n_rows.max())
+    keys = torch.rand((len(n_atoms), max_rows), generator=generator, device=device)
+    keys = keys.masked_fill(torch.arange(max_rows, device=device)[None] >= n_rows[:, None], 2.0)
+    perm = torch.argsort(keys, dim=1)
+    p = torch.arange(n_probes, device=device)[:, None] % n_rows[None, :]  # (k, B)
+    chosen = torch.gather(perm.t(), 0, p)  # (k, B) row index per molecule
+    atom = atom_offsets(n_atoms)[None, :] + torch.div(chosen, 3, rounding_mode="floor")
+    probes = torch.zeros(shape, device=device, dtype=dtype)
+    k_idx = torch.arange(n_probes, device=device)[:, None].expand_as(atom)
+    probes[k_idx, atom, chosen % 3] = 1.0
+    return probes
+
+
+# --------------------------------------------------------------------------------------
+# derivatives
+# --------------------------------------------------------------------------------------
+
+
+def energy_gradient(
+    energy: torch.Tensor, positions: torch.Tensor, create_graph: bool = True
+) -> torch.Tensor:
+    """dE/dR of a batch of molecular energies, ``(ΣN, 3)`` (energy unit / length unit).
+
+    Args:
+        energy: molecular energies ``(B,)``.
+        positions: packed positions ``(ΣN, 3)`` that require grad.
+        create_graph: keep the graph of the gradient (needed for second derivatives).
+    """
+    (dEdR,) = torch.autograd.grad(
+        energy,
+        positions,
+        grad_outputs=torch.ones_like(energy),
+        create_graph=create_graph,
+        retain_graph=True,
+        allow_unused=True,
+    )
+    if dEdR is None:
+        dEdR = torch.zeros_like(positions)
+        if create_graph:
+            dEdR.requires_grad_()
+    return dEdR
+
+
+def hessian_rows(
+    gradient: torch.Tensor,
+    positions: torch.Tensor,
+    seeds: torch.Tensor,
+    create_graph: bool,
+    chunk_size: Optional[int] = None,
+    vectorize: bool = True,
+) -> torch.Tensor:
+    """Hessian-vector products ``H v`` for a stack of seeds, ``(k, ΣN, 3)``.
+
+    Each product is one reverse pass through the graph of ``gradient`` (= dE/dR); the
+    ``k`` passes run vectorised in chunks of ``chunk_size`` (all at once when None).
+
+    Args:
+        gradient: dE/dR ``(ΣN, 3)`` with its graph.
+        positions: packed positions ``(ΣN, 3)``.
+        seeds: vectors ``v``, ``(k, ΣN, 3)``.
+        create_graph: build a graph of the result (for training on it).
+        chunk_size: seeds per vectorised pass.
+        vectorize: use ``is_grads_batched``; False loops over seeds (a fallback for
+            operations without batching rules).
+    """
+    if not gradient.requires_grad:
+        return torch.zeros_like(seeds)
+    k = seeds.shape[0]
+    step = k if chunk_size is None else max(1, int(chunk_size))
+    out: List[torch.Tensor] = []
+    for start in range(0, k, step):
+        chunk = seeds[start : start + step]
+        if vectorize:
+            (rows,) = torch.autograd.grad(
+                gradient,
+                positions,
+                grad_outputs=chunk,
+                retain_graph=True,
+                create_graph=create_graph,
+                is_grads_batched=True,
+                allow_unused=True,
+            )
+            rows = torch.zeros_like(chunk) if rows is None else rows
+        else:
+            rows_list = []
+            for v in chunk:
+                (row,) = torch.autograd.grad(
+                    gradient,
+                    positions,
+                    grad_outputs=v,
+                    retain_graph=True,
+                    create_graph=create_graph,
+                    allow_unused=True,
+                )
+                rows_list.append(torch.zeros_like(v) if row is None else row)
+            rows = torch.stack(rows_list)
+        out.append(rows)
+    return out[0] if len(out) == 1 else torch.cat(out, 0)
+
+
+def rows_to_blocks(rows: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """Batched Hessian rows ``(3·max N, ΣN, 3)`` → block layout ``(ΣN², 3, 3)``.
+
+    ``rows[3i + c, off_m + j, d]`` is d²E/dR_ic dR_jd of molecule ``m``.
+    """
+    n_max = rows.shape[0] // 3
+    rows4 = rows.reshape(n_max, 3, rows.shape[1], 3)
+    _, i_local, j_global = block_index(n_atoms)
+    return rows4[i_local, :, j_global, :]
+
+
+def blocks_to_rows(blocks: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rows_to_blocks`: ``(ΣN², 3, 3)`` → ``(3·max N, ΣN, 3)``."""
+    n_max = int(n_atoms.max())
+    _, i_local, j_global = block_index(n_atoms)
+    rows4 = blocks.new_zeros((n_max, 3, int(n_atoms.sum()), 3))
+    rows4[i_local, :, j_global, :] = blocks
+    return rows4.reshape(3 * n_max, -1, 3)
+
+
+def full_hessian(
+    gradient: torch.Tensor,
+    positions: torch.Tensor,
+    n_atoms: torch.Tensor,
+    create_graph: bool,
+    chunk_size: Optional[int] = None,
+    vectorize: bool = True,
+) -> torch.Tensor:
+    """Exact Hessians of all molecules of a packed batch in block layout ``(ΣN², 3, 3)``.
+
+    Uses ``3·max(N)`` seeded reverse passes through the graph of ``gradient``.
+    """
+    n_rows = 3 * int(n_atoms.max())
+    seeds = row_seeds(n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype)
+    rows = hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
+    return rows_to_blocks(rows, n_atoms)
+
+
+def _graph_leaves(tensor: torch.Tensor, exclude: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Leaf tensors requiring grad that the graph of ``tensor`` reaches."""
+    excluded = {id(t) for t in exclude}
+    leaves: Dict[int, torch.Tensor] = {}
+    seen = set()
+    stack = [tensor.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)
+        if variable is not None and id(variable) not in excluded:
+            leaves[id(variable)] = variable
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return list(leaves.values())
+
+
+class _MemoryBoundedHessian(torch.autograd.Function):
+    """Full Hessian whose backward re-derives the rows chunk by chunk.
+
+    Forward computes the Hessian without building a second-order graph.  Backward
+    receives W = dL/dH and back-propagates Σ_s ⟨W_s, H e_s⟩ one chunk of seeds at a
+    time, so only one chunk's second-order graph is alive at once: peak memory no
+    longer grows with the number of rows.  Gradients reach the parameters (the graph's
+    leaves, passed as inputs) through the normal autograd engine, so optimisers, DDP and
+    gradient hooks see ordinary gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, n_atoms, chunk_size, vectorize, gradient, positions, *leaves):
+        ctx.save_for_backward(gradient, positions, n_atoms, *leaves)
+        ctx.chunk_size = chunk_size
+        ctx.vectorize = vectorize
+        return full_hessian(gradient, positions, n_atoms, False, chunk_size, vectorize)
+
+    @staticmethod
+    def backward(ctx, grad_blocks):
+        gradient, positions, n_atoms, *leaves = ctx.saved_tensors
+        weights = blocks_to_rows(grad_blocks, n_atoms)
+        n_rows = weights.shape[0]
+        step = n_rows if ctx.chunk_size is None else max(1, int(ctx.chunk_size))
+        inputs = [positions] + list(leaves)
+        totals: List[Optional[torch.Tensor]] = [None] * len(inputs)
+        with torch.enable_grad():
+            for start in range(0, n_rows, step):
+                rows_idx = torch.arange(start, min(start + step, n_rows), device=positions.device)
+                seeds = row_seeds(n_atoms, rows_idx, positions.dtype)
+                rows = hessian_rows(gradient, positions, seeds, True, None, ctx.vectorize)
+                phi = (rows * weights[start : start + step]).sum()
+                if not phi.requires_grad:
+                    continue
+                grads = torch.autograd.grad(phi, inputs, retain_graph=True, allow_unused=True)
+                for n, g in enumerate(grads):
+                    if g is not None:
+                        totals[n] = g if totals[n] is None else totals[n] + g
+        return (None, None, None, None, *totals)
+
+
+# --------------------------------------------------------------------------------------
+# the output module
+# --------------------------------------------------------------------------------------
+
+
+class Hessian(nn.Module):
+    r"""SchNetPack output module for exact Hessians or Hessian-vector products.
+
+    Place it in ``NeuralNetworkPotential.output_modules`` after the module that writes
+    the energy, with or instead of :class:`schnetpack.atomistic.Forces` (it writes the
+    forces too).
+
+    Modes:
+        * ``"full"``: writes ``hessian`` ``(ΣN², 3, 3)`` (energy unit / length unit²) in
+          SchNetPack's block layout, from ``3·max(N)`` vectorised seeded passes.
+        * ``"hvp"``: writes ``hessian_hvp`` ``(k, ΣN, 3)`` = :math:`H v` for ``k =
+          n_probes`` probes per molecule and the probes themselves in
+          ``hessian_probes`` ``(k, ΣN, 3)``; probes are redrawn at every call.
+
+    It also writes ``_n_atoms`` so that :class:`~schnetpack_hessian.HessianOutput` can
+    normalise per molecule.  In training mode the results keep their graph; in eval mode
+    they are detached (the model's parameters get no gradient).  Positions must require
+    grad, which :class:`~schnetpack.model.NeuralNetworkPotential` arranges through
+    ``required_derivatives`` (and Lightning needs ``inference_mode=False``).
+
+    Args:
+        mode: ``"full"`` or ``"hvp"``.
+        energy_key: key of the molecular energy ``(B,)``.
+        force_key: key the forces ``(ΣN, 3)`` are written to.
+        calc_forces: write forces (``-dE/dR``) as well.
+        hessian_key: key of the full Hessian.
+        hvp_key: key of the Hessian-vector products.
+        probes_key: key of the probe vectors.
+        n_probes: probes per molecule in ``"hvp"`` mode.
+        probe: ``"gaussian"``, ``"rademacher"`` or ``"rows"``.
+        chunk_size: seeds per vectorised reverse pass (None: all at once); bounds memory.
+        memory_efficient: in training with ``mode="full"``, back-propagate the Hessian
+            loss chunk by chunk so that only one chunk's second-order graph is alive
+            (peak memory independent of the number of rows, ~1.3× the compute).
+        full_in_eval: in ``"hvp"`` mode, also write the full Hessian when not training,
+            so that validation reports exact Hessian metrics (in training the key then
+            holds an empty ``(0, 3, 3)`` tensor).
+        seed: seed of the probe generator (None: torch's global generator).
+        vectorize: vectorise the seeded passes with ``is_grads_batched``.
+    """
+
+    def __init__(
+        self,
+        mode: str = "full",
+        energy_key: str = spk_properties.energy,
+        force_key: str = spk_properties.forces,
+        calc_forces: bool = True,
+        hessian_key: str = properties.hessian,
+        hvp_key: str = properties.hessian_hvp,
+        probes_key: str = properties.hessian_probes,
+        n_probes: int = 1,
+        probe: str = "gaussian",
+        chunk_size: Optional[int] = None,
+        memory_efficient: bool = True,
+        full_in_eval: bool = False,
+        seed: Optional[int] = None,
+        vectorize: bool = True,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"Hessian: mode must be one of {MODES}, got {mode!r}")
+        if probe not in PROBES:
+            raise ValueError(f"Hessian: probe must be one of {PROBES}, got {probe!r}")
+        if n_probes < 1:
+            raise ValueError(f"Hessian: n_probes must be >= 1, got {n_probes}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"Hessian: chunk_size must be None or >= 1, got {chunk_size}")
+        self.mode = mode
+        self.energy_key = energy_key
+        self.force_key = force_key
+        self.calc_forces = calc_forces
+        self.hessian_key = hessian_key
+        self.hvp_key = hvp_key
+        self.probes_key = probes_key
+        self.n_probes = n_probes
+        self.probe = probe
+        self.chunk_size = chunk_size
+        self.memory_efficient = memory_efficient
+        self.full_in_eval = full_in_eval
+        self.seed = seed
+        self.vectorize = vectorize
+        self._generator: Optional[torch.Generator] = None
+
+        self.model_outputs = [spk_properties.n_atoms]
+        if calc_forces:
+            self.model_outputs.append(force_key)
+        if mode == "full" or full_in_eval:
+            self.model_outputs.append(hessian_key)
+        if mode == "hvp":
+            self.model_outputs += [hvp_key, probes_key]
+        self.required_derivatives = [spk_properties.R]
+
+    def _probe_generator(self, device: torch.device) -> Optional[torch.Generator]:
+        if self.seed is None:
+            return None
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:
+        if self.energy_key not in inputs:
+            raise HessianError(
+                f"Hessian: the inputs have no energy under '{self.energy_key}' "
+                f"(keys: {sorted(inputs)}); place Hessian after the output module that "
+                "writes the energy, or set energy_key"
+            )
+        positions = inputs[spk_properties.R]
+        if not positions.requires_grad:
+            raise HessianError(
+                "Hessian: positions ('_positions') do not require grad. Put Hessian in "
+                "NeuralNetworkPotential.output_modules (so required_derivatives holds "
+                "'_positions'), and run with gradients enabled (torch.enable_grad(); "
+                "Lightning: trainer inference_mode=False)."
+            )
+        if not torch.is_grad_enabled():
+            raise HessianError(
+                "Hessian: gradients are disabled (torch.no_grad or inference mode); "
+                "Hessians need autograd: use torch.enable_grad() / inference_mode=False"
+            )
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        self._check_inputs(inputs)
+        energy = inputs[self.energy_key]
+        positions = inputs[spk_properties.R]
+        n_atoms = inputs[spk_properties.n_atoms]
+        training = self.training
+
+        gradient = energy_gradient(energy, positions, create_graph=True)
+        if self.calc_forces:
+            forces = -gradient
+            inputs[self.force_key] = forces if training else forces.detach()
+
+        if self.mode == "full" or (self.full_in_eval and not training):
+            if training and self.memory_efficient:
+                leaves = _graph_leaves(gradient, exclude=[positions])
+                hessian = _MemoryBoundedHessian.apply(
+                    n_atoms, self.chunk_size, self.vectorize, gradient, positions, *leaves
+                )
+            else:
+                hessian = full_hessian(
+                    gradient, positions, n_atoms, training, self.chunk_size, self.vectorize
+                )
+            inputs[self.hessian_key] = hessian if training else hessian.detach()
+        elif self.full_in_eval:
+            # listed in model_outputs for evaluation; zero blocks mean "not computed"
+            inputs[self.hessian_key] = positions.new_zeros((0, 3, 3))
+
+        if self.mode == "hvp":
+            probes = sample_probes(
+                self.probe,
+                self.n_probes,
+                n_atoms,
+                positions.dtype,
+                self._probe_generator(positions.device),
+            )
+            hvp = hessian_rows(
+                gradient, positions, probes, training, self.chunk_size, self.vectorize
+            )
+            inputs[self.hvp_key] = hvp if training else hvp.detach()
+            inputs[self.probes_key] = probes
+        return inputs

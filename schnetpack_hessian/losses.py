@@ -1,0 +1,300 @@
+r"""Hessian losses and metrics for :class:`schnetpack.task.AtomisticTask`.
+
+Per molecule :math:`m` with :math:`N_m` atoms and residual
+:math:`\Delta_m = \hat H_m - H_m` (a ``3N_m × 3N_m`` matrix), the full-Hessian losses are
+
+.. math::
+
+    L_\mathrm{MSE} = \frac{1}{|M|}\sum_{m\in M} \frac{\lVert\Delta_m\rVert_F^2}{9N_m^2},
+    \qquad
+    L_\mathrm{MAE} = \frac{1}{|M|}\sum_{m\in M} \frac{\sum_{ab}|\Delta_{m,ab}|}{9N_m^2},
+    \qquad
+    L_\mathrm{RMSE} = \sqrt{L_\mathrm{MSE}},
+
+the study's normalisation (mean over each molecule's entries, then over molecules),
+where :math:`M` are the molecules *with* a Hessian target: a target that is all-NaN (the
+data layer's mark of "no Hessian") removes the molecule from loss and metrics.
+
+In HVP mode only :math:`\Delta_m v` is known for the probes :math:`v` the model drew.
+The per-molecule squared error is estimated without bias by
+
+* ``gaussian`` / ``rademacher`` probes (:math:`E[vv^T] = I`):
+  :math:`\lVert\Delta_m\rVert_F^2 \approx \lVert\Delta_m v\rVert^2`, i.e. each probe's
+  squared residual is scaled by :math:`1/(9N_m^2)`;
+* ``rows`` probes (one-hot, uniform over the :math:`3N_m` rows, :math:`E[vv^T]=I/3N_m`):
+  :math:`\lVert\Delta_m\rVert_F^2 \approx 3N_m\lVert\Delta_m v\rVert^2`, i.e. scaled by
+  :math:`1/(3N_m)`;
+
+and averaged over the ``k`` probes, so :math:`E[L^{HVP}_\mathrm{MSE}] =
+L_\mathrm{MSE}` (Hutchinson).  With ``rows`` the residual entries are exact Hessian
+entries, so MAE is estimated without bias too; with isotropic probes it is not defined
+and ``loss="mae"`` raises.  The probe type is recognised from the probes themselves
+(one-hot per molecule ⇒ rows).
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torchmetrics import Metric
+
+import schnetpack.properties as spk_properties
+from schnetpack.task import ModelOutput
+
+from schnetpack_hessian import properties
+from schnetpack_hessian.hessian import atom_offsets, block_index
+
+__all__ = ["HessianOutput", "HessianMAE", "HessianRMSE", "HessianErrors", "hessian_errors"]
+
+LOSSES = ("mse", "mae", "rmse")
+
+
+class HessianErrors:
+    """Per-molecule error sums of one batch.
+
+    Attributes:
+        sse: sum of squared errors per molecule ``(B,)`` (exact or unbiased estimate).
+        sae: sum of absolute errors per molecule ``(B,)``, or None where not estimable.
+        n_entries: number of Hessian entries per molecule, ``9N²``, ``(B,)``.
+        valid: molecules that have a Hessian target, ``(B,)`` bool.
+    """
+
+    def __init__(
+        self,
+        sse: torch.Tensor,
+        sae: Optional[torch.Tensor],
+        n_entries: torch.Tensor,
+        valid: torch.Tensor,
+    ):
+        self.sse = sse
+        self.sae = sae
+        self.n_entries = n_entries
+        self.valid = valid
+
+
+def _molecule_has_target(
+    target: torch.Tensor, block_m: torch.Tensor, n_molecules: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(finite-block mask ``(ΣN²,)``, molecule has a complete Hessian ``(B,)``)."""
+    finite_block = torch.isfinite(target).flatten(1).all(dim=1)
+    bad = torch.zeros(n_molecules, device=target.device, dtype=torch.long)
+    bad.index_add_(0, block_m, (~finite_block).long())
+    valid = bad == 0
+    return valid[block_m], valid
+
+
+def _is_row_probe(probes: torch.Tensor, n_atoms: torch.Tensor) -> bool:
+    """True when every probe is one-hot within every molecule (the ``rows`` scheme)."""
+    if not bool(((probes == 0) | (probes == 1)).all()):
+        return False
+    idx_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
+    per_mol = probes.new_zeros((probes.shape[0], len(n_atoms)))
+    per_mol.index_add_(1, idx_m, probes.sum(-1))
+    return bool((per_mol == 1).all())
+
+
+def hessian_errors(
+    pred: Dict[str, torch.Tensor],
+    target: torch.Tensor,
+    hessian_key: str = properties.hessian,
+    hvp_key: str = properties.hessian_hvp,
+    probes_key: str = properties.hessian_probes,
+) -> HessianErrors:
+    """Per-molecule Hessian errors of a prediction against block-layout targets.
+
+    Uses the full Hessian ``pred[hessian_key]`` when present (and not the empty
+    placeholder of ``Hessian(full_in_eval=True)`` in training), else the HVPs.
+
+    Args:
+        pred: model outputs with ``_n_atoms`` and either ``hessian`` ``(ΣN², 3, 3)`` or
+            ``hessian_hvp`` and ``hessian_probes`` ``(k, ΣN, 3)``.
+        target: reference Hessians ``(ΣN², 3, 3)``; all-NaN for molecules without one.
+    """
+    if spk_properties.n_atoms not in pred:
+        raise KeyError(
+            "HessianOutput: the predictions have no '_n_atoms'; compute Hessians with "
+            "schnetpack_hessian.Hessian, which writes it"
+        )
+    n_atoms = pred[spk_properties.n_atoms]
+    n_mol = len(n_atoms)
+    expected = int((n_atoms * n_atoms).sum())
+    if target.dim() != 3 or tuple(target.shape[1:]) != (3, 3) or target.shape[0] != expected:
+        raise ValueError(
+            f"HessianOutput: target Hessian has shape {tuple(target.shape)}, expected "
+            f"(ΣN², 3, 3) = ({expected}, 3, 3) for molecules of {n_atoms.tolist()} atoms"
+        )
+    block_m, i_local, j_global = block_index(n_atoms)
+    block_ok, valid = _molecule_has_target(target, block_m, n_mol)
+    clean_target = torch.where(block_ok[:, None, None], target, torch.zeros_like(target))
+    n_entries = (9 * n_atoms * n_atoms).to(target.dtype)
+
+    if hessian_key in pred and pred[hessian_key].shape[0] == expected:
+        diff = pred[hessian_key] - clean_target
+        diff = torch.where(block_ok[:, None, None], diff, torch.zeros_like(diff))
+        sse = diff.new_zeros(n_mol).index_add(0, block_m, diff.pow(2).sum((1, 2)))
+        sae = diff.new_zeros(n_mol).index_add(0, block_m, diff.abs().sum((1, 2)))
+        return HessianErrors(sse, sae, n_entries, valid)
+
+    if hvp_key not in pred or probes_key not in pred:
+        raise KeyError(
+            f"HessianOutput: the predictions hold neither '{hessian_key}' nor "
+            f"'{hvp_key}' with '{probes_key}'"
+        )
+    hvp, probes = pred[hvp_key], pred[probes_key]
+    # reference products (H_ref v)[off + i] = Σ_j block(i, j) @ v[off + j]
+    atom_i = atom_offsets(n_atoms)[block_m] + i_local
+    ref_hvp = hvp.new_zeros(hvp.shape).index_add(
+        1, atom_i, torch.einsum("bcd,kbd->kbc", clean_target, probes[:, j_global])
+    )
+    idx_m = torch.repeat_interleave(torch.arange(n_mol, device=n_atoms.device), n_atoms)
+    residual = torch.where(valid[idx_m][None, :, None], hvp - ref_hvp, torch.zeros_like(hvp))
+    k = hvp.shape[0]
+    sq = residual.new_zeros((k, n_mol)).index_add(1, idx_m, residual.pow(2).sum(-1))
+    if _is_row_probe(probes, n_atoms):
+        scale = (3 * n_atoms).to(hvp.dtype)  # 3N rows, each probe sees one of them
+        ab = residual.new_zeros((k, n_mol)).index_add(1, idx_m, residual.abs().sum(-1))
+        sae = scale * ab.mean(0)
+    else:
+        scale = torch.ones(n_mol, dtype=hvp.dtype, device=hvp.device)
+        sae = None
+    sse = scale * sq.mean(0)
+    return HessianErrors(sse, sae, n_entries, valid)
+
+
+class _HessianErrorMetric(Metric):
+    """Pooled error over all Hessian entries of all molecules with a target."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, error_sum: torch.Tensor, count: torch.Tensor) -> None:
+        """Add a batch's summed error and its number of entries."""
+        self.total += error_sum.detach().to(torch.float64)
+        self.count += count.detach().to(torch.float64)
+
+    def use(self, errors: HessianErrors) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class HessianMAE(_HessianErrorMetric):
+    """Mean absolute error over Hessian entries (target unit)."""
+
+    def use(self, errors: HessianErrors):
+        if errors.sae is None:
+            return None
+        return errors.sae[errors.valid].sum(), errors.n_entries[errors.valid].sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
+
+
+class HessianRMSE(_HessianErrorMetric):
+    """Root-mean-square error over Hessian entries (target unit)."""
+
+    def use(self, errors: HessianErrors):
+        return errors.sse[errors.valid].sum(), errors.n_entries[errors.valid].sum()
+
+    def compute(self) -> torch.Tensor:
+        return torch.sqrt(self.total / self.count)
+
+
+class HessianOutput(ModelOutput):
+    """Loss and metrics of predicted Hessians (full or HVP) against stored Hessians.
+
+    Use with :class:`~schnetpack_hessian.Hessian` in the model.  The target is the
+    batch's ``hessian`` in block layout ``(ΣN², 3, 3)``; molecules whose target is all-NaN
+    (no Hessian) are masked out of loss and metrics.  The mode follows the prediction:
+    full when ``hessian`` is predicted, HVP otherwise (so validation can report
+    full-Hessian metrics, with ``Hessian(full_in_eval=True)``, while training uses HVP).
+    See the module docstring for the normalisation and the HVP scaling.
+
+    Args:
+        name: name of the output (the predicted full Hessian's key).
+        loss: ``"mse"``, ``"mae"`` or ``"rmse"`` (per-molecule normalised).
+        loss_weight: weight in the task's composite loss.
+        metrics: metrics by name; default ``{"MAE": HessianMAE(), "RMSE": HessianRMSE()}``.
+            Other torchmetrics metrics get the valid predicted and target blocks (full
+            mode only).
+        target_property: key of the target in the batch (default: ``name``).
+        hvp_key: key of the predicted Hessian-vector products.
+        probes_key: key of the probes.
+        constraints: SchNetPack constraints applied before loss and metrics.
+    """
+
+    def __init__(
+        self,
+        name: str = properties.hessian,
+        loss: str = "mse",
+        loss_weight: float = 1.0,
+        metrics: Optional[Dict[str, Metric]] = None,
+        target_property: Optional[str] = None,
+        hvp_key: str = properties.hessian_hvp,
+        probes_key: str = properties.hessian_probes,
+        constraints: Optional[List[nn.Module]] = None,
+    ):
+        if loss not in LOSSES:
+            raise ValueError(f"HessianOutput: loss must be one of {LOSSES}, got {loss!r}")
+        if metrics is None:
+            metrics = {"MAE": HessianMAE(), "RMSE": HessianRMSE()}
+        super().__init__(
+            name=name,
+            loss_fn=None,
+            loss_weight=loss_weight,
+            metrics=metrics,
+            constraints=constraints,
+            target_property=target_property,
+        )
+        self.loss = loss
+        self.hvp_key = hvp_key
+        self.probes_key = probes_key
+
+    def errors(self, pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]):
+        """Per-molecule errors of this batch (see :func:`hessian_errors`)."""
+        if self.target_property not in target:
+            raise KeyError(
+                f"HessianOutput: the batch has no target '{self.target_property}'; "
+                "load Hessians with the data set's load_properties"
+            )
+        return hessian_errors(
+            pred, target[self.target_property], self.name, self.hvp_key, self.probes_key
+        )
+
+    def calculate_loss(self, pred, target) -> torch.Tensor:
+        if self.loss_weight == 0:
+            return 0.0
+        err = self.errors(pred, target)
+        if self.loss == "mae":
+            if err.sae is None:
+                raise ValueError(
+                    "HessianOutput: loss='mae' in HVP mode needs row probes "
+                    "(Hessian(probe='rows')); Gaussian/Rademacher probes give no unbiased "
+                    "MAE. Use loss='mse' or probe='rows'."
+                )
+            per_mol = err.sae / err.n_entries
+        else:
+            per_mol = err.sse / err.n_entries
+        n_valid = err.valid.sum()
+        per_mol = torch.where(err.valid, per_mol, torch.zeros_like(per_mol))
+        loss = per_mol.sum() / n_valid.clamp(min=1)
+        if self.loss == "rmse":
+            loss = torch.sqrt(loss + torch.finfo(loss.dtype).tiny)
+        return self.loss_weight * loss
+
+    def update_metrics(self, pred, target, subset) -> None:
+        err = None
+        for metric in self.metrics[subset].values():
+            if isinstance(metric, _HessianErrorMetric):
+                err = err if err is not None else self.errors(pred, target)
+                stats = metric.use(err)
+                if stats is not None:
+                    metric.update(*stats)
+            elif self.name in pred and pred[self.name].shape[0] > 0:
+                n_atoms = pred[spk_properties.n_atoms]
+                block_m, _, _ = block_index(n_atoms)
+                ref = target[self.target_property]
+                block_ok, _ = _molecule_has_target(ref, block_m, len(n_atoms))
+                metric(pred[self.name][block_ok], ref[block_ok])

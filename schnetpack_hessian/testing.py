@@ -1,0 +1,156 @@
+"""Reusable helpers for checking Hessians: test molecules, models, finite differences.
+
+Kept in the package (as NequIP keeps its unit-test utilities) so that tests of every
+model, and users checking their own models, share one implementation.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+import schnetpack as spk
+import schnetpack.properties as spk_properties
+import schnetpack.transform as trn
+
+from schnetpack_hessian.layout import square_to_blocks
+from schnetpack_hessian.nn import SmoothstepCutoff
+
+__all__ = [
+    "reference_molecules",
+    "ts_like_hcn",
+    "build_batch",
+    "make_potential",
+    "finite_difference_hessian",
+]
+
+
+def ts_like_hcn() -> Atoms:
+    """Geometry near the HCN ⇌ HNC transition state (H bridging C and N), Å."""
+    return Atoms(
+        "CNH",
+        positions=[[0.0, 0.0, 0.0], [1.19, 0.0, 0.0], [0.55, 1.12, 0.0]],
+    )
+
+
+def reference_molecules(rattle: float = 0.03, seed: int = 7) -> List[Atoms]:
+    """H2O, CH4, C2H6 and a TS-like HCN geometry, rattled off symmetry (Å).
+
+    Rattling avoids the exactly symmetric geometries at which PaiNN's vector norms are
+    not smooth on the finite-difference scale (see :mod:`schnetpack_hessian.nn`).
+    """
+    mols = [molecule("H2O"), molecule("CH4"), molecule("C2H6"), ts_like_hcn()]
+    rng = np.random.default_rng(seed)
+    for atoms in mols:
+        if rattle > 0:
+            atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+    return mols
+
+
+def build_batch(
+    atoms_list: Sequence[Atoms], cutoff: float = 5.0, dtype: torch.dtype = torch.float64
+) -> Dict[str, torch.Tensor]:
+    """A SchNetPack input batch (neighbour lists included) for a list of molecules."""
+    converter = spk.interfaces.AtomsConverter(
+        neighbor_list=trn.MatScipyNeighborList(cutoff=cutoff), dtype=dtype
+    )
+    return converter(list(atoms_list))
+
+
+def make_potential(
+    representation: str = "painn",
+    output_modules: Optional[List[torch.nn.Module]] = None,
+    cutoff: float = 5.0,
+    n_atom_basis: int = 16,
+    n_interactions: int = 2,
+    smooth: bool = False,
+    epsilon: Optional[float] = None,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+) -> spk.model.NeuralNetworkPotential:
+    """A small SchNet or PaiNN energy model followed by ``output_modules``.
+
+    Args:
+        representation: ``"painn"`` or ``"schnet"``.
+        output_modules: modules after the energy ``Atomwise`` (e.g. ``Hessian``).
+        smooth: use the C² :class:`SmoothstepCutoff` instead of ``CosineCutoff``.
+        epsilon: PaiNN's norm epsilon (SchNetPack's default 1e-8 when None).
+        seed: torch seed for the initial weights.
+    """
+    torch.manual_seed(seed)
+    cutoff_fn = SmoothstepCutoff(cutoff) if smooth else spk.nn.CosineCutoff(cutoff)
+    radial = spk.nn.GaussianRBF(n_rbf=12, cutoff=cutoff)
+    if representation == "painn":
+        kwargs = {} if epsilon is None else {"epsilon": epsilon}
+        rep = spk.representation.PaiNN(
+            n_atom_basis=n_atom_basis,
+            n_interactions=n_interactions,
+            radial_basis=radial,
+            cutoff_fn=cutoff_fn,
+            **kwargs,
+        )
+    elif representation == "schnet":
+        rep = spk.representation.SchNet(
+            n_atom_basis=n_atom_basis,
+            n_interactions=n_interactions,
+            radial_basis=radial,
+            cutoff_fn=cutoff_fn,
+        )
+    else:
+        raise ValueError(f"unknown representation {representation!r}")
+    model = spk.model.NeuralNetworkPotential(
+        representation=rep,
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[spk.atomistic.Atomwise(n_in=n_atom_basis, output_key="energy")]
+        + list(output_modules or []),
+    )
+    return model.to(dtype)
+
+
+def _forces(model: torch.nn.Module, batch: Dict[str, torch.Tensor], key: str):
+    inputs = {k: v.clone() for k, v in batch.items()}
+    inputs[spk_properties.R].requires_grad_()
+    with torch.enable_grad():
+        results = model(inputs)
+    return results[key].detach()
+
+
+def finite_difference_hessian(
+    model: torch.nn.Module,
+    batch: Dict[str, torch.Tensor],
+    step: float = 1e-4,
+    force_key: str = spk_properties.forces,
+) -> torch.Tensor:
+    """Hessians by central differences of the model's forces, ``(ΣN², 3, 3)``.
+
+    Every packed coordinate is displaced by ±``step`` (length unit); neighbour lists
+    are kept, so no pair may be within ``step`` of the cutoff.
+    """
+    positions = batch[spk_properties.R].detach()
+    n_atoms = batch[spk_properties.n_atoms].tolist()
+    offsets = np.cumsum([0] + n_atoms)
+    columns = []
+    for a in range(positions.shape[0]):
+        for c in range(3):
+            shifted = []
+            for sign in (1.0, -1.0):
+                moved = dict(batch)
+                pos = positions.clone()
+                pos[a, c] += sign * step
+                moved[spk_properties.R] = pos
+                shifted.append(_forces(model, moved, force_key))
+            columns.append(-(shifted[0] - shifted[1]) / (2 * step))  # d(dE/dR)/dR_ac
+    derivs = torch.stack(columns)  # (3ΣN, ΣN, 3): [3a + c, b, d] = d²E/dR_ac dR_bd
+    blocks = []
+    for m, n in enumerate(n_atoms):
+        lo, hi = offsets[m], offsets[m + 1]
+        square = derivs[3 * lo : 3 * hi, lo:hi, :].reshape(3 * n, 3 * n)
+        blocks.append(square_to_blocks(0.5 * (square + square.T)))
+    return torch.cat(blocks)
+
+
+def clone_batch(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A copy of a batch whose tensors can be given requires_grad independently."""
+    return {k: v.clone() for k, v in batch.items()}

@@ -1,0 +1,189 @@
+"""The Hessian output module: exactness, layout, modes, errors."""
+
+import pytest
+import torch
+
+import schnetpack as spk
+import schnetpack.properties as P
+
+from schnetpack_hessian import Hessian, properties
+from schnetpack_hessian.hessian import HessianError, row_seeds, sample_probes
+from schnetpack_hessian.layout import blocks_to_square
+from schnetpack_hessian.testing import (
+    clone_batch,
+    build_batch,
+    finite_difference_hessian,
+    make_potential,
+)
+
+
+
+REPRESENTATIONS = ["schnet", "painn"]
+
+
+def squares(blocks, n_atoms):
+    """Split a packed (ΣN², 3, 3) Hessian into per-molecule (3N, 3N) matrices."""
+    return [
+        blocks_to_square(b) for b in torch.split(blocks, [n * n for n in n_atoms.tolist()])
+    ]
+
+
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
+def test_full_hessian_matches_finite_differences(rep, batch):
+    model = make_potential(rep, [Hessian(mode="full")]).eval()
+    hessian = model(clone_batch(batch))[properties.hessian]
+    reference = finite_difference_hessian(
+        make_potential(rep, [spk.atomistic.Forces()]).eval(), batch, step=1e-4
+    )
+    assert hessian.shape == reference.shape
+    rel = (hessian - reference).norm() / reference.norm()
+    assert rel < 1e-6, f"relative error {rel:.2e}"
+
+
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
+@pytest.mark.parametrize("n_mol", [1, 2, 4])
+def test_full_hessian_equals_response_and_is_symmetric(rep, n_mol, molecules):
+    batch = build_batch(molecules[-n_mol:])
+    ours = make_potential(rep, [Hessian(mode="full")]).eval()
+    response = make_potential(rep, [spk.atomistic.Response("energy", ["forces", "hessian"])])
+    response.load_state_dict(ours.state_dict())
+    response.eval()
+    h_ours = ours(clone_batch(batch))[properties.hessian]
+    out = response(clone_batch(batch))
+    torch.testing.assert_close(h_ours, out[P.hessian], rtol=0, atol=1e-12)
+    for square in squares(h_ours, batch[P.n_atoms]):
+        torch.testing.assert_close(square, square.T, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4, 7])
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_chunking_and_vectorisation_do_not_change_the_hessian(chunk_size, vectorize, batch):
+    reference = make_potential("painn", [Hessian(mode="full")]).eval()(clone_batch(batch))
+    model = make_potential(
+        "painn", [Hessian(mode="full", chunk_size=chunk_size, vectorize=vectorize)]
+    ).eval()
+    out = model(clone_batch(batch))
+    torch.testing.assert_close(
+        out[properties.hessian], reference[properties.hessian], rtol=0, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher", "rows"])
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
+def test_every_hvp_equals_hessian_times_its_probe(probe, rep, batch):
+    full = make_potential(rep, [Hessian(mode="full")]).eval()(clone_batch(batch))
+    model = make_potential(rep, [Hessian(mode="hvp", probe=probe, n_probes=5)])
+    out = model.train()(clone_batch(batch))
+    hvp, probes = out[properties.hessian_hvp], out[properties.hessian_probes]
+    assert hvp.shape == probes.shape == (5, batch[P.R].shape[0], 3)
+    assert hvp.requires_grad
+    n_atoms = batch[P.n_atoms]
+    offsets = torch.cumsum(n_atoms, 0) - n_atoms
+    for m, square in enumerate(squares(full[properties.hessian], n_atoms)):
+        lo, n = int(offsets[m]), int(n_atoms[m])
+        v = probes[:, lo : lo + n].reshape(5, 3 * n)
+        expected = (v @ square.T).reshape(5, n, 3)
+        torch.testing.assert_close(hvp[:, lo : lo + n].detach(), expected, rtol=0, atol=1e-11)
+
+
+def test_row_probes_are_distinct_one_hot_rows_per_molecule(batch):
+    n_atoms = batch[P.n_atoms]
+    probes = sample_probes("rows", 6, n_atoms, torch.float64)
+    offsets = (torch.cumsum(n_atoms, 0) - n_atoms).tolist()
+    for lo, n in zip(offsets, n_atoms.tolist()):
+        block = probes[:, lo : lo + n].reshape(6, 3 * n)
+        assert torch.all(block.sum(1) == 1) and torch.all((block == 0) | (block == 1))
+        rows = block.argmax(1)
+        assert len(set(rows.tolist())) == min(6, 3 * n)
+
+
+def test_probes_are_redrawn_every_call_and_seedable(batch):
+    out = [
+        make_potential("schnet", [Hessian(mode="hvp", n_probes=2, seed=s)]).train()(
+            clone_batch(batch)
+        )[properties.hessian_probes]
+        for s in (3, 3)
+    ]
+    torch.testing.assert_close(out[0], out[1])
+    model = make_potential("schnet", [Hessian(mode="hvp", n_probes=2, seed=3)]).train()
+    first = model(clone_batch(batch))[properties.hessian_probes]
+    second = model(clone_batch(batch))[properties.hessian_probes]
+    assert not torch.equal(first, second)
+
+
+def test_row_seeds_select_the_same_row_in_every_molecule(batch):
+    n_atoms = batch[P.n_atoms]
+    seeds = row_seeds(n_atoms, torch.tensor([0, 5, 10]), torch.float64)
+    # row 10 = atom 3, z: exists in CH4 (5 atoms) and C2H6 (8), not in H2O or HCN
+    per_mol = torch.split(seeds[2].sum(-1), n_atoms.tolist())
+    assert [int(p.sum()) for p in per_mol] == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
+def test_eval_mode_gives_the_training_values_without_graph(rep, batch):
+    model = make_potential(rep, [Hessian(mode="full", memory_efficient=False)])
+    train = model.train()(clone_batch(batch))
+    evaluated = model.eval()(clone_batch(batch))
+    assert train[properties.hessian].requires_grad
+    assert not evaluated[properties.hessian].requires_grad
+    assert not evaluated[P.forces].requires_grad
+    for key in (properties.hessian, P.forces):
+        torch.testing.assert_close(evaluated[key], train[key].detach(), rtol=0, atol=1e-12)
+
+
+def test_forces_replace_spk_forces(batch):
+    ours = make_potential("painn", [Hessian(mode="hvp")]).eval()(clone_batch(batch))
+    theirs = make_potential("painn", [spk.atomistic.Forces()]).eval()(clone_batch(batch))
+    torch.testing.assert_close(ours[P.forces], theirs[P.forces], rtol=0, atol=1e-13)
+
+
+def test_memory_efficient_backward_gives_the_same_parameter_gradients(batch):
+    target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
+    grads = []
+    for efficient in (True, False):
+        model = make_potential(
+            "painn", [Hessian(mode="full", chunk_size=5, memory_efficient=efficient)]
+        ).train()
+        out = model(clone_batch(batch))
+        loss = ((out[properties.hessian] - target) ** 2).sum() + (out[P.forces] ** 2).sum()
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12)
+
+
+def test_energy_only_model_without_forces_module(batch):
+    model = make_potential("schnet", [Hessian(mode="full", calc_forces=False)]).eval()
+    out = model(clone_batch(batch))
+    assert P.forces not in out and out[properties.hessian].shape[1:] == (3, 3)
+
+
+def test_float32_and_single_molecule(molecules):
+    batch = build_batch(molecules[:1], dtype=torch.float32)
+    model = make_potential("painn", [Hessian(mode="full")], dtype=torch.float32).eval()
+    out = model(batch)
+    assert out[properties.hessian].dtype == torch.float32
+    assert out[properties.hessian].shape == (9, 3, 3)
+
+
+def test_clear_error_when_positions_do_not_require_grad(batch):
+    hessian = Hessian(mode="full")
+    inputs = clone_batch(batch)
+    inputs["energy"] = inputs[P.R].sum().reshape(1)
+    with pytest.raises(HessianError, match="do not require grad"):
+        hessian(inputs)
+
+
+def test_clear_error_when_energy_key_is_missing(batch):
+    model = make_potential("schnet", [Hessian(mode="full", energy_key="total_energy")])
+    with pytest.raises(HessianError, match="total_energy"):
+        model(clone_batch(batch))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"mode": "exact"}, {"probe": "sobol"}, {"n_probes": 0}, {"chunk_size": 0}]
+)
+def test_bad_configuration_is_rejected_at_construction(kwargs):
+    with pytest.raises(ValueError):
+        Hessian(**kwargs)

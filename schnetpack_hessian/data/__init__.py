@@ -33,6 +33,12 @@ from schnetpack_hessian.data.record import (
 )
 from schnetpack_hessian.data.hdf5 import HDF5AtomsData
 from schnetpack_hessian.data.ase_db import HessianASEAtomsData
+from schnetpack_hessian.data.splitting import (
+    CriticalPointSplit,
+    RandomStructureSplit,
+    ReactionSplit,
+)
+from schnetpack_hessian.data.datamodule import HessianDataModule
 from schnetpack_hessian.data.io import (
     RecordWriter,
     backend_of,
@@ -47,6 +53,10 @@ from schnetpack_hessian.data.io import (
 )
 
 __all__ = [
+    "CriticalPointSplit",
+    "HessianDataModule",
+    "RandomStructureSplit",
+    "ReactionSplit",
     "ASE_UNITS",
     "SYMMETRY_RTOL",
     "HDF5AtomsData",

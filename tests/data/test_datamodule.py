@@ -1,0 +1,154 @@
+"""HessianDataModule: both backends, splits, extrapolation sets, units, workers."""
+
+import numpy as np
+import pytest
+import schnetpack.properties as structure
+import torch
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.data import (
+    CriticalPointSplit,
+    HessianDataError,
+    HessianDataModule,
+    RandomStructureSplit,
+    ReactionSplit,
+    open_dataset,
+    write,
+)
+from schnetpack_hessian.data.testing import make_atoms
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The same 36 structures (6 reactions, all kinds) as .db and .h5."""
+    root = tmp_path_factory.mktemp("dm")
+    atoms = make_atoms(36, seed=1, n_reactions=6)
+    paths = {}
+    for suffix in ("db", "h5"):
+        paths[suffix] = root / f"data.{suffix}"
+        write(paths[suffix], atoms)
+    return paths
+
+
+def _kinds(ds, idx):
+    return {P.KINDS[int(c)] for c in ds.labels(P.kind)[idx]}
+
+
+def _dm(path, split_file, **kwargs):
+    args = dict(batch_size=4, num_workers=0, split_file=str(split_file))
+    args.update(kwargs)
+    dm = HessianDataModule(str(path), **args)
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize("suffix", ["db", "h5"])
+def test_random_split_and_reuse(files, tmp_path, suffix):
+    split = tmp_path / "split.npz"
+    dm = _dm(files[suffix], split, num_train=20, num_val=6, split_seed=3)
+    assert (len(dm.train_idx), len(dm.val_idx), len(dm.test_idx)) == (20, 6, 10)
+    assert not set(dm.train_idx) & set(dm.val_idx)
+    again = _dm(files[suffix], split)  # sizes come from the split file
+    assert again.train_idx == dm.train_idx and again.test_idx == dm.test_idx
+    saved = np.load(split)
+    assert {"train_idx", "val_idx", "test_idx", "extrapolation_irc_idx"} <= set(saved)
+
+
+@pytest.mark.parametrize("suffix", ["db", "h5"])
+def test_reaction_split_keeps_reactions_together(files, tmp_path, suffix):
+    dm = _dm(
+        files[suffix],
+        tmp_path / "s.npz",
+        num_train=3,
+        num_val=1,
+        num_test=2,
+        splitting="reaction",
+        split_seed=0,
+    )
+    reactions = dm.dataset.labels(P.reaction)
+    sets = [set(reactions[idx]) for idx in (dm.train_idx, dm.val_idx, dm.test_idx)]
+    assert [len(s) for s in sets] == [3, 1, 2]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert len(dm.train_idx) + len(dm.val_idx) + len(dm.test_idx) == 36
+
+
+@pytest.mark.parametrize("suffix", ["db", "h5"])
+def test_critical_point_protocol(files, tmp_path, suffix):
+    dm = _dm(
+        files[suffix],
+        tmp_path / "s.npz",
+        num_train=0.5,
+        num_val=0.25,
+        splitting="critical",
+        split_seed=0,
+    )
+    ds = dm.dataset
+    used = dm.train_idx + dm.val_idx + dm.test_idx
+    assert _kinds(ds, used) <= set(P.CRITICAL_KINDS)
+    assert len(used) == int(np.isin(ds.labels(P.kind), [0, 1, 2]).sum())
+    for kind in ("irc", "nms"):
+        loader = dm.extrapolation_dataloader(kind)
+        n = 0
+        for batch in loader:
+            assert (batch[P.kind] == P.KINDS.index(kind)).all()
+            n += len(batch[structure.n_atoms])
+        assert n == 6
+    with pytest.raises(HessianDataError, match="not an extrapolation kind"):
+        dm.extrapolation_dataloader("ts")
+
+
+def test_strategies_direct(files):
+    ds = open_dataset(files["h5"])
+    tr, va, te = RandomStructureSplit(seed=1).split(ds, 10, 5, None)
+    assert len(tr) == 10 and len(va) == 5 and len(te) == 21
+    tr, va, te = CriticalPointSplit(by_reaction=False, seed=1).split(ds, 6, 6, None)
+    assert len(tr) + len(va) + len(te) == 18
+    with pytest.raises(HessianDataError, match="reactions"):
+        ReactionSplit().split(ds, 5, 5, None)
+
+
+@pytest.mark.parametrize("suffix", ["db", "h5"])
+def test_units_and_stats(files, tmp_path, suffix):
+    ref = _dm(files[suffix], tmp_path / "a.npz", num_train=20, num_val=6, split_seed=0)
+    kc = _dm(
+        files[suffix],
+        tmp_path / "a.npz",
+        property_units={"energy": "kcal/mol", P.hessian: "kcal/mol/Ang^2"},
+    )
+    a, b = ref.val_dataset[0], kc.val_dataset[0]
+    kcal = 23.060548012069496
+    torch.testing.assert_close(b["energy"], a["energy"] * kcal)
+    torch.testing.assert_close(b[P.hessian], a[P.hessian] * kcal, equal_nan=True)
+    mean, std = ref.get_stats("energy", divide_by_atoms=True, remove_atomref=False)
+    assert torch.isfinite(mean) and std > 0
+
+
+def _batches(dm):
+    return [b for b in dm.val_dataloader()] + [b for b in dm.test_dataloader()]
+
+
+@pytest.mark.integration
+def test_workers_h5_equals_db(files, tmp_path):
+    split = tmp_path / "s.npz"
+    out = {}
+    for suffix in ("db", "h5"):
+        dm = _dm(
+            files[suffix],
+            split,
+            num_train=20,
+            num_val=8,
+            split_seed=0,
+            num_workers=2,
+            batch_size=5,
+        )
+        torch.manual_seed(0)
+        train = list(dm.train_dataloader())
+        out[suffix] = train + _batches(dm)
+    assert len(out["db"]) == len(out["h5"]) > 0
+    for a, b in zip(out["db"], out["h5"]):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype, k
+            torch.testing.assert_close(a[k], b[k], equal_nan=True, rtol=0, atol=0)
+    h = torch.cat([b[P.hessian] for b in out["h5"]])
+    assert torch.isnan(h).any() and not torch.isnan(h).all()

@@ -1,0 +1,58 @@
+"""Generate reactive critical-point data: minima, transition states, IRC paths and
+normal-mode samples with energies, forces and Hessians (pyscf or tblite + Sella).
+
+Typical use::
+
+    from schnetpack_hessian.generate import GenerationConfig, load_reactions, generate
+    reactions = load_reactions("reactions.yaml")
+    outcomes = generate(reactions, GenerationConfig(), "work/")
+    assemble(["work/"], "set.h5", metadata=dataset_metadata(GenerationConfig(), outcomes))
+
+See ``docs/GENERATE.md`` for the workflow script, sharding and job arrays.
+"""
+
+from schnetpack_hessian.generate.calculators import (
+    EngineCalculator,
+    MethodSpec,
+    QCError,
+    make_engine,
+)
+from schnetpack_hessian.generate.pathsearch import PathError
+from schnetpack_hessian.generate.reactions import (
+    Reaction,
+    ReactionError,
+    load_reactions,
+    parse_shard,
+    select_shard,
+)
+from schnetpack_hessian.generate.workflow import (
+    GenerationConfig,
+    ReactionOutcome,
+    assemble,
+    dataset_metadata,
+    generate,
+    iter_structures,
+    merge,
+    run_reaction,
+)
+
+__all__ = [
+    "EngineCalculator",
+    "GenerationConfig",
+    "MethodSpec",
+    "PathError",
+    "QCError",
+    "Reaction",
+    "ReactionError",
+    "ReactionOutcome",
+    "assemble",
+    "dataset_metadata",
+    "generate",
+    "iter_structures",
+    "load_reactions",
+    "make_engine",
+    "merge",
+    "parse_shard",
+    "run_reaction",
+    "select_shard",
+]

@@ -1,0 +1,82 @@
+"""Geometry helpers: alignment, RMSD, covalent bond graphs, clashes.
+
+All functions assume atom-mapped structures (atom ``i`` of one geometry is atom
+``i`` of the other); positions are in Å.
+"""
+
+import numpy as np
+from ase.data import covalent_radii
+
+__all__ = ["kabsch_align", "rmsd", "bond_graph", "n_fragments", "has_clash"]
+
+
+def kabsch_align(mobile: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``mobile`` rotated (proper rotation) and translated onto ``reference``.
+
+    Args:
+        mobile: ``(N, 3)`` positions in Å.
+        reference: ``(N, 3)`` positions in Å.
+
+    Returns:
+        ``(N, 3)`` aligned copy of ``mobile`` with minimal RMSD to ``reference``.
+    """
+    a = np.asarray(mobile, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    ca, cb = a.mean(0), b.mean(0)
+    u, _, vt = np.linalg.svd((a - ca).T @ (b - cb))
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, 1.0, d]) @ vt
+    return (a - ca) @ rot + cb
+
+
+def rmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """Root-mean-square deviation in Å after optimal proper superposition.
+
+    Mirror images are *not* superimposed, so enantiomeric geometries (e.g. the two
+    skew minima of H2O2) have a non-zero RMSD.
+    """
+    return float(np.sqrt(np.mean(np.sum((kabsch_align(a, b) - b) ** 2, axis=1))))
+
+
+def bond_graph(
+    numbers: np.ndarray, positions: np.ndarray, scale: float = 1.25
+) -> np.ndarray:
+    """Covalent bonds: ``d_ij < scale·(r_i + r_j)`` with ASE covalent radii.
+
+    Returns:
+        ``(N, N)`` boolean adjacency matrix (no self bonds).
+    """
+    r = covalent_radii[np.asarray(numbers)]
+    x = np.asarray(positions, dtype=np.float64)
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    adj = d < scale * (r[:, None] + r[None, :])
+    np.fill_diagonal(adj, False)
+    return adj
+
+
+def n_fragments(adjacency: np.ndarray) -> int:
+    """Number of connected components of a bond graph ``(N, N)``."""
+    n = len(adjacency)
+    seen = np.zeros(n, dtype=bool)
+    count = 0
+    for start in range(n):
+        if seen[start]:
+            continue
+        count += 1
+        stack = [start]
+        seen[start] = True
+        while stack:
+            i = stack.pop()
+            for j in np.flatnonzero(adjacency[i] & ~seen):
+                seen[j] = True
+                stack.append(j)
+    return count
+
+
+def has_clash(numbers: np.ndarray, positions: np.ndarray, factor: float = 0.5) -> bool:
+    """True if two atoms are closer than ``factor·(r_i + r_j)``."""
+    r = covalent_radii[np.asarray(numbers)]
+    x = np.asarray(positions, dtype=np.float64)
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return bool(np.any(d < factor * (r[:, None] + r[None, :])))

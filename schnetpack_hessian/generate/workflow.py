@@ -1,0 +1,553 @@
+"""The generation workflow: reaction list → labelled critical points, IRC and NMS.
+
+Per reaction (directory ``<workdir>/r{id:04d}/``), each step writes its result
+before the next starts and is skipped when its file exists:
+
+==================  =========================================================
+``reactant.npz``    optimised reactant, energy/forces/Hessian, 0 imaginary modes
+``product.npz``     optimised product, likewise
+``ts.npz``          Sella ``order=1`` saddle point, exactly 1 imaginary mode
+``irc_path.npz``    Sella IRC both ways (unlabelled), verified to connect R and P
+``irc_XXX.npz``     labelled IRC points, evenly spread over both branches
+``nms_JJ_SS.npz``   labelled normal-mode samples around intermediate IRC points
+``done.json``       the reaction is complete (counts)
+``rejected.json``   the reaction was rejected (reason); also in ``rejected.log``
+==================  =========================================================
+
+Each step starts with a reset engine and reads its inputs from the files, and every
+random draw is seeded by ``(seed, reaction id, IRC point)``, so a run that is killed
+and restarted produces exactly the files of an uninterrupted run.  :func:`assemble`
+writes the finished reactions through :mod:`schnetpack_hessian.data`, ordered by
+reaction id, so shards of a reaction list (``select_shard``) assemble or merge into
+the same data set as one run.
+"""
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+from ase import Atoms
+
+from schnetpack_hessian import properties
+from schnetpack_hessian.generate.calculators import (
+    Engine,
+    MethodSpec,
+    QCError,
+    make_engine,
+)
+from schnetpack_hessian.generate.pathsearch import (
+    PathError,
+    find_ts,
+    interpolated_guess,
+    minimize,
+    run_irc,
+)
+from schnetpack_hessian.generate.reactions import Reaction
+from schnetpack_hessian.generate.sampling import evenly_spaced, normal_mode_samples
+from schnetpack_hessian.generate.store import (
+    Structure,
+    load_arrays,
+    load_structure,
+    read_json,
+    save_arrays,
+    save_structure,
+    write_json,
+)
+
+__all__ = [
+    "GenerationConfig",
+    "ReactionOutcome",
+    "run_reaction",
+    "generate",
+    "iter_structures",
+    "dataset_metadata",
+    "assemble",
+    "merge",
+]
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Settings of a generation run.
+
+    Attributes:
+        method: level of theory (:class:`MethodSpec`).
+        n_irc: labelled IRC points per reaction, split over both branches.
+        n_nms_centres: intermediate IRC points used as normal-mode-sampling centres.
+        n_nms_per_centre: normal-mode samples per centre.
+        temperature: normal-mode-sampling temperature in K.
+        seed: base random seed.
+        fmax_min: force convergence of minima in eV/Å.
+        fmax_ts: force convergence of transition states in eV/Å.
+        irc_dx: IRC step in Å·amu^½.
+        irc_steps: maximum IRC steps per direction.
+        irc_energy_tol: an IRC branch stops once a step lowers the energy by less
+            than this (eV).
+        n_images: interior images of the IDPP interpolation for the TS guess.
+        imag_threshold: imaginary modes with ``|ν|`` below this (cm⁻¹) are noise.
+        k_min: force-constant floor of normal-mode sampling in eV/Å².
+    """
+
+    method: MethodSpec = field(default_factory=MethodSpec)
+    n_irc: int = 10
+    n_nms_centres: int = 3
+    n_nms_per_centre: int = 4
+    temperature: float = 300.0
+    seed: int = 0
+    fmax_min: float = 0.01
+    fmax_ts: float = 0.01
+    irc_dx: float = 0.15
+    irc_steps: int = 25
+    irc_energy_tol: float = 2e-3
+    n_images: int = 7
+    imag_threshold: float = 20.0
+    k_min: float = 1.0
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-serialisable settings."""
+        return asdict(self)
+
+
+@dataclass
+class ReactionOutcome:
+    """Result of :func:`run_reaction`.
+
+    Attributes:
+        reaction: reaction id.
+        name: reaction name.
+        status: ``"done"``, ``"rejected"`` or ``"failed"`` (unexpected error; a
+            rerun retries it).
+        counts: structures per kind.
+        reason: why it was rejected or failed.
+    """
+
+    reaction: int
+    name: str
+    status: str
+    counts: Dict[str, int] = field(default_factory=dict)
+    reason: str = ""
+
+
+def _label(
+    engine: Engine, numbers: np.ndarray, positions: np.ndarray, kind: str, rid: int
+) -> Structure:
+    res = engine.compute(numbers, positions, hessian=True, fresh=True)
+    return Structure(
+        numbers=np.asarray(numbers),
+        positions=np.asarray(positions),
+        energy=res.energy,
+        forces=res.forces,
+        hessian=res.hessian,
+        kind=kind,
+        reaction=rid,
+    )
+
+
+def _minimum(
+    rdir: Path, role: str, start: Atoms, engine: Engine, reaction: Reaction, cfg
+) -> Structure:
+    path = rdir / f"{role}.npz"
+    if not path.exists():
+        engine.reset()
+        atoms, _ = minimize(
+            start,
+            engine,
+            fmax=cfg.fmax_min,
+            imag_threshold=cfg.imag_threshold,
+            label=f"reaction {reaction.id} ({reaction.name}) {role}",
+        )
+        res = engine.compute(atoms.numbers, atoms.positions, hessian=True)
+        save_structure(
+            path,
+            Structure(
+                atoms.numbers,
+                atoms.positions.copy(),
+                res.energy,
+                res.forces,
+                res.hessian,
+                role,
+                reaction.id,
+            ),
+        )
+    return load_structure(path)
+
+
+def _structure_files(rdir: Path) -> List[Path]:
+    """Labelled structure files of a finished reaction, in data-set order."""
+    fixed = [rdir / f"{k}.npz" for k in properties.CRITICAL_KINDS]
+    irc = sorted(p for p in rdir.glob("irc_[0-9]*.npz"))
+    nms = sorted(rdir.glob("nms_*.npz"))
+    return fixed + irc + nms
+
+
+def _counts(files: Sequence[Path]) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for f in files:
+        kind = f.stem.split("_")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def run_reaction(
+    reaction: Reaction, config: GenerationConfig, workdir: PathLike
+) -> ReactionOutcome:
+    """Run (or resume) every step of one reaction.
+
+    Args:
+        reaction: the reaction.
+        config: generation settings.
+        workdir: work directory; the reaction uses ``workdir/r{id:04d}``.
+
+    Returns:
+        The :class:`ReactionOutcome`.  Rejections (:class:`PathError`,
+        :class:`QCError`) are written to ``rejected.json`` and ``rejected.log`` and
+        not retried on a rerun; other errors return status ``"failed"``.
+    """
+    workdir = Path(workdir)
+    rdir = workdir / reaction.tag
+    rdir.mkdir(parents=True, exist_ok=True)
+    if (rdir / "done.json").exists():
+        return ReactionOutcome(**read_json(rdir / "done.json"))
+    if (rdir / "rejected.json").exists():
+        return ReactionOutcome(**read_json(rdir / "rejected.json"))
+    cfg = config
+    label = f"reaction {reaction.id} ({reaction.name})"
+    engine = make_engine(cfg.method, reaction.charge, reaction.multiplicity)
+    try:
+        react = _minimum(rdir, "reactant", reaction.reactant, engine, reaction, cfg)
+        prod = _minimum(rdir, "product", reaction.product, engine, reaction, cfg)
+        numbers = react.numbers
+        as_atoms = lambda s: Atoms(numbers=s.numbers, positions=s.positions)  # noqa
+        if not (rdir / "ts.npz").exists():
+            engine.reset()
+            guess = reaction.ts_guess
+            if guess is None:
+                guess = interpolated_guess(
+                    as_atoms(react), as_atoms(prod), engine, cfg.n_images
+                )
+            ts, _ = find_ts(
+                guess,
+                engine,
+                fmax=cfg.fmax_ts,
+                imag_threshold=cfg.imag_threshold,
+                label=f"{label} TS",
+            )
+            res = engine.compute(ts.numbers, ts.positions, hessian=True)
+            save_structure(
+                rdir / "ts.npz",
+                Structure(
+                    numbers,
+                    ts.positions.copy(),
+                    res.energy,
+                    res.forces,
+                    res.hessian,
+                    "ts",
+                    reaction.id,
+                ),
+            )
+        ts = load_structure(rdir / "ts.npz")
+        if not (rdir / "irc_path.npz").exists():
+            engine.reset()
+            path = run_irc(
+                as_atoms(ts),
+                engine,
+                as_atoms(react),
+                as_atoms(prod),
+                dx=cfg.irc_dx,
+                steps=cfg.irc_steps,
+                energy_tol=cfg.irc_energy_tol,
+                label=f"{label} IRC",
+            )
+            save_arrays(
+                rdir / "irc_path.npz",
+                dict(
+                    positions=path.positions,
+                    energies=path.energies,
+                    ts_index=np.int64(path.ts_index),
+                ),
+            )
+        irc_path = load_arrays(rdir / "irc_path.npz")
+        its = int(irc_path["ts_index"])
+        n_before = cfg.n_irc - cfg.n_irc // 2
+        picks = [i for i in evenly_spaced(its, n_before)]
+        n_after = len(irc_path["positions"]) - its - 1
+        picks += [its + 1 + i for i in evenly_spaced(n_after, cfg.n_irc // 2)]
+        irc_files = []
+        for k in picks:
+            f = rdir / f"irc_{k:03d}.npz"
+            if not f.exists():
+                save_structure(
+                    f,
+                    _label(
+                        engine, numbers, irc_path["positions"][k], "irc", reaction.id
+                    ),
+                )
+            irc_files.append(f)
+        # sampling centres: intermediate labelled IRC points (not the branch ends)
+        inner = irc_files[1:-1] if len(irc_files) > 2 else irc_files
+        for j in evenly_spaced(len(inner), cfg.n_nms_centres):
+            centre = load_structure(inner[j])
+            k = int(inner[j].stem.split("_")[1])
+            rng = np.random.default_rng([cfg.seed, reaction.id, k])
+            masses = Atoms(numbers=numbers).get_masses()
+            samples = normal_mode_samples(
+                numbers,
+                centre.positions,
+                masses,
+                centre.hessian,
+                cfg.n_nms_per_centre,
+                cfg.temperature,
+                rng,
+                k_min=cfg.k_min,
+            )
+            for s, x in enumerate(samples):
+                f = rdir / f"nms_{k:03d}_{s:02d}.npz"
+                if not f.exists():
+                    save_structure(f, _label(engine, numbers, x, "nms", reaction.id))
+    except (PathError, QCError) as err:
+        outcome = ReactionOutcome(
+            reaction.id, reaction.name, "rejected", reason=str(err)
+        )
+        write_json(rdir / "rejected.json", asdict(outcome))
+        with open(workdir / "rejected.log", "a") as fh:
+            fh.write(f"{reaction.id}\t{reaction.name}\t{err}\n")
+        log.warning("rejected %s: %s", label, err)
+        return outcome
+    log.info(
+        "%s: %d energy/force and %d Hessian evaluations in this run",
+        label,
+        engine.n_calls,
+        engine.n_hessians,
+    )
+    outcome = ReactionOutcome(
+        reaction.id, reaction.name, "done", counts=_counts(_structure_files(rdir))
+    )
+    write_json(rdir / "done.json", asdict(outcome))
+    return outcome
+
+
+def _safe_run(
+    reaction: Reaction, config: GenerationConfig, workdir: str
+) -> ReactionOutcome:
+    try:
+        return run_reaction(reaction, config, workdir)
+    except Exception as err:  # reported and retried on the next run
+        log.exception("reaction %d (%s) failed", reaction.id, reaction.name)
+        return ReactionOutcome(
+            reaction.id, reaction.name, "failed", reason=f"{type(err).__name__}: {err}"
+        )
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        from pyscf import lib
+
+        lib.num_threads(threads)
+    except ImportError:
+        pass
+
+
+def generate(
+    reactions: Sequence[Reaction],
+    config: GenerationConfig,
+    workdir: PathLike,
+    workers: int = 1,
+    progress: bool = True,
+) -> List[ReactionOutcome]:
+    """Run or resume every reaction; reactions run in parallel over ``workers``
+    processes (each gets ``cpu_count // workers`` threads).
+
+    Args:
+        reactions: the reactions (e.g. one shard of a list).
+        config: generation settings.
+        workdir: work directory (shared by all shards of a list is fine).
+        workers: worker processes; 1 runs in this process.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One :class:`ReactionOutcome` per reaction, in input order.
+    """
+    from tqdm.auto import tqdm
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "config.json", config.to_dict())
+    bar = tqdm(total=len(reactions), desc="reactions", disable=not progress)
+    outcomes: Dict[int, ReactionOutcome] = {}
+
+    def report(o: ReactionOutcome) -> None:
+        outcomes[o.reaction] = o
+        bar.set_postfix_str(f"{o.name}: {o.status}")
+        bar.update()
+        log.info(
+            "reaction %d (%s): %s %s %s",
+            o.reaction,
+            o.name,
+            o.status,
+            o.counts,
+            o.reason,
+        )
+
+    if workers <= 1:
+        for r in reactions:
+            report(_safe_run(r, config, str(workdir)))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(
+            workers, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
+            futures = [
+                pool.submit(_safe_run, r, config, str(workdir)) for r in reactions
+            ]
+            for fut in as_completed(futures):
+                report(fut.result())
+    bar.close()
+    return [outcomes[r.id] for r in reactions]
+
+
+def iter_structures(
+    workdirs: Iterable[PathLike], reactions: Optional[Iterable[int]] = None
+) -> Iterator[Atoms]:
+    """Labelled structures of every finished reaction, ordered by reaction id.
+
+    Args:
+        workdirs: one or more work directories (e.g. one per shard).
+        reactions: only these reaction ids (default: all finished ones).
+
+    Yields:
+        ``ase.Atoms`` with energy/forces, ``info["hessian"]`` (3N, 3N) eV/Å²,
+        ``info["kind"]`` and ``info["reaction"]``.
+    """
+    workdirs = [Path(w) for w in workdirs]
+    done = {}
+    for w in workdirs:
+        for f in Path(w).glob("r[0-9]*/done.json"):
+            rid = int(read_json(f)["reaction"])
+            if rid in done and done[rid] != f.parent:
+                raise ValueError(
+                    f"reaction {rid} is finished in both {done[rid]} and {f.parent}"
+                )
+            done[rid] = f.parent
+    wanted = sorted(done) if reactions is None else sorted(set(reactions))
+    for rid in wanted:
+        if rid not in done:
+            raise ValueError(f"reaction {rid} is not finished in {list(workdirs)}")
+        for path in _structure_files(done[rid]):
+            s = load_structure(path)
+            if s is None:
+                raise FileNotFoundError(f"reaction {rid}: {path} is missing")
+            yield s.to_atoms()
+
+
+def dataset_metadata(
+    config: GenerationConfig, outcomes: Sequence[ReactionOutcome]
+) -> Dict[str, object]:
+    """Metadata of a generated data set: level of theory, program versions, units,
+    settings and the reactions (names, status, counts)."""
+    import ase
+    import sella
+
+    engine = make_engine(config.method)
+    meta: Dict[str, object] = {
+        "source": "schnetpack_hessian.generate (optimisation, Sella TS search and "
+        "IRC, ANI-style normal-mode sampling)",
+        "level_of_theory": engine.metadata(),
+        "programs": {
+            "ase": ase.__version__,
+            "sella": getattr(sella, "__version__", "unknown"),
+            "numpy": np.__version__,
+        },
+        "units": dict(properties.DEFAULT_UNITS, positions="Ang"),
+        "generation": config.to_dict(),
+        "reactions": {
+            str(o.reaction): {
+                "name": o.name,
+                "status": o.status,
+                "counts": o.counts,
+                "reason": o.reason,
+            }
+            for o in sorted(outcomes, key=lambda o: o.reaction)
+        },
+    }
+    return meta
+
+
+def assemble(
+    workdirs: Sequence[PathLike],
+    out: PathLike,
+    metadata: Optional[Dict[str, object]] = None,
+    overwrite: bool = False,
+    reactions: Optional[Iterable[int]] = None,
+) -> int:
+    """Write every finished reaction of ``workdirs`` to one training file.
+
+    Args:
+        workdirs: work directories (one run, or one per shard).
+        out: output path; ``.h5`` or ``.db`` (chosen by :mod:`schnetpack_hessian.data`).
+        metadata: metadata stored with the file (see :func:`dataset_metadata`).
+        overwrite: replace an existing file.
+        reactions: only these reaction ids (default: every finished reaction).
+
+    Returns:
+        Number of structures written.
+    """
+    from schnetpack_hessian import data
+
+    structures = list(iter_structures(workdirs, reactions))
+    if not structures:
+        raise ValueError(f"no finished reaction in {list(map(str, workdirs))}")
+    data.write(out, structures, metadata=metadata, overwrite=overwrite)
+    return len(structures)
+
+
+def merge(
+    files: Sequence[PathLike],
+    out: PathLike,
+    metadata: Optional[Dict[str, object]] = None,
+    overwrite: bool = False,
+) -> int:
+    """Merge shard outputs into one file, ordered by reaction id (stable), which
+    equals the file a single run over all shards writes.
+
+    Args:
+        files: shard files written by :func:`assemble`.
+        out: output path (``.h5`` or ``.db``).
+        metadata: metadata for the merged file; default: the first shard's, with
+            the ``reactions`` tables of all shards combined.
+        overwrite: replace an existing file.
+
+    Returns:
+        Number of structures written.
+    """
+    from schnetpack_hessian import data
+
+    if metadata is None:
+        metas = [data.file_metadata(f) for f in files]
+        metadata = {
+            k: v
+            for k, v in metas[0].items()
+            if not k.startswith("_") and k not in ("kinds", "hessian_layout")
+        }
+        reactions: Dict[str, object] = {}
+        for f, md in zip(files, metas):
+            if md.get("level_of_theory") != metadata.get("level_of_theory"):
+                raise ValueError(
+                    f"{f}: level of theory {md.get('level_of_theory')} differs from "
+                    f"{files[0]}: {metadata.get('level_of_theory')}"
+                )
+            reactions.update(md.get("reactions", {}))
+        metadata["reactions"] = dict(
+            sorted(reactions.items(), key=lambda kv: int(kv[0]))
+        )
+    structures = [a for f in files for a in data.iread(f)]
+    structures.sort(key=lambda a: int(a.info[properties.reaction]))
+    data.write(out, structures, metadata=metadata, overwrite=overwrite)
+    return len(structures)

@@ -41,6 +41,7 @@ from schnetpack_hessian.data.splitting import (
 from schnetpack_hessian.data.datamodule import HessianDataModule
 from schnetpack_hessian.data.io import (
     RecordWriter,
+    atomic_output,
     backend_of,
     check_file,
     file_metadata,
@@ -65,6 +66,7 @@ __all__ = [
     "HessianRecord",
     "RecordWriter",
     "SymmetryReport",
+    "atomic_output",
     "backend_of",
     "check_file",
     "check_hessian",

@@ -5,7 +5,9 @@ structure, converts it to the storage form and writes into a temporary file in t
 output's directory that is renamed onto the output only when everything succeeded.
 """
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
 
@@ -38,6 +40,7 @@ from schnetpack_hessian.data.validation import (
 __all__ = [
     "DB_SUFFIXES",
     "H5_SUFFIXES",
+    "atomic_output",
     "backend_of",
     "RecordWriter",
     "write",
@@ -69,6 +72,50 @@ def backend_of(path: PathLike) -> str:
         f"{path}: unsupported training-file suffix {suffix!r}; use .db (ASE/SchNetPack) "
         "or .h5 (HDF5)"
     )
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: PathLike, overwrite: bool = False, directory: bool = False
+) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` that replaces ``path`` on success.
+
+    The temporary name (``.<name>.partial-<pid>``) never looks like a finished file; on
+    an exception it is removed and an existing ``path`` stays untouched.
+
+    Args:
+        path: final file (or directory with ``directory=True``).
+        overwrite: allow replacing an existing ``path``.
+        directory: the output is a directory (created empty for the caller).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    _remove(tmp)
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if directory and path.exists():
+        _remove(path)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path):
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 class RecordWriter:
@@ -121,19 +168,14 @@ class RecordWriter:
         self.symmetrize = symmetrize
         self.rtol = rtol
         self.report = SymmetryReport()
+        self._output = None
         self._tmp: Optional[Path] = None
         self._handle = None
         self._appender = None
 
     def __enter__(self) -> "RecordWriter":
-        if self.path.exists() and not self.overwrite:
-            raise FileExistsError(
-                f"{self.path} exists; pass overwrite=True (--overwrite) to replace it"
-            )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
-        if self._tmp.exists():
-            self._tmp.unlink()
+        self._output = atomic_output(self.path, self.overwrite)
+        self._tmp = self._output.__enter__()
         if self.backend == "h5":
             self._handle = h5py.File(self._tmp, "w")
             dtypes = {"forces": self.dtype, P.hessian: self.dtype}
@@ -163,13 +205,13 @@ class RecordWriter:
         try:
             if exc_type is None:
                 self._appender.flush()
+        except BaseException as err:
+            exc_type, exc, tb = type(err), err, err.__traceback__
+            raise
         finally:
             if self.backend == "h5":
                 self._handle.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        elif self._tmp is not None and self._tmp.exists():
-            self._tmp.unlink()
+            self._output.__exit__(exc_type, exc, tb)
         return False
 
 

@@ -1,0 +1,162 @@
+"""``spkhess-convert``: external Hessian data → training files (``.h5`` / ``.db``).
+
+Examples::
+
+    spkhess-convert molecules-RTP.h5 molecules-IRC.h5 molecules-NMS.h5 -o openreact.h5
+    spkhess-convert horm/train.lmdb -o horm.h5 --energy-key ae --float32
+    spkhess-convert frames.xyz -o data.db --energy-unit eV --distance-unit Ang
+    spkhess-convert data.h5 -o deepmd_out --output-format deepmd
+    spkhess-convert --check data.h5
+"""
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.convert import READERS, WRITERS, check, convert
+from schnetpack_hessian.data.validation import SYMMETRY_RTOL, HessianDataError
+
+__all__ = ["build_parser", "run", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``spkhess-convert``."""
+    p = argparse.ArgumentParser(
+        prog="spkhess-convert",
+        description="Convert Hessian data sets to SchNetPack training files "
+        "(.h5 / .db; also deepmd-kit folders and extxyz).",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="input files or folders")
+    p.add_argument("-o", "--output", help="output: .h5, .db, .xyz or a folder (deepmd)")
+    p.add_argument(
+        "--format", choices=list(READERS), help="input format (default: guessed)"
+    )
+    p.add_argument(
+        "--output-format",
+        choices=["training", *WRITERS],
+        help="output format (default: from the suffix)",
+    )
+    p.add_argument(
+        "--energy-unit", help="energy unit of inputs that do not fix it (extxyz)"
+    )
+    p.add_argument("--distance-unit", help="distance unit of inputs that do not fix it")
+    p.add_argument(
+        "--kind", choices=list(P.KINDS), help="set the kind label of every structure"
+    )
+    p.add_argument(
+        "--energy-key",
+        help="HORM: 'energy' (total, default) or 'ae'; SchNetPack .db: energy property name",
+    )
+    p.add_argument(
+        "--forces-sign",
+        choices=["auto", "forces", "gradient"],
+        help="OpenREACT: whether the stored 'forces' are -dE/dR or dE/dR (default: auto)",
+    )
+    p.add_argument("--symmetrize", action="store_true", help="store (H + H^T)/2")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=SYMMETRY_RTOL,
+        help=f"symmetry tolerance max|H-H^T|/max|H| (default {SYMMETRY_RTOL:g})",
+    )
+    p.add_argument(
+        "--float32",
+        action="store_true",
+        help=".h5: store forces and Hessians as float32",
+    )
+    p.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra metadata, e.g. level_of_theory=wB97X-D/6-31G(d)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output"
+    )
+    p.add_argument(
+        "--check", metavar="FILE", nargs="+", help="validate FILE(s), write nothing"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _reader_options(args: argparse.Namespace) -> Dict[str, Any]:
+    opts = {
+        "energy_unit": args.energy_unit,
+        "distance_unit": args.distance_unit,
+        "kind": args.kind,
+        "energy_key": args.energy_key,
+        "forces_sign": args.forces_sign,
+    }
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _metadata(items: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise HessianDataError(f"--metadata expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run a parsed command line; returns the report (also printed by :func:`main`).
+
+    Raises:
+        HessianDataError: any data problem (file, structure index and problem named).
+        FileExistsError: the output exists and ``--overwrite`` is not given.
+    """
+    progress = not args.quiet
+    if args.check:
+        return check(
+            args.check,
+            args.format,
+            rtol=args.rtol,
+            progress=progress,
+            **_reader_options(args),
+        )
+    if not args.inputs or not args.output:
+        raise HessianDataError("give INPUT... and -o OUTPUT (or --check FILE)")
+    report = convert(
+        args.inputs,
+        args.output,
+        fmt=args.format,
+        out_format=args.output_format,
+        overwrite=args.overwrite,
+        symmetrize=args.symmetrize,
+        rtol=args.rtol,
+        precision="float32" if args.float32 else "float64",
+        metadata=_metadata(args.metadata),
+        progress=progress,
+        **_reader_options(args),
+    )
+    return {
+        "output": str(args.output),
+        "structures": report.n_structures,
+        "hessians": report.n_hessians,
+        "worst_asymmetry": report.worst_asymmetry,
+        "worst_index": report.worst_index,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point: parse, run, print the report; exit 1 on data errors."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except (HessianDataError, FileExistsError) as err:
+        print(f"spkhess-convert: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

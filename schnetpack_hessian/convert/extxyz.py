@@ -1,0 +1,199 @@
+"""Extended XYZ with a Hessian per frame, both directions.
+
+A frame carries the Hessian either in the comment line, ``hessian="h11 h12 ..."``
+(9N² values, row-major (3N, 3N)), or as a per-atom array ``hessian`` of shape
+``(N, 9N)`` whose row ``i`` is ``H[3i:3i+3, :]`` flattened (the three Hessian rows of
+atom ``i``).  Energy and forces as ASE reads them (``energy=...``, ``forces`` array),
+labels ``kind`` / ``reaction`` in the comment line.  Units are whatever the file says
+in ``energy_unit=... distance_unit=...`` keys (our writer adds them) or what the user
+declares (``--energy-unit``, ``--distance-unit``); they are never guessed.
+
+The writer prints every float with 17 significant digits, so float64 round trips exactly.
+"""
+
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+from ase.data import chemical_symbols
+from ase.io import iread as ase_iread
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.convert.base import (
+    ConversionError,
+    PathLike,
+    Source,
+    check_kind,
+    declared_units,
+)
+from schnetpack_hessian.data.io import atomic_output
+from schnetpack_hessian.data.record import (
+    HessianRecord,
+    convert_record,
+    hessian_to_square,
+    validate_record,
+)
+from schnetpack_hessian.data.units import derived_units, normalize_unit
+
+__all__ = ["detect", "read", "write", "SUFFIXES"]
+
+SUFFIXES = (".xyz", ".extxyz")
+_UNIT_KEYS = ("energy_unit", "distance_unit")
+
+
+def detect(path: PathLike) -> bool:
+    """True for ``*.xyz`` / ``*.extxyz`` files."""
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def _file_units(path: Path) -> Dict[str, Optional[str]]:
+    """Units declared in the first frame's comment line."""
+    frame = next(ase_iread(str(path), index=":", format="extxyz"), None)
+    if frame is None:
+        raise ConversionError(f"{path}: no frames")
+    return {k: frame.info.get(k) for k in _UNIT_KEYS}
+
+
+def _frame_hessian(atoms, source: str, index: int) -> Optional[np.ndarray]:
+    n = len(atoms)
+    if P.hessian in atoms.arrays:
+        arr = np.asarray(atoms.arrays[P.hessian], dtype=np.float64)
+        if arr.shape != (n, 9 * n):
+            raise ConversionError(
+                f"{source}, structure {index}: per-atom hessian has shape {arr.shape}, "
+                f"expected (N, 9N) = {(n, 9 * n)}"
+            )
+        return arr.reshape(3 * n, 3 * n)
+    value = atoms.info.get(P.hessian)
+    if value is None:
+        return None
+    return hessian_to_square(np.asarray(value, dtype=np.float64), n, source, index)
+
+
+def read(
+    paths: Sequence[PathLike],
+    energy_unit: Optional[str] = None,
+    distance_unit: Optional[str] = None,
+    kind: Optional[str] = None,
+    **_: Any,
+) -> Source:
+    """Read extxyz files (streamed frame by frame).
+
+    Raises:
+        ConversionError: undeclared or inconsistent units, missing energy/forces.
+    """
+    check_kind(kind, ", ".join(map(str, paths)))
+    declared = None
+    for p in map(Path, paths):
+        in_file = _file_units(p)
+        e = energy_unit or in_file["energy_unit"]
+        d = distance_unit or in_file["distance_unit"]
+        for name, given, stored in (
+            ("energy", energy_unit, in_file["energy_unit"]),
+            ("distance", distance_unit, in_file["distance_unit"]),
+        ):
+            if given and stored and normalize_unit(given) != normalize_unit(stored):
+                raise ConversionError(
+                    f"{p}: file declares {name} in {stored}, option says {given}"
+                )
+        units = declared_units(f"extxyz ({p})", None, e, d)
+        if declared is not None and units != declared:
+            raise ConversionError(
+                f"{p}: units {units} differ from the other inputs' {declared}"
+            )
+        declared = units
+
+    def records() -> Iterator[HessianRecord]:
+        for p in map(Path, paths):
+            for i, atoms in enumerate(ase_iread(str(p), index=":", format="extxyz")):
+                results = getattr(atoms.calc, "results", {}) or {}
+                energy = results.get("energy", atoms.info.get("energy"))
+                forces = results.get("forces", atoms.arrays.get("forces"))
+                if energy is None or forces is None:
+                    raise ConversionError(
+                        f"{p}, structure {i}: energy or forces missing"
+                    )
+                yield HessianRecord(
+                    numbers=atoms.numbers.copy(),
+                    positions=atoms.positions.copy(),
+                    energy=float(energy),
+                    forces=np.asarray(forces, dtype=np.float64),
+                    hessian=_frame_hessian(atoms, str(p), i),
+                    kind=kind or atoms.info.get(P.kind, "other"),
+                    reaction=int(atoms.info.get(P.reaction, -1)),
+                    cell=np.asarray(atoms.cell[:], dtype=np.float64),
+                    pbc=atoms.pbc.copy(),
+                )
+
+    return Source(
+        records(), declared, {"source": "extxyz"}, None, ", ".join(map(str, paths))
+    )
+
+
+def _f(x: float) -> str:
+    return repr(float(x))
+
+
+def write(
+    path: PathLike,
+    records: Iterable[HessianRecord],
+    units: Dict[str, str],
+    overwrite: bool = False,
+    per_atom: bool = False,
+    **_: Any,
+) -> int:
+    """Write records as extxyz (units of the records, declared in every frame).
+
+    Args:
+        path: output ``.xyz`` / ``.extxyz``.
+        records: the structures.
+        units: their units.
+        overwrite: replace an existing file.
+        per_atom: store the Hessian as per-atom array ``(N, 9N)`` instead of in the
+            comment line.
+
+    Returns:
+        Number of frames written.
+    """
+    target = derived_units(units["energy"], units["distance"])
+    n_frames = 0
+    with atomic_output(path, overwrite) as tmp, open(tmp, "w") as fh:
+        for i, rec in enumerate(records):
+            rec, _ = validate_record(rec, str(path), i)
+            rec = convert_record(rec, units, target)
+            n = rec.n_atoms
+            props = "species:S:1:pos:R:3:forces:R:3"
+            info = [f"energy={_f(rec.energy)}"]
+            if rec.hessian is not None and per_atom:
+                props += f":{P.hessian}:R:{9 * n}"
+            elif rec.hessian is not None:
+                info.append(
+                    f'{P.hessian}="' + " ".join(map(_f, np.ravel(rec.hessian))) + '"'
+                )
+            if rec.pbc.any():
+                info.insert(
+                    0, 'Lattice="' + " ".join(map(_f, np.ravel(rec.cell))) + '"'
+                )
+            pbc = " ".join("T" if b else "F" for b in rec.pbc)
+            info += [
+                f"{P.kind}={rec.kind}",
+                f"{P.reaction}={rec.reaction}",
+                f"energy_unit={target['energy']}",
+                f"distance_unit={target['distance']}",
+                f'pbc="{pbc}"',
+            ]
+            fh.write(f"{n}\nProperties={props} " + " ".join(info) + "\n")
+            rows = (
+                rec.hessian.reshape(n, 9 * n)
+                if rec.hessian is not None and per_atom
+                else None
+            )
+            for a in range(n):
+                cols = [chemical_symbols[rec.numbers[a]]]
+                cols += map(_f, rec.positions[a])
+                cols += map(_f, rec.forces[a])
+                if rows is not None:
+                    cols += map(_f, rows[a])
+                fh.write(" ".join(cols) + "\n")
+            n_frames += 1
+    return n_frames

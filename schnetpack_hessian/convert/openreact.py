@@ -1,0 +1,335 @@
+"""OpenREACT-CHON-EFH: the study's HDF5 files (``molecules-RTP.h5``, ``-IRC.h5``, ``-NMS.h5``).
+
+Layout (pyanitools/ANI style): nested groups; every group that holds ``coordinates`` is
+one molecule/reaction with ``M`` conformers of ``N`` atoms:
+
+==============  ================  =======================================
+dataset         shape             unit
+==============  ================  =======================================
+``species``     (N,) or (M, N)    element symbols (bytes/str) or numbers
+``coordinates`` (M, N, 3)         Å
+``energies``    (M,)              Hartree
+``forces``      (M, N, 3)         Hartree/Å
+``hessian``     (M, 3N, 3N)       Hartree/Å² (also accepted flat (M, 9N²))
+``iform`` etc.  any               ignored
+==============  ================  =======================================
+
+Padding: molecules smaller than the array width are padded with empty / ``X`` / 0
+species and/or NaN coordinates; padded atoms are dropped (with their Hessian rows and
+columns).
+
+Labels: the file name gives the subset (``RTP`` → critical points, ``IRC`` → ``irc``,
+``NMS`` → ``nms``).  Critical points take their ``kind`` from a group-path component
+(``reactant``/``r``, ``product``/``p``, ``ts``/``t``) if there is one, else from the
+Hessian: one negative eigenvalue → ``ts``; none → ``reactant`` for the first minimum of
+a group, ``product`` for later ones; without a Hessian → ``other``.  ``reaction`` is
+the index of the group path in the sorted list of all group paths of all inputs (the same
+path in the three files is the same reaction); the list is stored as metadata
+``reactions``.
+
+Force sign: the files call the array ``forces``; we take it as −dE/dR unless the data
+say otherwise.  With ``forces_sign="auto"`` (default) neighbouring conformers (IRC paths,
+normal-mode displacements) are checked with :func:`~.base.force_sign_score`
+(energy differences and Hessians against the stored vectors); if they are gradients
+(dE/dR) they are negated.  The decision is stored as metadata ``forces_convention``.
+"""
+
+import logging
+import re
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+
+from schnetpack_hessian.convert.base import (
+    ConversionError,
+    PathLike,
+    Source,
+    check_kind,
+    declared_units,
+    force_sign_score,
+    numbers_from_symbols,
+)
+from schnetpack_hessian.data.hdf5 import FORMAT_NAME
+from schnetpack_hessian.data.record import HessianRecord
+
+__all__ = ["UNITS", "detect", "read", "subset_of"]
+
+log = logging.getLogger(__name__)
+
+#: Units of the OpenREACT-CHON-EFH files.
+UNITS = {
+    "distance": "Ang",
+    "energy": "Hartree",
+    "forces": "Hartree/Ang",
+    "hessian": "Hartree/Ang/Ang",
+}
+METADATA = {
+    "source": "OpenREACT-CHON-EFH",
+    "level_of_theory": "wB97X-D/6-31G(d)",
+}
+_SUBSETS = {"RTP": None, "IRC": "irc", "NMS": "nms"}
+_KIND_TOKENS = {
+    "reactant": "reactant",
+    "reactants": "reactant",
+    "r": "reactant",
+    "product": "product",
+    "products": "product",
+    "p": "product",
+    "ts": "ts",
+    "t": "ts",
+    "transition_state": "ts",
+}
+_PAD_SPECIES = {"", "X", "0"}
+
+
+def detect(path: PathLike) -> bool:
+    """True for an HDF5 file with pyanitools-style groups (not our training files)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") == FORMAT_NAME:
+                return False
+            return next(_data_groups(f), None) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def subset_of(path: PathLike, kind: Optional[str] = None) -> Optional[str]:
+    """``None`` for critical points (RTP), ``"irc"`` or ``"nms"`` from the file name.
+
+    Raises:
+        ConversionError: the name says neither and no ``kind`` override is given.
+    """
+    match = re.search(r"(RTP|IRC|NMS)", str(path).rsplit("/", 1)[-1].upper())
+    if match:
+        return _SUBSETS[match.group(1)]
+    if kind is None:
+        raise ConversionError(
+            f"{path}: cannot tell the subset from the file name (expected RTP, IRC or NMS "
+            "in it); pass --kind"
+        )
+    return kind
+
+
+def _data_groups(f: h5py.Group, prefix: str = "") -> Iterator[Tuple[str, h5py.Group]]:
+    for name in sorted(f.keys()):
+        item = f[name]
+        if isinstance(item, h5py.Group):
+            path = f"{prefix}/{name}"
+            if "coordinates" in item:
+                yield path, item
+            else:
+                yield from _data_groups(item, path)
+
+
+def _atom_mask(species: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """``(M, N)`` bool: real (not padded) atoms."""
+    if species.dtype.kind in "SUO":
+        text = np.vectorize(
+            lambda s: (s.decode() if isinstance(s, bytes) else str(s)).strip()
+        )(species)
+        valid = ~np.isin(text, list(_PAD_SPECIES))
+    else:
+        valid = species > 0
+    valid = np.broadcast_to(valid, coords.shape[:2])
+    return valid & ~np.isnan(coords).any(axis=-1)
+
+
+def _kind_from_path(path: str) -> Optional[str]:
+    for part in reversed(path.strip("/").split("/")):
+        kind = _KIND_TOKENS.get(part.lower())
+        if kind:
+            return kind
+    return None
+
+
+def _critical_kind(hessian: Optional[np.ndarray], seen_minimum: bool) -> str:
+    if hessian is None:
+        return "other"
+    eig = np.linalg.eigvalsh(0.5 * (hessian + hessian.T))
+    n_negative = int(np.sum(eig < -1e-3 * np.max(np.abs(eig))))
+    if n_negative == 1:
+        return "ts"
+    if n_negative == 0:
+        return "product" if seen_minimum else "reactant"
+    return "other"
+
+
+def _group_records(
+    path: str,
+    group: h5py.Group,
+    source: str,
+    subset: Optional[str],
+    reaction: int,
+    sign: float,
+    kind: Optional[str],
+) -> List[HessianRecord]:
+    coords = np.asarray(group["coordinates"][()], dtype=np.float64)
+    if coords.ndim != 3 or coords.shape[-1] != 3:
+        raise ConversionError(
+            f"{source}:{path}: coordinates have shape {coords.shape}, expected (M, N, 3)"
+        )
+    m, width = coords.shape[:2]
+    species = np.asarray(group["species"][()])
+    if species.shape not in ((width,), (m, width)):
+        raise ConversionError(
+            f"{source}:{path}: species shape {species.shape} does not match coordinates "
+            f"{coords.shape}"
+        )
+    mask = _atom_mask(species, coords)
+    energies = np.asarray(group["energies"][()], dtype=np.float64).reshape(-1)
+    if energies.shape != (m,):
+        raise ConversionError(
+            f"{source}:{path}: {energies.shape[0]} energies for {m} conformers"
+        )
+    forces = group["forces"][()] if "forces" in group else None
+    hessians = group["hessian"] if "hessian" in group else None
+    records = []
+    seen_minimum = False
+    for c in range(m):
+        atoms = np.flatnonzero(mask[c])
+        sp = species if species.ndim == 1 else species[c]
+        numbers = numbers_from_symbols(sp[atoms], f"{source}:{path}", c)
+        n = len(atoms)
+        f_c = None
+        if forces is not None:
+            if forces.shape[:2] != (m, width):
+                raise ConversionError(
+                    f"{source}:{path}: forces shape {forces.shape} does not match coordinates {coords.shape}"
+                )
+            f_c = sign * np.asarray(forces[c], dtype=np.float64)[atoms]
+        h_c = None
+        if hessians is not None:
+            h = np.asarray(hessians[c], dtype=np.float64)
+            if h.shape == (9 * width * width,):
+                h = h.reshape(3 * width, 3 * width)
+            if h.shape != (3 * width, 3 * width):
+                raise ConversionError(
+                    f"{source}:{path}, conformer {c}: Hessian shape {h.shape}, expected "
+                    f"{(3 * width, 3 * width)}"
+                )
+            idx = (3 * atoms[:, None] + np.arange(3)).ravel()
+            h_c = h[np.ix_(idx, idx)]
+            if np.isnan(h_c).all():
+                h_c = None
+        label = kind or subset or _kind_from_path(path)
+        if label is None:
+            label = _critical_kind(h_c, seen_minimum)
+            seen_minimum |= label in ("reactant", "product")
+        records.append(
+            HessianRecord(
+                numbers=numbers,
+                positions=coords[c][atoms],
+                energy=float(energies[c]),
+                forces=f_c if f_c is not None else np.full((n, 3), np.nan),
+                hessian=h_c,
+                kind=label,
+                reaction=reaction,
+            )
+        )
+    return records
+
+
+def _decide_sign(
+    paths: Sequence[PathLike], forces_sign: str, reactions: Dict[str, int]
+) -> Tuple[float, str]:
+    if forces_sign == "forces":
+        return 1.0, "forces (-dE/dR), declared"
+    if forces_sign == "gradient":
+        return -1.0, "gradient (dE/dR) in source, negated; declared"
+    if forces_sign != "auto":
+        raise ConversionError(
+            f"forces_sign must be auto, forces or gradient, not {forces_sign!r}"
+        )
+    scores, votes = [], 0
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            for i, (path, group) in enumerate(_data_groups(f)):
+                if i >= 50 or votes >= 200:
+                    break
+                recs = _group_records(path, group, str(p), "other", 0, 1.0, "other")
+                score, n = force_sign_score(recs)
+                if n:
+                    scores.append(score * n)
+                    votes += n
+    if votes == 0:
+        log.warning(
+            "no neighbouring conformers to check the force sign; assuming the stored "
+            "'forces' are -dE/dR"
+        )
+        return 1.0, "forces (-dE/dR), assumed (no neighbouring conformers to check)"
+    score = sum(scores) / votes
+    if score > 0.5:
+        return (
+            1.0,
+            f"forces (-dE/dR), checked on {votes} conformer pairs (score {score:.2f})",
+        )
+    if score < -0.5:
+        log.warning("the stored 'forces' are gradients dE/dR; they are negated")
+        return -1.0, (
+            f"gradient (dE/dR) in source, negated; detected on {votes} conformer pairs "
+            f"(score {score:.2f})"
+        )
+    raise ConversionError(
+        f"{', '.join(map(str, paths))}: the force sign is ambiguous (score {score:.2f} on "
+        f"{votes} pairs); declare it with --forces-sign forces|gradient"
+    )
+
+
+def read(
+    paths: Sequence[PathLike],
+    energy_unit: Optional[str] = None,
+    distance_unit: Optional[str] = None,
+    kind: Optional[str] = None,
+    forces_sign: str = "auto",
+    **_: Any,
+) -> Source:
+    """Read OpenREACT-CHON-EFH files as one data set.
+
+    Args:
+        paths: ``molecules-RTP.h5``, ``molecules-IRC.h5``, ``molecules-NMS.h5`` (any).
+        energy_unit: must be Hartree if given (the files fix their units).
+        distance_unit: must be Å if given.
+        kind: override the ``kind`` of every structure.
+        forces_sign: ``auto`` (check the data), ``forces`` or ``gradient``.
+
+    Returns:
+        A :class:`~.base.Source` in Hartree / Å.
+
+    Raises:
+        ConversionError: layout problems, ambiguous force sign, unknown subset.
+    """
+    units = declared_units("OpenREACT", UNITS, energy_unit, distance_unit)
+    check_kind(kind, ", ".join(map(str, paths)))
+    subsets = {str(p): subset_of(p, kind) for p in paths}
+    names = set()
+    total = 0
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            for path, group in _data_groups(f):
+                names.add(path)
+                total += int(group["coordinates"].shape[0])
+    reactions = {name: i for i, name in enumerate(sorted(names))}
+    sign, convention = _decide_sign(paths, forces_sign, reactions)
+
+    def records() -> Iterator[HessianRecord]:
+        for p in paths:
+            with h5py.File(p, "r") as f:
+                for path, group in _data_groups(f):
+                    yield from _group_records(
+                        path,
+                        group,
+                        str(p),
+                        subsets[str(p)],
+                        reactions[path],
+                        sign,
+                        kind,
+                    )
+
+    metadata = dict(METADATA)
+    metadata.update(
+        forces_convention=convention,
+        reactions=sorted(names),
+        inputs=[str(p).rsplit("/", 1)[-1] for p in paths],
+    )
+    return Source(records(), units, metadata, total, ", ".join(map(str, paths)))

@@ -1,0 +1,105 @@
+"""Validation and unit handling: every bad input raises with file, index and problem."""
+
+import numpy as np
+import pytest
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.data import (
+    HessianDataError,
+    check_hessian,
+    conversion_factor,
+    hessian_asymmetry,
+    normalize_unit,
+    record_from_atoms,
+    validate_record,
+    write,
+)
+from schnetpack_hessian.data.testing import make_atoms, random_hessian
+from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
+
+
+@pytest.mark.parametrize(
+    "unit,expected",
+    [
+        ("eV/Ang/Ang", "eV/Ang/Ang"),
+        ("kcal/mol/Ang^2", "kcal/mol/Ang/Ang"),
+        ("eV/Å²", "eV/Ang/Ang"),
+        ("Hartree/Bohr**2", "Hartree/Bohr/Bohr"),
+        ("Ha/A", "Hartree/Ang"),
+    ],
+)
+def test_normalize_unit(unit, expected):
+    assert normalize_unit(unit) == expected
+
+
+def test_conversion_factors():
+    assert conversion_factor("Hartree/Bohr/Bohr", "eV/Ang/Ang") == pytest.approx(
+        27.211386245988 / 0.529177210903**2, rel=1e-6
+    )
+    assert conversion_factor("eV/Ang/Ang", "kcal/mol/Ang^2") == pytest.approx(
+        23.0605, rel=1e-4
+    )
+    with pytest.raises(HessianDataError, match="unknown unit 'furlong'"):
+        normalize_unit("furlong")
+
+
+def test_symmetry_tolerance_real_noise_vs_wrong_reshape():
+    rng = np.random.default_rng(1)
+    for n in (2, 5, 15):
+        h = random_hessian(rng, n)
+        h *= 100.0 / np.abs(h).max()
+        noisy = h + rng.uniform(
+            -1.5e-3, 1.5e-3, size=h.shape
+        )  # HORM-like float32 asymmetry
+        assert check_hessian(noisy, n)[1] < 1e-4
+        flat_blocks = square_to_blocks(h).reshape(3 * n, 3 * n)
+        misread = blocks_to_square(h.reshape(n * n, 3, 3))
+        for wrong in (flat_blocks, misread):
+            assert hessian_asymmetry(wrong) > 0.1
+            with pytest.raises(
+                HessianDataError, match="file.h5, structure 3: Hessian is not sym"
+            ):
+                check_hessian(wrong, n, "file.h5", 3)
+
+
+def test_symmetrize_fixes_small_asymmetry():
+    h = random_hessian(np.random.default_rng(0), 3)
+    h[0, 1] += 1e-3
+    fixed, asym = check_hessian(h, 3, fix_symmetry=True)
+    assert asym > 0 and np.array_equal(fixed, fixed.T)
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (
+            lambda a: a.info.__setitem__(P.hessian, np.zeros((5, 5))),
+            "Hessian has shape",
+        ),
+        (lambda a: a.info[P.hessian].__setitem__((0, 1), np.nan), "partially NaN"),
+        (lambda a: a.info[P.hessian].__setitem__((0, 0), np.inf), "infinite"),
+        (
+            lambda a: a.calc.results.__setitem__("forces", np.zeros((1, 3))),
+            "forces has shape",
+        ),
+        (lambda a: a.calc.results.__setitem__("energy", np.nan), "energy contains NaN"),
+        (lambda a: a.numbers.__setitem__(0, 0), "unknown elements"),
+        (lambda a: a.info.__setitem__(P.kind, "minimum"), "unknown kind 'minimum'"),
+    ],
+)
+def test_bad_structures_raise(tmp_path, mutate, message):
+    atoms = make_atoms(3, missing_every=0)
+    mutate(atoms[2])
+    with pytest.raises(HessianDataError, match=f"bad.h5, structure 2: .*{message}"):
+        write(tmp_path / "bad.h5", atoms)
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_missing_hessian_is_all_nan(tmp_path):
+    atoms = make_atoms(2, missing_every=0)
+    atoms[0].info[P.hessian] = np.full((6, 6), np.nan)
+    rec, _ = validate_record(record_from_atoms(atoms[0]))
+    assert rec.hessian is None
+    with pytest.raises(HessianDataError, match="no energy"):
+        atoms[1].calc = None
+        record_from_atoms(atoms[1], "x.db", 1)

@@ -374,7 +374,9 @@ class Hessian(nn.Module):
             so that validation reports exact Hessian metrics (in training the key then
             holds an empty ``(0, 3, 3)`` tensor).
         seed: seed of the probe generator (None: torch's global generator).
-        vectorize: vectorise the seeded passes with ``is_grads_batched``.
+        vectorize: vectorise the seeded passes with ``is_grads_batched``; None (the
+            default) vectorises on GPUs and loops on CPUs, where vmap's larger
+            intermediates make the passes slower (see docs/PERFORMANCE.md).
     """
 
     def __init__(
@@ -392,7 +394,7 @@ class Hessian(nn.Module):
         memory_efficient: bool = True,
         full_in_eval: bool = False,
         seed: Optional[int] = None,
-        vectorize: bool = True,
+        vectorize: Optional[bool] = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -457,12 +459,16 @@ class Hessian(nn.Module):
                 "Hessians need autograd: use torch.enable_grad() / inference_mode=False"
             )
 
+    def _vectorize(self, device: torch.device) -> bool:
+        return device.type != "cpu" if self.vectorize is None else self.vectorize
+
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         self._check_inputs(inputs)
         energy = inputs[self.energy_key]
         positions = inputs[spk_properties.R]
         n_atoms = inputs[spk_properties.n_atoms]
         training = self.training
+        vectorize = self._vectorize(positions.device)
 
         gradient = energy_gradient(energy, positions, create_graph=True)
         if self.calc_forces:
@@ -473,11 +479,11 @@ class Hessian(nn.Module):
             if training and self.memory_efficient:
                 leaves = _graph_leaves(gradient, exclude=[positions])
                 hessian = _MemoryBoundedHessian.apply(
-                    n_atoms, self.chunk_size, self.vectorize, gradient, positions, *leaves
+                    n_atoms, self.chunk_size, vectorize, gradient, positions, *leaves
                 )
             else:
                 hessian = full_hessian(
-                    gradient, positions, n_atoms, training, self.chunk_size, self.vectorize
+                    gradient, positions, n_atoms, training, self.chunk_size, vectorize
                 )
             inputs[self.hessian_key] = hessian if training else hessian.detach()
         elif self.full_in_eval:
@@ -493,7 +499,7 @@ class Hessian(nn.Module):
                 self._probe_generator(positions.device),
             )
             hvp = hessian_rows(
-                gradient, positions, probes, training, self.chunk_size, self.vectorize
+                gradient, positions, probes, training, self.chunk_size, vectorize
             )
             inputs[self.hvp_key] = hvp if training else hvp.detach()
             inputs[self.probes_key] = probes

@@ -1,0 +1,373 @@
+"""Speed and memory of Hessian training and inference (behind ``spkhess-bench``).
+
+A *training step* is forward + loss + backward + optimiser step on one packed batch;
+its time is the median over repeats after warm-up.  Peak memory is the process's peak
+RSS on CPU (``ru_maxrss``) or ``torch.cuda.max_memory_allocated`` on CUDA; memory runs
+each configuration in its own process so that one configuration's peak cannot hide
+another's.  Configurations:
+
+* ``ef``: energy + forces (``spk.atomistic.Forces``), the baseline;
+* ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
+* ``rows{k}``: + HVP loss with ``k`` random Hessian rows (HORM);
+* ``full`` / ``full_c{n}``: + full-Hessian loss (all rows, or chunks of ``n`` seeds);
+* ``response``: SchNetPack's ``Response(["forces", "hessian"])`` with the same loss.
+"""
+
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+import schnetpack as spk
+import schnetpack.properties as spk_properties
+from schnetpack.task import ModelOutput
+
+from schnetpack_hessian import Hessian, HessianOutput
+from schnetpack_hessian.nn import SmoothstepCutoff
+from schnetpack_hessian.testing import build_batch
+
+__all__ = [
+    "BenchConfig",
+    "benchmark_molecules",
+    "build_model",
+    "time_training_step",
+    "time_inference",
+    "run_in_subprocess",
+    "run_suite",
+]
+
+#: small H/C/N/O molecules of ASE's G2 set, 5 to 11 atoms
+SMALL_ORGANICS = (
+    "CH4", "CH3OH", "H3CNH2", "C2H4", "CH3CHO", "CH3CH2OH", "C2H6", "CH3CN",
+    "HCOOH", "CH3COOH", "CH3OCH3", "C3H8", "CH3CONH2", "CH2OCH2", "HCOOCH3", "C5H5N",
+)  # fmt: skip
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark case.
+
+    Attributes:
+        kind: ``ef``, ``hvp``, ``rows``, ``full`` or ``response``.
+        representation: ``painn`` or ``schnet``.
+        n_molecules: batch size.
+        n_atoms: atoms per molecule (None: the mixed 5–11-atom organics).
+        n_probes: probes for ``hvp``/``rows``.
+        chunk_size: seeds per vectorised pass for ``full``.
+        memory_efficient: chunked backward for ``full``.
+        features, interactions, cutoff: model size (Å).
+        dtype: ``float32`` or ``float64``.
+        device: ``cpu`` or ``cuda``.
+        repeats, warmup: timed and untimed steps.
+    """
+
+    kind: str = "ef"
+    representation: str = "painn"
+    n_molecules: int = 16
+    n_atoms: Optional[int] = None
+    n_probes: int = 1
+    chunk_size: Optional[int] = None
+    memory_efficient: bool = True
+    features: int = 128
+    interactions: int = 3
+    cutoff: float = 5.0
+    dtype: str = "float32"
+    device: str = "cpu"
+    repeats: int = 5
+    warmup: int = 2
+    label: str = field(default="")
+
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        base = {"hvp": f"hvp{self.n_probes}", "rows": f"rows{self.n_probes}"}.get(
+            self.kind, self.kind
+        )
+        if self.kind == "full" and self.chunk_size:
+            base += f"_c{self.chunk_size}"
+        return base
+
+
+def benchmark_molecules(n_molecules: int, n_atoms: Optional[int] = None) -> List[Atoms]:
+    """``n_molecules`` molecules: the mixed organics, or alkane-like chains of ``n_atoms``.
+
+    Chains ``C_kH_{2k+2}`` give sizes 5, 8, 11, ...; other sizes drop hydrogens from the
+    next larger chain, which keeps the geometry sensible for timing purposes.
+    """
+    if n_atoms is None:
+        return [molecule(SMALL_ORGANICS[i % len(SMALL_ORGANICS)]) for i in range(n_molecules)]
+    n_carbon = max(1, -(-(n_atoms - 2) // 3))
+    chain = _alkane(n_carbon)
+    keep = [i for i in range(len(chain)) if chain[i].symbol == "C"]
+    keep += [i for i in range(len(chain)) if chain[i].symbol == "H"][: n_atoms - len(keep)]
+    base = chain[sorted(keep)]
+    return [base.copy() for _ in range(n_molecules)]
+
+
+def _alkane(n_carbon: int) -> Atoms:
+    """A zig-zag alkane C_nH_{2n+2} (Å)."""
+    positions, symbols = [], []
+    for i in range(n_carbon):
+        x, y = 1.26 * i, 0.89 * (i % 2)
+        symbols.append("C")
+        positions.append((x, y, 0.0))
+        sign = -1 if i % 2 == 0 else 1
+        symbols += ["H", "H"]
+        positions += [(x, y + 0.63 * sign, 0.89), (x, y + 0.63 * sign, -0.89)]
+    symbols += ["H", "H"]
+    positions += [(-1.05, 0.0, 0.0), (1.26 * (n_carbon - 1) + 1.05, 0.89 * ((n_carbon - 1) % 2), 0.0)]
+    return Atoms(symbols, positions=positions)
+
+
+def build_model(cfg: BenchConfig) -> spk.model.NeuralNetworkPotential:
+    """The PaiNN/SchNet energy model with the output modules of ``cfg.kind``."""
+    radial = spk.nn.GaussianRBF(n_rbf=20, cutoff=cfg.cutoff)
+    cutoff_fn = SmoothstepCutoff(cfg.cutoff)
+    if cfg.representation == "painn":
+        rep = spk.representation.PaiNN(
+            n_atom_basis=cfg.features,
+            n_interactions=cfg.interactions,
+            radial_basis=radial,
+            cutoff_fn=cutoff_fn,
+            epsilon=1e-4,
+        )
+    else:
+        rep = spk.representation.SchNet(
+            n_atom_basis=cfg.features,
+            n_interactions=cfg.interactions,
+            radial_basis=radial,
+            cutoff_fn=cutoff_fn,
+        )
+    outputs: List[torch.nn.Module] = [
+        spk.atomistic.Atomwise(n_in=cfg.features, output_key="energy")
+    ]
+    if cfg.kind == "ef":
+        outputs.append(spk.atomistic.Forces())
+    elif cfg.kind == "response":
+        outputs.append(spk.atomistic.Response("energy", ["forces", "hessian"]))
+    elif cfg.kind == "full":
+        outputs.append(
+            Hessian(
+                mode="full",
+                chunk_size=cfg.chunk_size,
+                memory_efficient=cfg.memory_efficient,
+            )
+        )
+    elif cfg.kind in ("hvp", "rows"):
+        probe = "rows" if cfg.kind == "rows" else "gaussian"
+        outputs.append(Hessian(mode="hvp", n_probes=cfg.n_probes, probe=probe, seed=0))
+    else:
+        raise ValueError(f"unknown benchmark kind {cfg.kind!r}")
+    model = spk.model.NeuralNetworkPotential(
+        representation=rep,
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=outputs,
+    )
+    return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
+
+
+def _batch(cfg: BenchConfig) -> Dict[str, torch.Tensor]:
+    dtype = getattr(torch, cfg.dtype)
+    batch = build_batch(benchmark_molecules(cfg.n_molecules, cfg.n_atoms), cfg.cutoff, dtype)
+    batch = {k: v.to(cfg.device) for k, v in batch.items()}
+    n_atoms = batch[spk_properties.n_atoms]
+    gen = torch.Generator().manual_seed(0)
+    batch["energy"] = torch.randn(len(n_atoms), generator=gen, dtype=dtype).to(cfg.device)
+    batch["forces"] = torch.randn(batch[spk_properties.R].shape, generator=gen, dtype=dtype).to(cfg.device)
+    n_blocks = int((n_atoms * n_atoms).sum())
+    hess = torch.randn((n_blocks, 3, 3), generator=gen, dtype=dtype)
+    batch["hessian"] = (hess + hess.transpose(1, 2)).to(cfg.device)
+    return batch
+
+
+def _outputs(cfg: BenchConfig) -> List[ModelOutput]:
+    mse = torch.nn.MSELoss()
+    outs: List[ModelOutput] = [
+        ModelOutput("energy", loss_fn=mse, loss_weight=0.01, metrics={}),
+        ModelOutput("forces", loss_fn=mse, loss_weight=1.0, metrics={}),
+    ]
+    if cfg.kind == "response":
+        outs.append(ModelOutput("hessian", loss_fn=mse, loss_weight=1.0, metrics={}))
+    elif cfg.kind != "ef":
+        outs.append(HessianOutput(loss_weight=1.0, metrics={}))
+    return outs
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
+    """Median training-step time (s) and memory (MiB) of one configuration."""
+    model = build_model(cfg).train()
+    outputs = _outputs(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = _batch(cfg)
+    targets = {k: batch[k] for k in ("energy", "forces", "hessian")}
+
+    def step() -> None:
+        optimizer.zero_grad()
+        pred = model(dict(batch))
+        loss = sum(o.calculate_loss(pred, targets) for o in outputs)
+        loss.backward()
+        optimizer.step()
+
+    if cfg.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    baseline = _rss_mb()
+    times = []
+    for i in range(cfg.warmup + cfg.repeats):
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        step()
+        _sync(cfg.device)
+        if i >= cfg.warmup:
+            times.append(time.perf_counter() - t0)
+    result = {
+        "step_s": statistics.median(times),
+        "step_s_min": min(times),
+        "n_atoms_total": int(batch[spk_properties.n_atoms].sum()),
+    }
+    if cfg.device.startswith("cuda"):
+        result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result["peak_mem_mb"] = _rss_mb()
+        result["step_mem_mb"] = _rss_mb() - baseline
+    return result
+
+
+def time_inference(cfg: BenchConfig) -> Dict[str, float]:
+    """Hessians per second in eval mode for ``cfg.kind`` in ``full``/``response``."""
+    model = build_model(cfg).eval()
+    batch = _batch(cfg)
+    times = []
+    for i in range(cfg.warmup + cfg.repeats):
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        model(dict(batch))
+        _sync(cfg.device)
+        if i >= cfg.warmup:
+            times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"batch_s": median, "hessians_per_s": cfg.n_molecules / median}
+
+
+def run_in_subprocess(cfg: BenchConfig, what: str = "train", timeout: float = 600) -> Dict:
+    """Run one measurement in a fresh interpreter (clean peak-memory accounting)."""
+    cmd = [sys.executable, "-m", "schnetpack_hessian.cli.bench", "--worker", what, json.dumps(asdict(cfg))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        reason = "killed (out of memory?)" if proc.returncode < 0 else proc.stderr.strip()[-500:]
+        return {"error": f"exit {proc.returncode}: {reason}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def environment() -> Dict[str, str]:
+    """Device, versions and thread count recorded with every result."""
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "schnetpack": getattr(spk, "__version__", "unknown"),
+        "threads": str(torch.get_num_threads()),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    try:
+        from importlib.metadata import version
+
+        info["schnetpack"] = version("schnetpack")
+        info["schnetpack_hessian"] = version("schnetpack-hessian")
+    except Exception:  # metadata missing in a source checkout
+        pass
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if not a or not b else a / b
+
+
+def run_suite(
+    quick: bool,
+    device: str = "cpu",
+    dtype: str = "float32",
+    representations: Sequence[str] = ("painn",),
+    log: Callable[[str], None] = print,
+) -> Dict:
+    """The benchmark table and the headline ratios (see module docstring)."""
+    repeats = 3 if quick else 7
+    base = dict(device=device, dtype=dtype, repeats=repeats, warmup=1 if quick else 2)
+    report: Dict = {"environment": environment(), "device": device, "dtype": dtype, "train": [], "inference": []}
+    kinds = [
+        dict(kind="ef"),
+        dict(kind="hvp", n_probes=1),
+        dict(kind="hvp", n_probes=2),
+        dict(kind="hvp", n_probes=4),
+        dict(kind="rows", n_probes=2),
+        dict(kind="full"),
+        dict(kind="full", chunk_size=8),
+    ]
+    if not quick:
+        kinds += [dict(kind="full", chunk_size=16), dict(kind="full", memory_efficient=False, label="full_retain")]
+    sizes = [(16, None)] if quick else [(16, None), (1, 5), (8, 10), (8, 20), (4, 30), (64, None)]
+    headline: Dict[str, Dict] = {}
+    for rep in representations:
+        for n_mol, n_at in sizes:
+            for extra in kinds:
+                cfg = BenchConfig(representation=rep, n_molecules=n_mol, n_atoms=n_at, **base, **extra)
+                res = time_training_step(cfg)
+                row = {"config": cfg.name(), "representation": rep, "n_molecules": n_mol, "n_atoms": n_at or "5-11", **res}
+                report["train"].append(row)
+                log(f"train {rep:6s} B={n_mol:<3d} N={str(n_at or '5-11'):5s} {cfg.name():12s} {res['step_s'] * 1e3:9.1f} ms")
+                if rep == representations[0] and n_mol == 16 and n_at is None:
+                    headline[cfg.name()] = res
+        # Response and ours on the largest batch Response survives (4 molecules)
+        for kind in ("full", "response"):
+            cfg = BenchConfig(kind=kind, representation=rep, n_molecules=4, **{**base, "repeats": 1 if quick else 3, "warmup": 1})
+            res = time_training_step(cfg)
+            report["train"].append({"config": f"{kind}_B4", "representation": rep, "n_molecules": 4, "n_atoms": "5-11", **res})
+            log(f"train {rep:6s} B=4   {kind:18s} {res['step_s'] * 1e3:9.1f} ms")
+            if rep == representations[0]:
+                headline[f"{kind}_B4"] = res
+        for kind in ("full", "response"):
+            cfg = BenchConfig(kind=kind, representation=rep, n_molecules=64, **{**base, "repeats": 1 if kind == "response" or quick else 3, "warmup": 1 if kind == "full" else 0})
+            res = time_inference(cfg)
+            report["inference"].append({"config": kind, "representation": rep, "n_molecules": 64, **res})
+            log(f"infer {rep:6s} B=64  {kind:18s} {res['hessians_per_s']:9.1f} Hessians/s")
+            if rep == representations[0]:
+                headline[f"infer_{kind}"] = res
+    # peak memory of E+F and full training, each in its own process
+    memory = {}
+    for kind in ("ef", "full"):
+        cfg = BenchConfig(kind=kind, representation=representations[0], **{**base, "repeats": 1, "warmup": 1})
+        memory[kind] = run_in_subprocess(cfg, "train")
+        log(f"memory {kind:5s} peak {memory[kind].get('peak_mem_mb', float('nan')):8.0f} MiB")
+    report["memory"] = memory
+    ef = headline.get("ef", {}).get("step_s")
+    report["ratios"] = {
+        "hvp1_vs_ef": _ratio(headline.get("hvp1", {}).get("step_s"), ef),
+        "full_vs_ef": _ratio(headline.get("full", {}).get("step_s"), ef),
+        "response_vs_full": _ratio(headline["response_B4"]["step_s"], headline["full_B4"]["step_s"]),
+        "full_infer_vs_response": _ratio(headline["infer_full"]["hessians_per_s"], headline["infer_response"]["hessians_per_s"]),
+        "mem_full_vs_ef": _ratio(memory["full"].get("peak_mem_mb"), memory["ef"].get("peak_mem_mb")),
+    }
+    return report

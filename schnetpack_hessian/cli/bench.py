@@ -1,0 +1,63 @@
+"""``spkhess-bench``: speed and memory of Hessian training (see :mod:`..bench`)."""
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+__all__ = ["main", "run", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spkhess-bench",
+        description="Time training steps (E+F, HVP, rows, full Hessian, SchNetPack "
+        "Response) and Hessian inference; report the ratios.",
+    )
+    p.add_argument("--quick", action="store_true", help="PaiNN, one batch: about a minute")
+    p.add_argument("--json", metavar="FILE", help="write every figure and the ratios here")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument(
+        "--representations", nargs="+", default=None, choices=["painn", "schnet"],
+        help="models to benchmark (default: painn with --quick, else painn schnet)",
+    )  # fmt: skip
+    p.add_argument("--worker", nargs=2, metavar=("WHAT", "CONFIG"), help=argparse.SUPPRESS)
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark described by parsed arguments; returns the report."""
+    import torch
+
+    from schnetpack_hessian.bench import (
+        BenchConfig,
+        run_suite,
+        time_inference,
+        time_training_step,
+    )
+
+    if args.worker:
+        what, config = args.worker
+        cfg = BenchConfig(**json.loads(config))
+        result = time_training_step(cfg) if what == "train" else time_inference(cfg)
+        print(json.dumps(result))
+        return result
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    reps = args.representations or (["painn"] if args.quick else ["painn", "schnet"])
+    report = run_suite(args.quick, device=device, dtype=args.dtype, representations=reps)
+    print("ratios:")
+    for key, value in report["ratios"].items():
+        print(f"  {key:24s} {'n/a' if value is None else f'{value:.2f}'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -18,7 +18,6 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 from ase.data import chemical_symbols
 
-from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert.base import (
     ConversionError,
     PathLike,
@@ -79,12 +78,12 @@ def _system_frames(system: Path, kind: Optional[str]) -> Iterator[HessianRecord]
     if not sets:
         raise ConversionError(f"{system}: no set.* folders")
     for s in sets:
-        coord = np.load(s / "coord.npy")
+        coord = np.load(s / "coord.npy", mmap_mode="r")
         nf = coord.shape[0]
         arrays = {"coord": coord, "energy": np.load(s / "energy.npy").reshape(-1)}
         for name in ("force", "hessian", "box", "kind", "reaction"):
             if (s / f"{name}.npy").exists():
-                arrays[name] = np.load(s / f"{name}.npy")
+                arrays[name] = np.load(s / f"{name}.npy", mmap_mode="r")
         expected = {
             "coord": (nf, 3 * n),
             "energy": (nf,),

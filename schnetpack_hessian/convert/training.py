@@ -1,7 +1,6 @@
 """This package's own training files (``.h5``; ``.db`` is read by :mod:`.spkdb`) as
 conversion input, e.g. to export them to deepmd-kit or extxyz."""
 
-from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import h5py

@@ -7,7 +7,7 @@ pairs.  The file metadata carries SchNetPack's ``_property_unit_dict``,
 ``_distance_unit`` and ``atomrefs``.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch

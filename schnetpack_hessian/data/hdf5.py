@@ -32,7 +32,7 @@ import schnetpack.properties as structure
 from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.storage import LABELS, to_tensor
+from schnetpack_hessian.data.storage import to_tensor
 from schnetpack_hessian.data.units import conversion_factor, normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 

@@ -50,7 +50,7 @@ PER = {
     P.reaction: "structure",
 }
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-_CHUNK_BYTES = 1 << 16
+_CHUNK_BYTES = 1 << 14
 
 
 def _rows(per: str, n_atoms: int) -> int:
@@ -200,6 +200,7 @@ class HDF5AtomsData(BaseAtomsData):
         self.datapath = str(datapath)
         self._file: Optional[h5py.File] = None
         self._pid: Optional[int] = None
+        self._datasets: Dict[str, Any] = {}
         if not os.path.exists(self.datapath):
             raise HessianDataError(f"{self.datapath}: HDF5 file does not exist")
         with h5py.File(self.datapath, "r") as f:
@@ -250,18 +251,36 @@ class HDF5AtomsData(BaseAtomsData):
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.datapath, "r")
             self._pid = os.getpid()
+            self._datasets = {
+                name: (ds, ds.attrs["per"])
+                for name, ds in self._file["properties"].items()
+            }
+            self._datasets.update(
+                {
+                    k: (self._file[k], None)
+                    for k in ("numbers", "positions", "cell", "pbc")
+                }
+            )
         return self._file
+
+    def _handles(self) -> Dict[str, Any]:
+        """``name → (h5py dataset, per)`` of this process's open file."""
+        if self.file is None:
+            raise HessianDataError(f"{self.datapath}: cannot open")
+        return self._datasets
 
     def close(self):
         """Close this process's file handle."""
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file = None
+        self._datasets = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_file"] = None
         state["_pid"] = None
+        state["_datasets"] = {}
         return state
 
     # -- dataset protocol ----------------------------------------------------------
@@ -281,32 +300,30 @@ class HDF5AtomsData(BaseAtomsData):
     def _get_properties(
         self, idx: int, load_properties: List[str], load_structure: bool
     ) -> Dict[str, torch.Tensor]:
-        f = self.file
+        ds = self._handles()
         idx = int(idx)
         if not 0 <= idx < len(self._n_atoms):
             raise IndexError(f"{self.datapath}: index {idx} out of range")
         n = int(self._n_atoms[idx])
         a0, a1 = self._atom_off[idx], self._atom_off[idx + 1]
         props: Dict[str, torch.Tensor] = {structure.idx: torch.tensor([idx])}
-        group = f["properties"]
         for name in load_properties:
-            props[name] = to_tensor(
-                self._read(group[name], idx), self.conversions[name]
-            )
+            props[name] = to_tensor(self._read(*ds[name], idx), self.conversions[name])
         props[structure.n_atoms] = torch.tensor([n])
         if load_structure:
-            props[structure.Z] = torch.from_numpy(f["numbers"][a0:a1].astype(np.int64))
+            props[structure.Z] = torch.from_numpy(
+                ds["numbers"][0][a0:a1].astype(np.int64)
+            )
             props[structure.position] = to_tensor(
-                f["positions"][a0:a1], self.distance_conversion
+                ds["positions"][0][a0:a1], self.distance_conversion
             )
             props[structure.cell] = to_tensor(
-                f["cell"][idx][None], self.distance_conversion
+                ds["cell"][0][idx][None], self.distance_conversion
             )
-            props[structure.pbc] = torch.from_numpy(f["pbc"][idx].astype(bool))
+            props[structure.pbc] = torch.from_numpy(ds["pbc"][0][idx].astype(bool))
         return props
 
-    def _read(self, ds: h5py.Dataset, idx: int) -> np.ndarray:
-        per = ds.attrs["per"]
+    def _read(self, ds: h5py.Dataset, per: str, idx: int) -> np.ndarray:
         if per == "structure":
             return ds[idx]
         off = self._atom_off if per == "atom" else self._pair_off

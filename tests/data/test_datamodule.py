@@ -152,3 +152,29 @@ def test_workers_h5_equals_db(files, tmp_path):
             torch.testing.assert_close(a[k], b[k], equal_nan=True, rtol=0, atol=0)
     h = torch.cat([b[P.hessian] for b in out["h5"]])
     assert torch.isnan(h).any() and not torch.isnan(h).all()
+
+
+def test_schnetpack_transforms_and_pickling(files, tmp_path):
+    import pickle
+
+    import schnetpack.transform as trn
+
+    dm = _dm(
+        files["h5"],
+        tmp_path / "t.npz",
+        num_train=20,
+        num_val=6,
+        transforms=[
+            trn.ASENeighborList(cutoff=5.0),
+            trn.RemoveOffsets("energy", remove_mean=True),
+            trn.CastTo32(),
+        ],
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[P.hessian].dtype == torch.float32
+    assert batch[P.kind].dtype == torch.int64
+    assert structure.idx_i in batch
+    ds = dm.train_dataset
+    ds[0]  # opens the file in this process
+    clone = pickle.loads(pickle.dumps(ds))  # as for spawned workers / DDP
+    torch.testing.assert_close(clone[3][P.hessian], ds[3][P.hessian], equal_nan=True)

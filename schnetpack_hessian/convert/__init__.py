@@ -8,7 +8,7 @@ atomic output; ``spkhess-convert`` is a thin wrapper around it.
 """
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 from tqdm import tqdm
 

@@ -4,7 +4,6 @@ import h5py
 import numpy as np
 import pytest
 
-from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import ConversionError, convert, open_source
 from schnetpack_hessian.data import file_metadata, file_units, read_records
 

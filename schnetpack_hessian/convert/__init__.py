@@ -208,5 +208,8 @@ def check(
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
         "units": source.units,
-        "metadata": source.metadata,
+        "metadata": {
+            k: (f"<{len(v)} entries>" if isinstance(v, list) and len(v) > 20 else v)
+            for k, v in source.metadata.items()
+        },
     }

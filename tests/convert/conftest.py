@@ -125,8 +125,7 @@ def write_horm_lmdb(
 ):
     """An LMDB file laid out like HORM's: keys b"0".., b"length"; pickled PyG 2.x
     ``Data`` with float32 tensors, int32 ``charges`` (atomic numbers), flat hessian."""
-    import lmdb
-
+    lmdb = pytest.importorskip("lmdb")
     data_mod, storage_mod = _fake_pyg()
     saved = {
         k: sys.modules.get(k)

@@ -1,0 +1,162 @@
+"""Unit tests of the generator's pieces: reaction lists, shards, geometry
+helpers, checkpoints and normal-mode sampling (no quantum chemistry)."""
+
+import io
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+
+from schnetpack_hessian import vibrations
+from schnetpack_hessian.generate.geometry import (
+    bond_graph,
+    has_clash,
+    n_fragments,
+    rmsd,
+)
+from schnetpack_hessian.generate.pathsearch import connects
+from schnetpack_hessian.generate.reactions import (
+    ReactionError,
+    load_reactions,
+    parse_shard,
+    select_shard,
+)
+from schnetpack_hessian.generate.sampling import evenly_spaced, normal_mode_samples
+from schnetpack_hessian.generate.store import Structure, load_structure, save_structure
+
+NH3_UP = np.array(
+    [[0, 0, 0], [0.94, 0, 0.38], [-0.47, 0.8141, 0.38], [-0.47, -0.8141, 0.38]]
+)
+NH3_DOWN = NH3_UP * [1, 1, -1]
+
+
+def test_reaction_list_parses_xyz_and_ts_guess(reaction_entries):
+    text = "reactions:\n" + reaction_entries["hcn"] + reaction_entries["nh3"]
+    rs = load_reactions(io.StringIO(text))
+    assert [r.id for r in rs] == [3, 7]  # sorted by id
+    hcn = rs[1]
+    assert hcn.reactant.get_chemical_symbols() == ["C", "N", "H"]
+    assert hcn.ts_guess is not None and rs[0].ts_guess is None
+    assert hcn.tag == "r0007" and hcn.charge == 0 and hcn.multiplicity == 1
+    np.testing.assert_allclose(hcn.product.positions[2], [0, 0, 2.165])
+
+
+def test_reaction_list_errors_name_the_reaction(reaction_entries):
+    HCN_HNC = reaction_entries["hcn"]
+    bad = HCN_HNC.replace("H 0.0 0.0 2.165", "O 0.0 0.0 2.165")
+    with pytest.raises(ReactionError, match=r"reaction 7 \(HCN -> HNC\).*differ"):
+        load_reactions(io.StringIO("reactions:\n" + bad))
+    with pytest.raises(ReactionError, match="duplicate id 7"):
+        load_reactions(io.StringIO("reactions:\n" + HCN_HNC + HCN_HNC))
+    with pytest.raises(ReactionError, match="missing 'product'"):
+        load_reactions(io.StringIO("reactions:\n  - id: 1\n    reactant: 'H 0 0 0'\n"))
+
+
+def test_smiles_are_embedded_in_map_order():
+    pytest.importorskip("rdkit")
+    text = """reactions:
+  - id: 0
+    name: formaldehyde -> hydroxycarbene
+    reactant: {smiles: "[H:3][C:1](=[O:2])[H:4]"}
+    product: {smiles: "[H:3][C:1][O:2][H:4]"}
+"""
+    (r,) = load_reactions(io.StringIO(text))
+    assert r.reactant.get_chemical_symbols() == ["C", "O", "H", "H"]
+    assert r.product.get_chemical_symbols() == ["C", "O", "H", "H"]
+    g = bond_graph(r.product.numbers, r.product.positions)
+    assert g[1, 3] and not g[0, 3]  # H4 on the oxygen in the product
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_partition_the_list(count):
+    items = list(range(10))
+    shards = [select_shard(items, i, count) for i in range(count)]
+    assert sorted(sum(shards, [])) == items
+    assert parse_shard(f"{count - 1}/{count}") == (count - 1, count)
+    with pytest.raises(ReactionError):
+        parse_shard(f"{count}/{count}")
+
+
+def test_rmsd_separates_mirror_images_and_graphs_see_bonds():
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rot = q if np.linalg.det(q) > 0 else -q
+    assert rmsd(NH3_UP @ rot.T + 3.0, NH3_UP) == pytest.approx(0, abs=1e-10)
+    assert rmsd(NH3_DOWN, NH3_UP) > 0.3  # enantiomer-like, not superimposable
+    g = bond_graph([7, 1, 1, 1], NH3_UP)
+    assert g.sum() == 6 and n_fragments(g) == 1
+    apart = NH3_UP.copy()
+    apart[1] += [5, 0, 0]
+    assert n_fragments(bond_graph([7, 1, 1, 1], apart)) == 2
+    assert has_clash([7, 1], [[0, 0, 0], [0.2, 0, 0]])
+    assert not has_clash([7, 1], [[0, 0, 0], [1.0, 0, 0]])
+
+
+def test_connects_orients_and_rejects():
+    z = np.array([7, 1, 1, 1])
+    near_up = NH3_UP + 0.01
+    assert connects(z, near_up, NH3_DOWN, NH3_UP, NH3_DOWN) == 1
+    assert connects(z, NH3_DOWN, near_up, NH3_UP, NH3_DOWN) == -1
+    # both ends in the same basin: not a path between reactant and product
+    assert connects(z, NH3_UP, near_up, NH3_UP, NH3_DOWN) == 0
+    # a broken bond at an end does not match
+    broken = NH3_DOWN.copy()
+    broken[1] *= 3
+    assert connects(z, NH3_UP, broken, NH3_UP, NH3_DOWN) == 0
+
+
+def test_structure_checkpoint_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(12, 12))
+    s = Structure(
+        np.array([7, 1, 1, 1]),
+        NH3_UP,
+        -1500.5,
+        rng.normal(size=(4, 3)),
+        h + h.T,
+        "irc",
+        4,
+    )
+    save_structure(tmp_path / "x.npz", s)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]  # no temporary left
+    back = load_structure(tmp_path / "x.npz")
+    assert back.kind == "irc" and back.reaction == 4 and back.energy == s.energy
+    np.testing.assert_array_equal(back.hessian, s.hessian)
+    atoms = back.to_atoms()
+    assert atoms.get_potential_energy() == s.energy
+    assert atoms.info["hessian"].shape == (12, 12)
+    assert load_structure(tmp_path / "missing.npz") is None
+
+
+def test_evenly_spaced():
+    assert evenly_spaced(10, 3) == [0, 4, 9]  # round(4.5) = 4 (banker's rounding)
+    assert evenly_spaced(3, 5) == [0, 1, 2]
+    assert evenly_spaced(5, 1) == [2]
+    assert evenly_spaced(0, 3) == []
+
+
+def test_normal_mode_sampling_energy_bound_and_seed(nh3_springs):
+    """ANI sampling adds at most (3/2) N k_B T of harmonic energy, moves only
+    along vibrations, and is reproducible from its seed."""
+    atoms, h = nh3_springs
+    m = atoms.get_masses()
+    t = 500.0
+    kw = dict(
+        numbers=atoms.numbers,
+        positions=atoms.positions,
+        masses=m,
+        hessian=h,
+        n_samples=200,
+        temperature=t,
+    )
+    xs = normal_mode_samples(**kw, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(
+        xs, normal_mode_samples(**kw, rng=np.random.default_rng(5))
+    )
+    dx = (xs - atoms.positions).reshape(len(xs), -1)
+    e_harm = 0.5 * np.einsum("si,ij,sj->s", dx, h, dx)
+    assert e_harm.max() <= 1.5 * len(atoms) * units.kB * t * (1 + 1e-9)
+    assert e_harm.mean() > 0.1 * units.kB * t
+    basis = vibrations.rigid_body_basis(atoms.positions, m)
+    mw = dx * np.sqrt(np.repeat(m, 3))
+    np.testing.assert_allclose(mw @ basis, 0, atol=1e-10)

@@ -1,0 +1,136 @@
+"""End-to-end generation with GFN2-xTB (tblite): labels, frequencies, resumption
+after a kill, and shards that merge into the single-run data set."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from schnetpack_hessian import data, vibrations
+from schnetpack_hessian.generate import merge
+from schnetpack_hessian.generate.store import read_json
+
+
+def assert_same_dataset(path_a, path_b):
+    a, b = list(data.iread(path_a)), list(data.iread(path_b))
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert x.info["kind"] == y.info["kind"]
+        assert x.info["reaction"] == y.info["reaction"]
+        np.testing.assert_array_equal(x.numbers, y.numbers)
+        np.testing.assert_array_equal(x.positions, y.positions)
+        assert x.get_potential_energy() == y.get_potential_energy()
+        np.testing.assert_array_equal(x.get_forces(), y.get_forces())
+        np.testing.assert_array_equal(x.info["hessian"], y.info["hessian"])
+
+
+def test_generated_set_is_labelled_and_physical(xtb_run):
+    _, work, out = xtb_run
+    structures = list(data.iread(out))
+    kinds = [(a.info["reaction"], a.info["kind"]) for a in structures]
+    for rid in (3, 7):
+        got = [k for r, k in kinds if r == rid]
+        assert got[:3] == ["reactant", "product", "ts"]
+        assert got.count("irc") == 4 and got.count("nms") == 4
+    # reaction order, then reactant/product/ts/irc/nms within a reaction
+    assert [r for r, _ in kinds] == sorted(r for r, _ in kinds)
+    for atoms in structures:
+        h = atoms.info["hessian"]
+        assert h.shape == (3 * len(atoms),) * 2
+        np.testing.assert_allclose(h, h.T, atol=1e-8)
+        n_imag = vibrations.count_imaginary(h, atoms=atoms)
+        if atoms.info["kind"] in ("reactant", "product"):
+            assert n_imag == 0
+            assert np.abs(atoms.get_forces()).max() < 0.02
+        elif atoms.info["kind"] == "ts":
+            assert n_imag == 1
+    # the TS is the highest point of the stored IRC
+    for rid in (3, 7):
+        e = {
+            a.info["kind"]: a.get_potential_energy()
+            for a in structures
+            if a.info["reaction"] == rid and a.info["kind"] != "irc"
+        }
+        irc = [
+            a.get_potential_energy()
+            for a in structures
+            if a.info["reaction"] == rid and a.info["kind"] == "irc"
+        ]
+        assert max(irc) < e["ts"] and e["reactant"] < e["ts"] and e["product"] < e["ts"]
+    md = data.file_metadata(out)
+    assert md["level_of_theory"]["program"] == "tblite"
+    assert md["reactions"]["3"]["status"] == "done"
+    assert read_json(work / "r0003" / "done.json")["counts"]["nms"] == 4
+
+
+def test_rerun_skips_finished_work(xtb_run, script, tmp_path):
+    yaml, work, out = xtb_run
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*.npz")}
+    again = tmp_path / "again.h5"
+    script.run(
+        "run", "--reactions", yaml, "--workdir", work, "--out", again, *script.cheap
+    )
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*.npz")} == before
+    assert_same_dataset(out, again)
+
+
+def test_killed_and_restarted_run_gives_the_same_file(xtb_run, script, tmp_path):
+    yaml, _, full = xtb_run
+    work, out = tmp_path / "work", tmp_path / "resumed.h5"
+    args = ["run", "--reactions", yaml, "--workdir", work, "--out", out, *script.cheap]
+    proc = subprocess.Popen(
+        script.args(*args),
+        env=script.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    try:
+        # kill in the middle of labelling the first reaction's IRC points
+        while not list(work.glob("r0003/irc_[0-9]*.npz")):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (work / "r0003" / "done.json").exists()
+    assert not out.exists()
+    script.run(*args)
+    assert_same_dataset(full, out)
+
+
+def test_shards_merge_into_the_single_run(xtb_run, script, tmp_path):
+    """Shards share the (finished) work directory of the full run, as on a
+    cluster file system; each shard writes only its own reactions."""
+    yaml, work, full = xtb_run
+    shard_files = []
+    for i in range(2):
+        f = tmp_path / f"shard{i}.h5"
+        script.run(
+            "run",
+            "--reactions",
+            yaml,
+            "--workdir",
+            work,
+            "--out",
+            f,
+            "--shard",
+            f"{i}/2",
+            *script.cheap,
+        )
+        shard_files.append(f)
+    assert {a.info["reaction"] for a in data.iread(shard_files[0])} == {3}
+    assert {a.info["reaction"] for a in data.iread(shard_files[1])} == {7}
+    merged = tmp_path / "merged.h5"
+    assert merge(shard_files[::-1], merged) == len(list(data.iread(full)))
+    assert_same_dataset(full, merged)
+    assert set(data.file_metadata(merged)["reactions"]) == {"3", "7"}
+    assembled = tmp_path / "assembled.h5"
+    script.run("assemble", work, "--out", assembled)
+    assert_same_dataset(full, assembled)
+    assert data.file_metadata(assembled)["generation"]["n_irc"] == 4

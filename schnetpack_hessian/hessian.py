@@ -373,6 +373,10 @@ class Hessian(nn.Module):
         full_in_eval: in ``"hvp"`` mode, also write the full Hessian when not training,
             so that validation reports exact Hessian metrics (in training the key then
             holds an empty ``(0, 3, 3)`` tensor).
+        in_training: compute second derivatives in training mode; False trains on
+            energy/forces only and computes Hessians only for evaluation (E and E+F
+            baselines that still report Hessian errors); the Hessian keys then hold
+            empty placeholders during training.
         seed: seed of the probe generator (None: torch's global generator).
         vectorize: vectorise the seeded passes with ``is_grads_batched``; None (the
             default) vectorises on GPUs and loops on CPUs, where vmap's larger
@@ -393,6 +397,7 @@ class Hessian(nn.Module):
         chunk_size: Optional[int] = None,
         memory_efficient: bool = True,
         full_in_eval: bool = False,
+        in_training: bool = True,
         seed: Optional[int] = None,
         vectorize: Optional[bool] = None,
     ):
@@ -417,6 +422,7 @@ class Hessian(nn.Module):
         self.chunk_size = chunk_size
         self.memory_efficient = memory_efficient
         self.full_in_eval = full_in_eval
+        self.in_training = in_training
         self.seed = seed
         self.vectorize = vectorize
         self._generator: Optional[torch.Generator] = None
@@ -459,6 +465,18 @@ class Hessian(nn.Module):
                 "Hessians need autograd: use torch.enable_grad() / inference_mode=False"
             )
 
+    def _placeholders(
+        self, inputs: Dict[str, torch.Tensor], positions: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Empty tensors under the Hessian keys (nothing computed in training)."""
+        if self.hessian_key in self.model_outputs:
+            inputs[self.hessian_key] = positions.new_zeros((0, 3, 3))
+        if self.mode == "hvp":
+            empty = positions.new_zeros((0,) + tuple(positions.shape))
+            inputs[self.hvp_key] = empty
+            inputs[self.probes_key] = empty
+        return inputs
+
     def _vectorize(self, device: torch.device) -> bool:
         return device.type != "cpu" if self.vectorize is None else self.vectorize
 
@@ -474,6 +492,9 @@ class Hessian(nn.Module):
         if self.calc_forces:
             forces = -gradient
             inputs[self.force_key] = forces if training else forces.detach()
+
+        if training and not self.in_training:
+            return self._placeholders(inputs, positions)
 
         if self.mode == "full" or (self.full_in_eval and not training):
             if training and self.memory_efficient:

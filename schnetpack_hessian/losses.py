@@ -266,6 +266,11 @@ class HessianOutput(ModelOutput):
     def calculate_loss(self, pred, target) -> torch.Tensor:
         if self.loss_weight == 0:
             return 0.0
+        if not self.has_prediction(pred):
+            raise ValueError(
+                f"HessianOutput: loss_weight={self.loss_weight} but the model computed "
+                "no Hessian in training (Hessian(in_training=False)); set loss_weight=0"
+            )
         err = self.errors(pred, target)
         if self.loss == "mae":
             if err.sae is None:
@@ -284,7 +289,17 @@ class HessianOutput(ModelOutput):
             loss = torch.sqrt(loss + torch.finfo(loss.dtype).tiny)
         return self.loss_weight * loss
 
+    def has_prediction(self, pred: Dict[str, torch.Tensor]) -> bool:
+        """False when the model computed no Hessian for this batch (placeholders)."""
+        full = pred.get(self.name)
+        hvp = pred.get(self.hvp_key)
+        return (full is not None and full.shape[0] > 0) or (
+            hvp is not None and hvp.shape[0] > 0
+        )
+
     def update_metrics(self, pred, target, subset) -> None:
+        if not self.has_prediction(pred):
+            return
         err = None
         for metric in self.metrics[subset].values():
             if isinstance(metric, _HessianErrorMetric):

@@ -1,0 +1,71 @@
+"""``HessianTask``: SchNetPack's ``AtomisticTask`` whose checkpoints reload under torch >= 2.6.
+
+:class:`schnetpack.task.AtomisticTask` stores the whole model (and the optimiser and
+scheduler classes) as pickled hyperparameters.  From torch 2.6 on, ``torch.load``
+defaults to ``weights_only=True``, and Lightning's ``trainer.test(ckpt_path="best")`` -
+the last step of ``spktrain`` - fails with an ``UnpicklingError``; so does resuming.
+``HessianTask`` registers exactly the classes and functions its own hyperparameters
+pickle to (found by serialising them once) with ``torch.serialization.add_safe_globals``
+when it is built, so its checkpoints reload with ``weights_only=True`` in any process
+that builds the same task (spktrain's test, ``load_from_checkpoint`` and resume), while
+foreign globals are still refused.
+"""
+
+import _compat_pickle
+import io
+import pickletools
+import zipfile
+from importlib import import_module
+from typing import Any, List
+
+import torch
+from schnetpack.task import AtomisticTask
+
+__all__ = ["HessianTask", "pickled_globals"]
+
+
+def _resolve(module: str, qualname: str) -> Any:
+    # protocol-2 pickles name Python 2 modules (``__builtin__``); map as Unpickler does
+    module, qualname = _compat_pickle.NAME_MAPPING.get(
+        (module, qualname), (_compat_pickle.IMPORT_MAPPING.get(module, module), qualname)
+    )
+    obj: Any = import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def pickled_globals(obj: Any) -> List[Any]:
+    """Classes and functions that ``torch.save(obj)`` refers to by name."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    with zipfile.ZipFile(buffer) as archive:
+        data = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        payload = archive.read(data)
+    found = []
+    for opcode, arg, _ in pickletools.genops(payload):
+        if opcode.name == "GLOBAL":
+            module, name = arg.split(" ", 1)
+            obj = _resolve(module, name)
+            # instances such as torch.float32 are allowed already and have no name
+            if hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
+                found.append(obj)
+    return found
+
+
+class HessianTask(AtomisticTask):
+    """:class:`~schnetpack.task.AtomisticTask` whose checkpoints reload with
+    ``weights_only=True`` (torch >= 2.6); same arguments as ``AtomisticTask``.
+
+    Outputs may mix :class:`~schnetpack.task.ModelOutput` (energy, forces) and
+    :class:`~schnetpack_hessian.HessianOutput`.  Validation and test need gradients
+    (the model differentiates the energy), so run Lightning with
+    ``inference_mode=False``, as SchNetPack's trainer configs do.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
+        if add_safe_globals is not None:
+            add_safe_globals(pickled_globals(dict(self.hparams)))

@@ -1,9 +1,29 @@
-"""schnetpack-hessian: train SchNetPack potentials on Hessians."""
+"""schnetpack-hessian: train SchNetPack potentials on Hessians.
 
-from schnetpack_hessian import properties
-from schnetpack_hessian.hessian import Hessian
-from schnetpack_hessian.losses import HessianOutput
+- :class:`Hessian`: output module for exact batched Hessians and HVP probes.
+- :class:`HessianOutput`: Hessian loss and metrics for ``AtomisticTask``.
+- :class:`HessianTask`: ``AtomisticTask`` whose checkpoints reload under torch >= 2.6.
+- :mod:`schnetpack_hessian.data`: Hessian training files and ``HessianDataModule``.
+- :mod:`schnetpack_hessian.nn`: the C²-smooth cutoff for curvature training.
+"""
+
+from schnetpack_hessian import nn, properties
+from schnetpack_hessian.evaluation import evaluate
+from schnetpack_hessian.hessian import Hessian, HessianError
+from schnetpack_hessian.losses import HessianMAE, HessianOutput, HessianRMSE
+from schnetpack_hessian.task import HessianTask
 
 __version__ = "0.1.0"
 
-__all__ = ["Hessian", "HessianOutput", "properties", "__version__"]
+__all__ = [
+    "Hessian",
+    "HessianError",
+    "HessianMAE",
+    "HessianOutput",
+    "HessianRMSE",
+    "HessianTask",
+    "evaluate",
+    "nn",
+    "properties",
+    "__version__",
+]

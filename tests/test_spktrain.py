@@ -1,0 +1,59 @@
+"""spktrain finds the plugin's experiments and trains E+F+H end to end (integration)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from schnetpack_hessian.data import write
+from schnetpack_hessian.data.testing import make_atoms
+
+pytestmark = pytest.mark.integration
+
+
+def spktrain(args, cwd):
+    exe = Path(sys.executable).with_name("spktrain")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def training_file(tmp_path_factory):
+    """Small labelled data set: 6 reactions with every kind, some without Hessians."""
+    path = tmp_path_factory.mktemp("data") / "reactive.h5"
+    write(path, make_atoms(n_structures=36, seed=3, n_reactions=6, sizes=(3, 4)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "experiment,mode", [("hessian_demo", "hvp"), ("reactive_efh", "full"), ("reactive_ef", "full")]
+)
+def test_spktrain_experiment_trains_tests_and_reports(experiment, mode, training_file, tmp_path):
+    result = spktrain(
+        [
+            f"experiment={experiment}",
+            f"data.datapath={training_file}",
+            f"globals.hessian_mode={mode}",
+            "trainer.max_epochs=2",
+            "model.representation.n_atom_basis=16",
+            "model.representation.n_interactions=1",
+            "logger=csv",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    report = json.loads((runs[0] / "extrapolation_report.json").read_text())
+    for split in ("test", "irc", "nms"):
+        errors = report["errors"][split]
+        assert errors["n_structures"] > 0
+        assert errors["hessian_mae"] > 0 and errors["forces_rmse"] > 0
+    assert report["units"]["hessian"] == "kcal/mol/Ang/Ang"
+    assert (runs[0] / "best_model").exists()
+    assert "Errors on held-out geometries" in result.stdout

@@ -1,0 +1,70 @@
+"""Smoke test of spkhess-bench (speed targets live in the benchmark, not in tests)."""
+
+import json
+
+import pytest
+
+from schnetpack_hessian.bench import (
+    BenchConfig,
+    benchmark_molecules,
+    run_in_subprocess,
+    time_inference,
+    time_training_step,
+)
+
+TINY = dict(features=8, interactions=1, n_molecules=2, repeats=1, warmup=0)
+
+
+@pytest.mark.parametrize(
+    "kind,extra",
+    [("ef", {}), ("hvp", {"n_probes": 2}), ("rows", {"n_probes": 2}), ("full", {"chunk_size": 4}),
+     ("full", {"memory_efficient": False}), ("response", {})],
+)  # fmt: skip
+def test_every_training_configuration_runs(kind, extra):
+    result = time_training_step(BenchConfig(kind=kind, **TINY, **extra))
+    assert result["step_s"] > 0 and result["peak_mem_mb"] > 0
+
+
+@pytest.mark.parametrize("kind", ["full", "response"])
+def test_inference_counts_hessians_per_second(kind):
+    result = time_inference(BenchConfig(kind=kind, **TINY))
+    assert result["hessians_per_s"] == pytest.approx(2 / result["batch_s"])
+
+
+def test_memory_runs_in_its_own_process():
+    result = run_in_subprocess(BenchConfig(kind="ef", **TINY))
+    assert "error" not in result, result
+    assert result["peak_mem_mb"] > 50
+
+
+@pytest.mark.parametrize("n_atoms", [5, 8, 10, 20, 30])
+def test_sized_molecules_have_the_requested_atom_count(n_atoms):
+    mols = benchmark_molecules(3, n_atoms)
+    assert [len(m) for m in mols] == [n_atoms] * 3
+    assert min(m.get_all_distances()[m.get_all_distances() > 0].min() for m in mols) > 0.8
+
+
+def test_cli_writes_json_with_the_ratios(tmp_path, monkeypatch):
+    import schnetpack_hessian.bench as bench
+    from schnetpack_hessian.cli.bench import main
+
+    monkeypatch.setattr(bench, "BenchConfig", _tiny_config(bench.BenchConfig))
+    out = tmp_path / "bench.json"
+    main(["--quick", "--json", str(out), "--device", "cpu"])
+    report = json.loads(out.read_text())
+    assert set(report["ratios"]) == {
+        "hvp1_vs_ef", "full_vs_ef", "response_vs_full", "full_infer_vs_response", "mem_full_vs_ef"
+    }  # fmt: skip
+    assert all(v is not None and v > 0 for v in report["ratios"].values())
+    assert report["environment"]["torch"]
+
+
+def _tiny_config(cls):
+    """BenchConfig with a tiny model and batch, for the CLI smoke test."""
+
+    def make(**kwargs):
+        kwargs.update(features=8, interactions=1, repeats=1, warmup=0)
+        kwargs["n_molecules"] = min(kwargs.get("n_molecules", 16), 3)
+        return cls(**kwargs)
+
+    return make

@@ -89,14 +89,15 @@ def minimize(
         imag = np.flatnonzero(modes.frequencies < -imag_threshold)
         if imag.size == 0:
             return a, hess
-        if attempt == max_restarts:
-            raise PathError(
-                f"{label}: optimised geometry keeps {imag.size} imaginary mode(s) "
-                f"{np.round(modes.frequencies[imag], 1).tolist()} cm⁻¹"
+        if attempt < max_restarts:
+            a.positions = a.positions + 0.1 * modes.cartesian_modes[imag[0]].reshape(
+                -1, 3
             )
-        step = 0.1 * modes.cartesian_modes[imag[0]].reshape(-1, 3)
-        a.positions = a.positions + step
-    raise AssertionError("unreachable")
+    raise PathError(
+        f"{label}: optimised geometry keeps {imag.size} imaginary mode(s) "
+        f"{np.round(modes.frequencies[imag], 1).tolist()} cm⁻¹ after "
+        f"{max_restarts} displaced restarts"
+    )
 
 
 def interpolated_guess(

@@ -179,6 +179,11 @@ def _minimum(
     return load_structure(path)
 
 
+def as_atoms(s: Structure) -> Atoms:
+    """Bare ``Atoms`` (no labels) of a stored structure."""
+    return Atoms(numbers=s.numbers, positions=s.positions)
+
+
 def _structure_files(rdir: Path) -> List[Path]:
     """Labelled structure files of a finished reaction, in data-set order."""
     fixed = [rdir / f"{k}.npz" for k in properties.CRITICAL_KINDS]
@@ -224,7 +229,6 @@ def run_reaction(
         react = _minimum(rdir, "reactant", reaction.reactant, engine, reaction, cfg)
         prod = _minimum(rdir, "product", reaction.product, engine, reaction, cfg)
         numbers = react.numbers
-        as_atoms = lambda s: Atoms(numbers=s.numbers, positions=s.positions)  # noqa
         if not (rdir / "ts.npz").exists():
             engine.reset()
             guess = reaction.ts_guess
@@ -423,9 +427,12 @@ def iter_structures(
         reactions: only these reaction ids (default: all finished ones).
 
     Yields:
-        ``ase.Atoms`` with energy/forces, ``info["hessian"]`` (3N, 3N) eV/Å²,
-        ``info["kind"]`` and ``info["reaction"]``.
+        ``ase.Atoms`` with energy/forces, ``info["hessian"]`` (3N, 3N) eV/Å²
+        symmetrised as ``(H + Hᵀ)/2`` (the work files keep the program's raw
+        Hessian), ``info["kind"]`` and ``info["reaction"]``.
     """
+    from schnetpack_hessian.data import symmetrize
+
     workdirs = [Path(w) for w in workdirs]
     done = {}
     for w in workdirs:
@@ -444,6 +451,7 @@ def iter_structures(
             s = load_structure(path)
             if s is None:
                 raise FileNotFoundError(f"reaction {rid}: {path} is missing")
+            s.hessian = symmetrize(s.hessian)
             yield s.to_atoms()
 
 
@@ -466,6 +474,7 @@ def dataset_metadata(
             "numpy": np.__version__,
         },
         "units": dict(properties.DEFAULT_UNITS, positions="Ang"),
+        "hessian_symmetrized": "stored as (H + H^T)/2 of the program's Hessian",
         "generation": config.to_dict(),
         "reactions": {
             str(o.reaction): {

@@ -1,0 +1,79 @@
+"""Summaries of a generated data set for its data card.
+
+:func:`summarize` reads a training file (through :mod:`schnetpack_hessian.data`) and
+returns Markdown tables: structures per kind, and per reaction the formula, the
+counts, the forward barrier and the TS imaginary frequency.  The tables in
+``schnetpack_hessian/datasets/README.md`` are its output, so the card states what
+the file contains.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Union
+
+import numpy as np
+from ase import units
+
+from schnetpack_hessian import properties, vibrations
+
+__all__ = ["summarize"]
+
+KCAL_PER_MOL = units.kcal / units.mol  # eV
+
+
+def summarize(path: Union[str, Path]) -> str:
+    """Markdown tables describing a generated data set.
+
+    Args:
+        path: ``.h5`` or ``.db`` file written by the generator.
+
+    Returns:
+        Markdown text: counts per kind, then one row per reaction with formula,
+        counts per kind, forward/reverse barrier (kcal/mol) and the TS imaginary
+        frequency (cm⁻¹).
+    """
+    from schnetpack_hessian import data
+
+    meta = data.file_metadata(path)
+    names = {int(k): v.get("name", "") for k, v in meta.get("reactions", {}).items()}
+    counts: Dict[int, Dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    energy: Dict[int, Dict[str, float]] = defaultdict(dict)
+    imag: Dict[int, float] = {}
+    formula: Dict[int, str] = {}
+    for atoms in data.iread(path):
+        rid, kind = int(atoms.info[properties.reaction]), atoms.info[properties.kind]
+        counts[rid][kind] += 1
+        formula[rid] = atoms.get_chemical_formula()
+        if kind in properties.CRITICAL_KINDS:
+            energy[rid][kind] = atoms.get_potential_energy()
+        if kind == "ts":
+            imag[rid] = float(
+                vibrations.frequencies(atoms.info[properties.hessian], atoms=atoms)[0]
+            )
+    kinds = list(properties.KINDS[:5])
+    total = {k: sum(c[k] for c in counts.values()) for k in kinds}
+    lines: List[str] = [
+        "| " + " | ".join(kinds) + " | all |",
+        "|" + " --- |" * (len(kinds) + 1),
+        "| " + " | ".join(str(total[k]) for k in kinds) + f" | {sum(total.values())} |",
+        "",
+        "| id | reaction | formula | "
+        + " | ".join(kinds)
+        + " | barrier fwd / rev (kcal/mol) | TS ν (cm⁻¹) |",
+        "|" + " --- |" * (len(kinds) + 5),
+    ]
+    for rid in sorted(counts):
+        e = energy[rid]
+        if all(k in e for k in properties.CRITICAL_KINDS):
+            fwd = (e["ts"] - e["reactant"]) / KCAL_PER_MOL
+            rev = (e["ts"] - e["product"]) / KCAL_PER_MOL
+            barrier = f"{fwd:.1f} / {rev:.1f}"
+        else:
+            barrier = "–"
+        nu = f"{imag[rid]:.0f}i".replace("-", "") if rid in imag else "–"
+        lines.append(
+            f"| {rid} | {names.get(rid, '')} | {formula[rid]} | "
+            + " | ".join(str(counts[rid][k]) for k in kinds)
+            + f" | {barrier} | {nu} |"
+        )
+    return "\n".join(lines) + "\n"

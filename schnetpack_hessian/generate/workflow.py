@@ -150,33 +150,160 @@ def _label(
     )
 
 
+def _save_labelled(
+    path: Path, atoms: Atoms, engine: Engine, kind: str, rid: int
+) -> None:
+    """Store a critical point with the engine's (cached) result at ``atoms``."""
+    res = engine.compute(atoms.numbers, atoms.positions, hessian=True)
+    save_structure(
+        path,
+        Structure(
+            atoms.numbers,
+            atoms.positions.copy(),
+            res.energy,
+            res.forces,
+            res.hessian,
+            kind,
+            rid,
+        ),
+    )
+
+
 def _minimum(
-    rdir: Path, role: str, start: Atoms, engine: Engine, reaction: Reaction, cfg
+    rdir: Path,
+    role: str,
+    reaction: Reaction,
+    engine: Engine,
+    cfg: GenerationConfig,
 ) -> Structure:
     path = rdir / f"{role}.npz"
     if not path.exists():
         engine.reset()
         atoms, _ = minimize(
-            start,
+            getattr(reaction, role),
             engine,
             fmax=cfg.fmax_min,
             imag_threshold=cfg.imag_threshold,
             label=f"reaction {reaction.id} ({reaction.name}) {role}",
         )
-        res = engine.compute(atoms.numbers, atoms.positions, hessian=True)
-        save_structure(
+        _save_labelled(path, atoms, engine, role, reaction.id)
+    return load_structure(path)
+
+
+def _transition_state(
+    rdir: Path,
+    reaction: Reaction,
+    react: Structure,
+    prod: Structure,
+    engine: Engine,
+    cfg: GenerationConfig,
+) -> Structure:
+    path = rdir / "ts.npz"
+    if not path.exists():
+        engine.reset()
+        guess = reaction.ts_guess
+        if guess is None:
+            guess = interpolated_guess(
+                as_atoms(react), as_atoms(prod), engine, cfg.n_images
+            )
+        ts, _ = find_ts(
+            guess,
+            engine,
+            fmax=cfg.fmax_ts,
+            imag_threshold=cfg.imag_threshold,
+            label=f"reaction {reaction.id} ({reaction.name}) TS",
+        )
+        _save_labelled(path, ts, engine, "ts", reaction.id)
+    return load_structure(path)
+
+
+def _irc_path(
+    rdir: Path,
+    reaction: Reaction,
+    structures: Dict[str, Structure],
+    engine: Engine,
+    cfg: GenerationConfig,
+) -> Dict[str, np.ndarray]:
+    path = rdir / "irc_path.npz"
+    if not path.exists():
+        engine.reset()
+        irc = run_irc(
+            as_atoms(structures["ts"]),
+            engine,
+            as_atoms(structures["reactant"]),
+            as_atoms(structures["product"]),
+            dx=cfg.irc_dx,
+            steps=cfg.irc_steps,
+            energy_tol=cfg.irc_energy_tol,
+            label=f"reaction {reaction.id} ({reaction.name}) IRC",
+        )
+        save_arrays(
             path,
-            Structure(
-                atoms.numbers,
-                atoms.positions.copy(),
-                res.energy,
-                res.forces,
-                res.hessian,
-                role,
-                reaction.id,
+            dict(
+                positions=irc.positions,
+                energies=irc.energies,
+                ts_index=np.int64(irc.ts_index),
             ),
         )
-    return load_structure(path)
+    return load_arrays(path)
+
+
+def _irc_picks(irc_path: Dict[str, np.ndarray], n_irc: int) -> List[int]:
+    """Path indices of the labelled IRC points: ``n_irc`` spread evenly over the
+    reactant branch (``⌈n/2⌉``) and the product branch (``⌊n/2⌋``), TS excluded."""
+    its = int(irc_path["ts_index"])
+    n_after = len(irc_path["positions"]) - its - 1
+    picks = evenly_spaced(its, n_irc - n_irc // 2)
+    return picks + [its + 1 + i for i in evenly_spaced(n_after, n_irc // 2)]
+
+
+def _label_irc(
+    rdir: Path,
+    reaction: Reaction,
+    irc_path: Dict[str, np.ndarray],
+    engine: Engine,
+    cfg: GenerationConfig,
+) -> List[Path]:
+    numbers = reaction.reactant.numbers
+    files = []
+    for k in _irc_picks(irc_path, cfg.n_irc):
+        f = rdir / f"irc_{k:03d}.npz"
+        if not f.exists():
+            x = irc_path["positions"][k]
+            save_structure(f, _label(engine, numbers, x, "irc", reaction.id))
+        files.append(f)
+    return files
+
+
+def _label_nms(
+    rdir: Path,
+    reaction: Reaction,
+    irc_files: List[Path],
+    engine: Engine,
+    cfg: GenerationConfig,
+) -> None:
+    """Normal-mode samples around intermediate labelled IRC points (not the branch
+    ends), seeded by ``(seed, reaction id, IRC index)``."""
+    numbers = reaction.reactant.numbers
+    masses = Atoms(numbers=numbers).get_masses()
+    inner = irc_files[1:-1] if len(irc_files) > 2 else irc_files
+    for j in evenly_spaced(len(inner), cfg.n_nms_centres):
+        centre = load_structure(inner[j])
+        k = int(inner[j].stem.split("_")[1])
+        samples = normal_mode_samples(
+            numbers,
+            centre.positions,
+            masses,
+            centre.hessian,
+            cfg.n_nms_per_centre,
+            cfg.temperature,
+            np.random.default_rng([cfg.seed, reaction.id, k]),
+            k_min=cfg.k_min,
+        )
+        for s, x in enumerate(samples):
+            f = rdir / f"nms_{k:03d}_{s:02d}.npz"
+            if not f.exists():
+                save_structure(f, _label(engine, numbers, x, "nms", reaction.id))
 
 
 def as_atoms(s: Structure) -> Atoms:
@@ -218,103 +345,22 @@ def run_reaction(
     workdir = Path(workdir)
     rdir = workdir / reaction.tag
     rdir.mkdir(parents=True, exist_ok=True)
-    if (rdir / "done.json").exists():
-        return ReactionOutcome(**read_json(rdir / "done.json"))
-    if (rdir / "rejected.json").exists():
-        return ReactionOutcome(**read_json(rdir / "rejected.json"))
-    cfg = config
+    for name in ("done.json", "rejected.json"):
+        if (rdir / name).exists():
+            return ReactionOutcome(**read_json(rdir / name))
     label = f"reaction {reaction.id} ({reaction.name})"
-    engine = make_engine(cfg.method, reaction.charge, reaction.multiplicity)
+    engine = make_engine(config.method, reaction.charge, reaction.multiplicity)
     try:
-        react = _minimum(rdir, "reactant", reaction.reactant, engine, reaction, cfg)
-        prod = _minimum(rdir, "product", reaction.product, engine, reaction, cfg)
-        numbers = react.numbers
-        if not (rdir / "ts.npz").exists():
-            engine.reset()
-            guess = reaction.ts_guess
-            if guess is None:
-                guess = interpolated_guess(
-                    as_atoms(react), as_atoms(prod), engine, cfg.n_images
-                )
-            ts, _ = find_ts(
-                guess,
-                engine,
-                fmax=cfg.fmax_ts,
-                imag_threshold=cfg.imag_threshold,
-                label=f"{label} TS",
-            )
-            res = engine.compute(ts.numbers, ts.positions, hessian=True)
-            save_structure(
-                rdir / "ts.npz",
-                Structure(
-                    numbers,
-                    ts.positions.copy(),
-                    res.energy,
-                    res.forces,
-                    res.hessian,
-                    "ts",
-                    reaction.id,
-                ),
-            )
-        ts = load_structure(rdir / "ts.npz")
-        if not (rdir / "irc_path.npz").exists():
-            engine.reset()
-            path = run_irc(
-                as_atoms(ts),
-                engine,
-                as_atoms(react),
-                as_atoms(prod),
-                dx=cfg.irc_dx,
-                steps=cfg.irc_steps,
-                energy_tol=cfg.irc_energy_tol,
-                label=f"{label} IRC",
-            )
-            save_arrays(
-                rdir / "irc_path.npz",
-                dict(
-                    positions=path.positions,
-                    energies=path.energies,
-                    ts_index=np.int64(path.ts_index),
-                ),
-            )
-        irc_path = load_arrays(rdir / "irc_path.npz")
-        its = int(irc_path["ts_index"])
-        n_before = cfg.n_irc - cfg.n_irc // 2
-        picks = [i for i in evenly_spaced(its, n_before)]
-        n_after = len(irc_path["positions"]) - its - 1
-        picks += [its + 1 + i for i in evenly_spaced(n_after, cfg.n_irc // 2)]
-        irc_files = []
-        for k in picks:
-            f = rdir / f"irc_{k:03d}.npz"
-            if not f.exists():
-                save_structure(
-                    f,
-                    _label(
-                        engine, numbers, irc_path["positions"][k], "irc", reaction.id
-                    ),
-                )
-            irc_files.append(f)
-        # sampling centres: intermediate labelled IRC points (not the branch ends)
-        inner = irc_files[1:-1] if len(irc_files) > 2 else irc_files
-        for j in evenly_spaced(len(inner), cfg.n_nms_centres):
-            centre = load_structure(inner[j])
-            k = int(inner[j].stem.split("_")[1])
-            rng = np.random.default_rng([cfg.seed, reaction.id, k])
-            masses = Atoms(numbers=numbers).get_masses()
-            samples = normal_mode_samples(
-                numbers,
-                centre.positions,
-                masses,
-                centre.hessian,
-                cfg.n_nms_per_centre,
-                cfg.temperature,
-                rng,
-                k_min=cfg.k_min,
-            )
-            for s, x in enumerate(samples):
-                f = rdir / f"nms_{k:03d}_{s:02d}.npz"
-                if not f.exists():
-                    save_structure(f, _label(engine, numbers, x, "nms", reaction.id))
+        minima = {
+            role: _minimum(rdir, role, reaction, engine, config)
+            for role in ("reactant", "product")
+        }
+        ts = _transition_state(
+            rdir, reaction, minima["reactant"], minima["product"], engine, config
+        )
+        irc_path = _irc_path(rdir, reaction, dict(minima, ts=ts), engine, config)
+        irc_files = _label_irc(rdir, reaction, irc_path, engine, config)
+        _label_nms(rdir, reaction, irc_files, engine, config)
     except (PathError, QCError) as err:
         outcome = ReactionOutcome(
             reaction.id, reaction.name, "rejected", reason=str(err)

@@ -9,7 +9,9 @@ another's.  Configurations:
 * ``ef``: energy + forces (``spk.atomistic.Forces``), the baseline;
 * ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
 * ``rows{k}``: + HVP loss with ``k`` random Hessian rows (HORM);
-* ``full`` / ``full_c{n}``: + full-Hessian loss (all rows, or chunks of ``n`` seeds);
+* ``full`` / ``full_c{n}``: + full-Hessian loss, memory-efficient backward in chunks
+  of 4 (the default) or ``n`` rows (``full_call``: all rows at once; ``full_retain``:
+  every row's graph kept until the loss backward, the straightforward way);
 * ``response``: SchNetPack's ``Response(["forces", "hessian"])`` with the same loss.
 """
 
@@ -62,7 +64,8 @@ class BenchConfig:
         n_molecules: batch size.
         n_atoms: atoms per molecule (None: the mixed 5–11-atom organics).
         n_probes: probes for ``hvp``/``rows``.
-        chunk_size: seeds per vectorised pass for ``full``.
+        chunk_size: seeds per pass and per backward step for ``full`` (the module's
+            default 4; None: all at once).
         memory_efficient: chunked backward for ``full``.
         features, interactions, cutoff: model size (Å).
         dtype: ``float32`` or ``float64``.
@@ -75,7 +78,7 @@ class BenchConfig:
     n_molecules: int = 16
     n_atoms: Optional[int] = None
     n_probes: int = 1
-    chunk_size: Optional[int] = None
+    chunk_size: Optional[int] = 4
     memory_efficient: bool = True
     features: int = 128
     interactions: int = 3
@@ -92,8 +95,8 @@ class BenchConfig:
         base = {"hvp": f"hvp{self.n_probes}", "rows": f"rows{self.n_probes}"}.get(
             self.kind, self.kind
         )
-        if self.kind == "full" and self.chunk_size:
-            base += f"_c{self.chunk_size}"
+        if self.kind == "full" and self.chunk_size != 4:
+            base += f"_c{self.chunk_size or 'all'}"
         return base
 
 
@@ -324,10 +327,14 @@ def run_suite(
         dict(kind="hvp", n_probes=4),
         dict(kind="rows", n_probes=2),
         dict(kind="full"),
-        dict(kind="full", chunk_size=8),
+        dict(kind="full", chunk_size=16),
     ]
     if not quick:
-        kinds += [dict(kind="full", chunk_size=16), dict(kind="full", memory_efficient=False, label="full_retain")]
+        kinds += [
+            dict(kind="full", chunk_size=1),
+            dict(kind="full", chunk_size=None),
+            dict(kind="full", memory_efficient=False, chunk_size=None, label="full_retain"),
+        ]
     sizes = [(16, None)] if quick else [(16, None), (1, 5), (8, 10), (8, 20), (4, 30), (64, None)]
     headline: Dict[str, Dict] = {}
     for rep in representations:

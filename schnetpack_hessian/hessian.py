@@ -366,7 +366,10 @@ class Hessian(nn.Module):
         probes_key: key of the probe vectors.
         n_probes: probes per molecule in ``"hvp"`` mode.
         probe: ``"gaussian"``, ``"rademacher"`` or ``"rows"``.
-        chunk_size: seeds per vectorised reverse pass (None: all at once); bounds memory.
+        chunk_size: seeds per vectorised pass, and rows per step of the
+            memory-efficient backward (None: all at once).  It bounds memory: the
+            default 4 keeps a full-Hessian training step of a 16-molecule batch at
+            ~2.3× the E+F step's peak memory (docs/PERFORMANCE.md).
         memory_efficient: in training with ``mode="full"``, back-propagate the Hessian
             loss chunk by chunk so that only one chunk's second-order graph is alive
             (peak memory independent of the number of rows, ~1.3× the compute).
@@ -394,7 +397,7 @@ class Hessian(nn.Module):
         probes_key: str = properties.hessian_probes,
         n_probes: int = 1,
         probe: str = "gaussian",
-        chunk_size: Optional[int] = None,
+        chunk_size: Optional[int] = 4,
         memory_efficient: bool = True,
         full_in_eval: bool = False,
         in_training: bool = True,

@@ -107,11 +107,16 @@ def benchmark_molecules(n_molecules: int, n_atoms: Optional[int] = None) -> List
     next larger chain, which keeps the geometry sensible for timing purposes.
     """
     if n_atoms is None:
-        return [molecule(SMALL_ORGANICS[i % len(SMALL_ORGANICS)]) for i in range(n_molecules)]
+        return [
+            molecule(SMALL_ORGANICS[i % len(SMALL_ORGANICS)])
+            for i in range(n_molecules)
+        ]
     n_carbon = max(1, -(-(n_atoms - 2) // 3))
     chain = _alkane(n_carbon)
     keep = [i for i in range(len(chain)) if chain[i].symbol == "C"]
-    keep += [i for i in range(len(chain)) if chain[i].symbol == "H"][: n_atoms - len(keep)]
+    keep += [i for i in range(len(chain)) if chain[i].symbol == "H"][
+        : n_atoms - len(keep)
+    ]
     base = chain[sorted(keep)]
     return [base.copy() for _ in range(n_molecules)]
 
@@ -127,7 +132,10 @@ def _alkane(n_carbon: int) -> Atoms:
         symbols += ["H", "H"]
         positions += [(x, y + 0.63 * sign, 0.89), (x, y + 0.63 * sign, -0.89)]
     symbols += ["H", "H"]
-    positions += [(-1.05, 0.0, 0.0), (1.26 * (n_carbon - 1) + 1.05, 0.89 * ((n_carbon - 1) % 2), 0.0)]
+    positions += [
+        (-1.05, 0.0, 0.0),
+        (1.26 * (n_carbon - 1) + 1.05, 0.89 * ((n_carbon - 1) % 2), 0.0),
+    ]
     return Atoms(symbols, positions=positions)
 
 
@@ -180,12 +188,18 @@ def build_model(cfg: BenchConfig) -> spk.model.NeuralNetworkPotential:
 
 def _batch(cfg: BenchConfig) -> Dict[str, torch.Tensor]:
     dtype = getattr(torch, cfg.dtype)
-    batch = build_batch(benchmark_molecules(cfg.n_molecules, cfg.n_atoms), cfg.cutoff, dtype)
+    batch = build_batch(
+        benchmark_molecules(cfg.n_molecules, cfg.n_atoms), cfg.cutoff, dtype
+    )
     batch = {k: v.to(cfg.device) for k, v in batch.items()}
     n_atoms = batch[spk_properties.n_atoms]
     gen = torch.Generator().manual_seed(0)
-    batch["energy"] = torch.randn(len(n_atoms), generator=gen, dtype=dtype).to(cfg.device)
-    batch["forces"] = torch.randn(batch[spk_properties.R].shape, generator=gen, dtype=dtype).to(cfg.device)
+    batch["energy"] = torch.randn(len(n_atoms), generator=gen, dtype=dtype).to(
+        cfg.device
+    )
+    batch["forces"] = torch.randn(
+        batch[spk_properties.R].shape, generator=gen, dtype=dtype
+    ).to(cfg.device)
     n_blocks = int((n_atoms * n_atoms).sum())
     hess = torch.randn((n_blocks, 3, 3), generator=gen, dtype=dtype)
     batch["hessian"] = (hess + hess.transpose(1, 2)).to(cfg.device)
@@ -270,15 +284,28 @@ def time_inference(cfg: BenchConfig) -> Dict[str, float]:
     return {"batch_s": median, "hessians_per_s": cfg.n_molecules / median}
 
 
-def run_in_subprocess(cfg: BenchConfig, what: str = "train", timeout: float = 600) -> Dict:
+def run_in_subprocess(
+    cfg: BenchConfig, what: str = "train", timeout: float = 600
+) -> Dict:
     """Run one measurement in a fresh interpreter (clean peak-memory accounting)."""
-    cmd = [sys.executable, "-m", "schnetpack_hessian.cli.bench", "--worker", what, json.dumps(asdict(cfg))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "schnetpack_hessian.cli.bench",
+        "--worker",
+        what,
+        json.dumps(asdict(cfg)),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
-        reason = "killed (out of memory?)" if proc.returncode < 0 else proc.stderr.strip()[-500:]
+        reason = (
+            "killed (out of memory?)"
+            if proc.returncode < 0
+            else proc.stderr.strip()[-500:]
+        )
         return {"error": f"exit {proc.returncode}: {reason}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -319,7 +346,13 @@ def run_suite(
     """The benchmark table and the headline ratios (see module docstring)."""
     repeats = 3 if quick else 7
     base = dict(device=device, dtype=dtype, repeats=repeats, warmup=1 if quick else 2)
-    report: Dict = {"environment": environment(), "device": device, "dtype": dtype, "train": [], "inference": []}
+    report: Dict = {
+        "environment": environment(),
+        "device": device,
+        "dtype": dtype,
+        "train": [],
+        "inference": [],
+    }
     kinds = [
         dict(kind="ef"),
         dict(kind="hvp", n_probes=1),
@@ -333,48 +366,111 @@ def run_suite(
         kinds += [
             dict(kind="full", chunk_size=1),
             dict(kind="full", chunk_size=None),
-            dict(kind="full", memory_efficient=False, chunk_size=None, label="full_retain"),
+            dict(
+                kind="full",
+                memory_efficient=False,
+                chunk_size=None,
+                label="full_retain",
+            ),
         ]
-    sizes = [(16, None)] if quick else [(16, None), (1, 5), (8, 10), (8, 20), (4, 30), (64, None)]
+    # the headline batch with every configuration, then (full run) how cost grows with
+    # molecule size and batch size for E+F, HVP and full Hessians
+    scaling = (
+        []
+        if quick
+        else [(4, 5), (4, 10), (4, 20), (4, 30), (1, None), (4, None), (64, None)]
+    )
+    scaling_kinds = [dict(kind="ef"), dict(kind="hvp", n_probes=1), dict(kind="full")]
+    cases = [(16, None, k) for k in kinds] + [
+        (b, n, k) for b, n in scaling for k in scaling_kinds
+    ]
     headline: Dict[str, Dict] = {}
     for rep in representations:
-        for n_mol, n_at in sizes:
-            for extra in kinds:
-                cfg = BenchConfig(representation=rep, n_molecules=n_mol, n_atoms=n_at, **base, **extra)
-                res = time_training_step(cfg)
-                row = {"config": cfg.name(), "representation": rep, "n_molecules": n_mol, "n_atoms": n_at or "5-11", **res}
-                report["train"].append(row)
-                log(f"train {rep:6s} B={n_mol:<3d} N={str(n_at or '5-11'):5s} {cfg.name():12s} {res['step_s'] * 1e3:9.1f} ms")
-                if rep == representations[0] and n_mol == 16 and n_at is None:
-                    headline[cfg.name()] = res
+        for n_mol, n_at, extra in cases:
+            cfg = BenchConfig(
+                representation=rep, n_molecules=n_mol, n_atoms=n_at, **base, **extra
+            )
+            res = time_training_step(cfg)
+            row = {
+                "config": cfg.name(),
+                "representation": rep,
+                "n_molecules": n_mol,
+                "n_atoms": n_at or "5-11",
+                **res,
+            }
+            report["train"].append(row)
+            log(
+                f"train {rep:6s} B={n_mol:<3d} N={str(n_at or '5-11'):5s} {cfg.name():12s} {res['step_s'] * 1e3:9.1f} ms"
+            )
+            if rep == representations[0] and n_mol == 16 and n_at is None:
+                headline[cfg.name()] = res
         # Response and ours on the largest batch Response survives (4 molecules)
         for kind in ("full", "response"):
-            cfg = BenchConfig(kind=kind, representation=rep, n_molecules=4, **{**base, "repeats": 1 if quick else 3, "warmup": 1})
+            cfg = BenchConfig(
+                kind=kind,
+                representation=rep,
+                n_molecules=4,
+                **{**base, "repeats": 1 if quick else 3, "warmup": 1},
+            )
             res = time_training_step(cfg)
-            report["train"].append({"config": f"{kind}_B4", "representation": rep, "n_molecules": 4, "n_atoms": "5-11", **res})
+            report["train"].append(
+                {
+                    "config": f"{kind}_B4",
+                    "representation": rep,
+                    "n_molecules": 4,
+                    "n_atoms": "5-11",
+                    **res,
+                }
+            )
             log(f"train {rep:6s} B=4   {kind:18s} {res['step_s'] * 1e3:9.1f} ms")
             if rep == representations[0]:
                 headline[f"{kind}_B4"] = res
         for kind in ("full", "response"):
-            cfg = BenchConfig(kind=kind, representation=rep, n_molecules=64, **{**base, "repeats": 1 if kind == "response" or quick else 3, "warmup": 1 if kind == "full" else 0})
+            cfg = BenchConfig(
+                kind=kind,
+                representation=rep,
+                n_molecules=64,
+                **{
+                    **base,
+                    "repeats": 1 if kind == "response" or quick else 3,
+                    "warmup": 1 if kind == "full" else 0,
+                },
+            )
             res = time_inference(cfg)
-            report["inference"].append({"config": kind, "representation": rep, "n_molecules": 64, **res})
-            log(f"infer {rep:6s} B=64  {kind:18s} {res['hessians_per_s']:9.1f} Hessians/s")
+            report["inference"].append(
+                {"config": kind, "representation": rep, "n_molecules": 64, **res}
+            )
+            log(
+                f"infer {rep:6s} B=64  {kind:18s} {res['hessians_per_s']:9.1f} Hessians/s"
+            )
             if rep == representations[0]:
                 headline[f"infer_{kind}"] = res
     # peak memory of E+F and full training, each in its own process
     memory = {}
     for kind in ("ef", "full"):
-        cfg = BenchConfig(kind=kind, representation=representations[0], **{**base, "repeats": 1, "warmup": 1})
+        cfg = BenchConfig(
+            kind=kind,
+            representation=representations[0],
+            **{**base, "repeats": 1, "warmup": 1},
+        )
         memory[kind] = run_in_subprocess(cfg, "train")
-        log(f"memory {kind:5s} peak {memory[kind].get('peak_mem_mb', float('nan')):8.0f} MiB")
+        log(
+            f"memory {kind:5s} peak {memory[kind].get('peak_mem_mb', float('nan')):8.0f} MiB"
+        )
     report["memory"] = memory
     ef = headline.get("ef", {}).get("step_s")
     report["ratios"] = {
         "hvp1_vs_ef": _ratio(headline.get("hvp1", {}).get("step_s"), ef),
         "full_vs_ef": _ratio(headline.get("full", {}).get("step_s"), ef),
-        "response_vs_full": _ratio(headline["response_B4"]["step_s"], headline["full_B4"]["step_s"]),
-        "full_infer_vs_response": _ratio(headline["infer_full"]["hessians_per_s"], headline["infer_response"]["hessians_per_s"]),
-        "mem_full_vs_ef": _ratio(memory["full"].get("peak_mem_mb"), memory["ef"].get("peak_mem_mb")),
+        "response_vs_full": _ratio(
+            headline["response_B4"]["step_s"], headline["full_B4"]["step_s"]
+        ),
+        "full_infer_vs_response": _ratio(
+            headline["infer_full"]["hessians_per_s"],
+            headline["infer_response"]["hessians_per_s"],
+        ),
+        "mem_full_vs_ef": _ratio(
+            memory["full"].get("peak_mem_mb"), memory["ef"].get("peak_mem_mb")
+        ),
     }
     return report

@@ -58,12 +58,22 @@ def evaluate(
             for key in (energy_key, force_key):
                 if key in pred and key in batch:
                     _accumulate(stats, key, pred[key] - batch[key])
-            if hessian_key in pred and hessian_key in batch and pred[hessian_key].numel():
+            if (
+                hessian_key in pred
+                and hessian_key in batch
+                and pred[hessian_key].numel()
+            ):
                 err = hessian_errors(pred, batch[hessian_key], hessian_key)
                 v = err.valid
-                stats["hessian_sae"] = stats.get("hessian_sae", 0.0) + float(err.sae[v].sum())
-                stats["hessian_sse"] = stats.get("hessian_sse", 0.0) + float(err.sse[v].sum())
-                stats["hessian_n"] = stats.get("hessian_n", 0.0) + float(err.n_entries[v].sum())
+                stats["hessian_sae"] = stats.get("hessian_sae", 0.0) + float(
+                    err.sae[v].sum()
+                )
+                stats["hessian_sse"] = stats.get("hessian_sse", 0.0) + float(
+                    err.sse[v].sum()
+                )
+                stats["hessian_n"] = stats.get("hessian_n", 0.0) + float(
+                    err.n_entries[v].sum()
+                )
     finally:
         model.train(was_training)
         if hasattr(model, "do_postprocessing"):

@@ -56,11 +56,18 @@ def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
 
 def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
     """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
-    idx_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
-    return torch.arange(int(n_atoms.sum()), device=n_atoms.device) - atom_offsets(n_atoms)[idx_m]
+    idx_m = torch.repeat_interleave(
+        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
+    )
+    return (
+        torch.arange(int(n_atoms.sum()), device=n_atoms.device)
+        - atom_offsets(n_atoms)[idx_m]
+    )
 
 
-def block_index(n_atoms: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def block_index(
+    n_atoms: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Indices of the ``ΣN²`` Hessian blocks of a packed batch.
 
     Returns:
@@ -71,7 +78,10 @@ def block_index(n_atoms: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torc
     device = n_atoms.device
     n_sq = n_atoms * n_atoms
     block_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=device), n_sq)
-    k = torch.arange(int(n_sq.sum()), device=device) - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
+    k = (
+        torch.arange(int(n_sq.sum()), device=device)
+        - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
+    )
     n_b = n_atoms[block_m]
     i_local = torch.div(k, n_b, rounding_mode="floor")
     j_global = atom_offsets(n_atoms)[block_m] + k - i_local * n_b
@@ -98,7 +108,9 @@ def row_seeds(
         ``rows[s] % 3``) of every molecule that has that row, 0 elsewhere.
     """
     local = local_atom_index(n_atoms)
-    flat = (3 * local)[None, :, None] + torch.arange(3, device=n_atoms.device)[None, None, :]
+    flat = (3 * local)[None, :, None] + torch.arange(3, device=n_atoms.device)[
+        None, None, :
+    ]
     return (flat == rows[:, None, None]).to(dtype)
 
 
@@ -136,7 +148,9 @@ def sample_probes(
     n_rows = 3 * n_atoms
     max_rows = int(n_rows.max())
     keys = torch.rand((len(n_atoms), max_rows), generator=generator, device=device)
-    keys = keys.masked_fill(torch.arange(max_rows, device=device)[None] >= n_rows[:, None], 2.0)
+    keys = keys.masked_fill(
+        torch.arange(max_rows, device=device)[None] >= n_rows[:, None], 2.0
+    )
     perm = torch.argsort(keys, dim=1)
     p = torch.arange(n_probes, device=device)[:, None] % n_rows[None, :]  # (k, B)
     chosen = torch.gather(perm.t(), 0, p)  # (k, B) row index per molecule
@@ -267,12 +281,16 @@ def full_hessian(
     Uses ``3·max(N)`` seeded reverse passes through the graph of ``gradient``.
     """
     n_rows = 3 * int(n_atoms.max())
-    seeds = row_seeds(n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype)
+    seeds = row_seeds(
+        n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype
+    )
     rows = hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
     return rows_to_blocks(rows, n_atoms)
 
 
-def _graph_leaves(tensor: torch.Tensor, exclude: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+def _graph_leaves(
+    tensor: torch.Tensor, exclude: Sequence[torch.Tensor]
+) -> List[torch.Tensor]:
     """Leaf tensors requiring grad that the graph of ``tensor`` reaches."""
     excluded = {id(t) for t in exclude}
     leaves: Dict[int, torch.Tensor] = {}
@@ -318,13 +336,19 @@ class _MemoryBoundedHessian(torch.autograd.Function):
         totals: List[Optional[torch.Tensor]] = [None] * len(inputs)
         with torch.enable_grad():
             for start in range(0, n_rows, step):
-                rows_idx = torch.arange(start, min(start + step, n_rows), device=positions.device)
+                rows_idx = torch.arange(
+                    start, min(start + step, n_rows), device=positions.device
+                )
                 seeds = row_seeds(n_atoms, rows_idx, positions.dtype)
-                rows = hessian_rows(gradient, positions, seeds, True, None, ctx.vectorize)
+                rows = hessian_rows(
+                    gradient, positions, seeds, True, None, ctx.vectorize
+                )
                 phi = (rows * weights[start : start + step]).sum()
                 if not phi.requires_grad:
                     continue
-                grads = torch.autograd.grad(phi, inputs, retain_graph=True, allow_unused=True)
+                grads = torch.autograd.grad(
+                    phi, inputs, retain_graph=True, allow_unused=True
+                )
                 for n, g in enumerate(grads):
                     if g is not None:
                         totals[n] = g if totals[n] is None else totals[n] + g
@@ -412,7 +436,9 @@ class Hessian(nn.Module):
         if n_probes < 1:
             raise ValueError(f"Hessian: n_probes must be >= 1, got {n_probes}")
         if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"Hessian: chunk_size must be None or >= 1, got {chunk_size}")
+            raise ValueError(
+                f"Hessian: chunk_size must be None or >= 1, got {chunk_size}"
+            )
         self.mode = mode
         self.energy_key = energy_key
         self.force_key = force_key

@@ -44,7 +44,13 @@ from schnetpack.task import ModelOutput
 from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import atom_offsets, block_index
 
-__all__ = ["HessianOutput", "HessianMAE", "HessianRMSE", "HessianErrors", "hessian_errors"]
+__all__ = [
+    "HessianOutput",
+    "HessianMAE",
+    "HessianRMSE",
+    "HessianErrors",
+    "hessian_errors",
+]
 
 LOSSES = ("mse", "mae", "rmse")
 
@@ -87,7 +93,9 @@ def _is_row_probe(probes: torch.Tensor, n_atoms: torch.Tensor) -> bool:
     """True when every probe is one-hot within every molecule (the ``rows`` scheme)."""
     if not bool(((probes == 0) | (probes == 1)).all()):
         return False
-    idx_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
+    idx_m = torch.repeat_interleave(
+        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
+    )
     per_mol = probes.new_zeros((probes.shape[0], len(n_atoms)))
     per_mol.index_add_(1, idx_m, probes.sum(-1))
     return bool((per_mol == 1).all())
@@ -118,14 +126,20 @@ def hessian_errors(
     n_atoms = pred[spk_properties.n_atoms]
     n_mol = len(n_atoms)
     expected = int((n_atoms * n_atoms).sum())
-    if target.dim() != 3 or tuple(target.shape[1:]) != (3, 3) or target.shape[0] != expected:
+    if (
+        target.dim() != 3
+        or tuple(target.shape[1:]) != (3, 3)
+        or target.shape[0] != expected
+    ):
         raise ValueError(
             f"HessianOutput: target Hessian has shape {tuple(target.shape)}, expected "
             f"(ΣN², 3, 3) = ({expected}, 3, 3) for molecules of {n_atoms.tolist()} atoms"
         )
     block_m, i_local, j_global = block_index(n_atoms)
     block_ok, valid = _molecule_has_target(target, block_m, n_mol)
-    clean_target = torch.where(block_ok[:, None, None], target, torch.zeros_like(target))
+    clean_target = torch.where(
+        block_ok[:, None, None], target, torch.zeros_like(target)
+    )
     n_entries = (9 * n_atoms * n_atoms).to(target.dtype)
 
     if hessian_key in pred and pred[hessian_key].shape[0] == expected:
@@ -147,7 +161,9 @@ def hessian_errors(
         1, atom_i, torch.einsum("bcd,kbd->kbc", clean_target, probes[:, j_global])
     )
     idx_m = torch.repeat_interleave(torch.arange(n_mol, device=n_atoms.device), n_atoms)
-    residual = torch.where(valid[idx_m][None, :, None], hvp - ref_hvp, torch.zeros_like(hvp))
+    residual = torch.where(
+        valid[idx_m][None, :, None], hvp - ref_hvp, torch.zeros_like(hvp)
+    )
     k = hvp.shape[0]
     sq = residual.new_zeros((k, n_mol)).index_add(1, idx_m, residual.pow(2).sum(-1))
     if _is_row_probe(probes, n_atoms):
@@ -168,8 +184,16 @@ class _HessianErrorMetric(Metric):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "total",
+            default=torch.tensor(0.0, dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
+        self.add_state(
+            "count",
+            default=torch.tensor(0.0, dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
 
     def update(self, error_sum: torch.Tensor, count: torch.Tensor) -> None:
         """Add a batch's summed error and its number of entries."""
@@ -237,7 +261,9 @@ class HessianOutput(ModelOutput):
         constraints: Optional[List[nn.Module]] = None,
     ):
         if loss not in LOSSES:
-            raise ValueError(f"HessianOutput: loss must be one of {LOSSES}, got {loss!r}")
+            raise ValueError(
+                f"HessianOutput: loss must be one of {LOSSES}, got {loss!r}"
+            )
         if metrics is None:
             metrics = {"MAE": HessianMAE(), "RMSE": HessianRMSE()}
         super().__init__(

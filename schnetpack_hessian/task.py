@@ -27,7 +27,8 @@ __all__ = ["HessianTask", "pickled_globals"]
 def _resolve(module: str, qualname: str) -> Any:
     # protocol-2 pickles name Python 2 modules (``__builtin__``); map as Unpickler does
     module, qualname = _compat_pickle.NAME_MAPPING.get(
-        (module, qualname), (_compat_pickle.IMPORT_MAPPING.get(module, module), qualname)
+        (module, qualname),
+        (_compat_pickle.IMPORT_MAPPING.get(module, module), qualname),
     )
     obj: Any = import_module(module)
     for part in qualname.split("."):

@@ -16,4 +16,3 @@ def molecules():
 def batch(molecules):
     """All reference molecules packed in one float64 batch."""
     return build_batch(molecules, dtype=torch.float64)
-

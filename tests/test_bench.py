@@ -41,7 +41,9 @@ def test_memory_runs_in_its_own_process():
 def test_sized_molecules_have_the_requested_atom_count(n_atoms):
     mols = benchmark_molecules(3, n_atoms)
     assert [len(m) for m in mols] == [n_atoms] * 3
-    assert min(m.get_all_distances()[m.get_all_distances() > 0].min() for m in mols) > 0.8
+    assert (
+        min(m.get_all_distances()[m.get_all_distances() > 0].min() for m in mols) > 0.8
+    )
 
 
 def test_cli_writes_json_with_the_ratios(tmp_path, monkeypatch):

@@ -16,15 +16,14 @@ from schnetpack_hessian.testing import (
     make_potential,
 )
 
-
-
 REPRESENTATIONS = ["schnet", "painn"]
 
 
 def squares(blocks, n_atoms):
     """Split a packed (ΣN², 3, 3) Hessian into per-molecule (3N, 3N) matrices."""
     return [
-        blocks_to_square(b) for b in torch.split(blocks, [n * n for n in n_atoms.tolist()])
+        blocks_to_square(b)
+        for b in torch.split(blocks, [n * n for n in n_atoms.tolist()])
     ]
 
 
@@ -45,7 +44,9 @@ def test_full_hessian_matches_finite_differences(rep, batch):
 def test_full_hessian_equals_response_and_is_symmetric(rep, n_mol, molecules):
     batch = build_batch(molecules[-n_mol:])
     ours = make_potential(rep, [Hessian(mode="full")]).eval()
-    response = make_potential(rep, [spk.atomistic.Response("energy", ["forces", "hessian"])])
+    response = make_potential(
+        rep, [spk.atomistic.Response("energy", ["forces", "hessian"])]
+    )
     response.load_state_dict(ours.state_dict())
     response.eval()
     h_ours = ours(clone_batch(batch))[properties.hessian]
@@ -57,8 +58,12 @@ def test_full_hessian_equals_response_and_is_symmetric(rep, n_mol, molecules):
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 4, 7])
 @pytest.mark.parametrize("vectorize", [True, False])
-def test_chunking_and_vectorisation_do_not_change_the_hessian(chunk_size, vectorize, batch):
-    reference = make_potential("painn", [Hessian(mode="full")]).eval()(clone_batch(batch))
+def test_chunking_and_vectorisation_do_not_change_the_hessian(
+    chunk_size, vectorize, batch
+):
+    reference = make_potential("painn", [Hessian(mode="full")]).eval()(
+        clone_batch(batch)
+    )
     model = make_potential(
         "painn", [Hessian(mode="full", chunk_size=chunk_size, vectorize=vectorize)]
     ).eval()
@@ -83,7 +88,9 @@ def test_every_hvp_equals_hessian_times_its_probe(probe, rep, batch):
         lo, n = int(offsets[m]), int(n_atoms[m])
         v = probes[:, lo : lo + n].reshape(5, 3 * n)
         expected = (v @ square.T).reshape(5, n, 3)
-        torch.testing.assert_close(hvp[:, lo : lo + n].detach(), expected, rtol=0, atol=1e-11)
+        torch.testing.assert_close(
+            hvp[:, lo : lo + n].detach(), expected, rtol=0, atol=1e-11
+        )
 
 
 def test_row_probes_are_distinct_one_hot_rows_per_molecule(batch):
@@ -128,12 +135,16 @@ def test_eval_mode_gives_the_training_values_without_graph(rep, batch):
     assert not evaluated[properties.hessian].requires_grad
     assert not evaluated[P.forces].requires_grad
     for key in (properties.hessian, P.forces):
-        torch.testing.assert_close(evaluated[key], train[key].detach(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            evaluated[key], train[key].detach(), rtol=0, atol=1e-12
+        )
 
 
 def test_forces_replace_spk_forces(batch):
     ours = make_potential("painn", [Hessian(mode="hvp")]).eval()(clone_batch(batch))
-    theirs = make_potential("painn", [spk.atomistic.Forces()]).eval()(clone_batch(batch))
+    theirs = make_potential("painn", [spk.atomistic.Forces()]).eval()(
+        clone_batch(batch)
+    )
     torch.testing.assert_close(ours[P.forces], theirs[P.forces], rtol=0, atol=1e-13)
 
 
@@ -145,12 +156,18 @@ def test_memory_efficient_backward_gives_the_same_parameter_gradients(batch):
             "painn", [Hessian(mode="full", chunk_size=5, memory_efficient=efficient)]
         ).train()
         out = model(clone_batch(batch))
-        loss = ((out[properties.hessian] - target) ** 2).sum() + (out[P.forces] ** 2).sum()
+        loss = ((out[properties.hessian] - target) ** 2).sum() + (
+            out[P.forces] ** 2
+        ).sum()
         loss.backward()
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        grads.append(
+            {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        )
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12
+        )
 
 
 def test_energy_only_model_without_forces_module(batch):
@@ -182,7 +199,8 @@ def test_clear_error_when_energy_key_is_missing(batch):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"mode": "exact"}, {"probe": "sobol"}, {"n_probes": 0}, {"chunk_size": 0}]
+    "kwargs",
+    [{"mode": "exact"}, {"probe": "sobol"}, {"n_probes": 0}, {"chunk_size": 0}],
 )
 def test_bad_configuration_is_rejected_at_construction(kwargs):
     with pytest.raises(ValueError):

@@ -11,8 +11,6 @@ from schnetpack_hessian.losses import HessianMAE, HessianRMSE
 from schnetpack_hessian.testing import clone_batch, make_potential
 
 
-
-
 def perturbed_target(model, batch, scale=0.3, seed=1):
     """Exact model Hessians plus symmetric noise: a target with a known residual."""
     exact = model.eval()(clone_batch(batch))[properties.hessian].detach()
@@ -62,7 +60,9 @@ def test_hvp_loss_is_an_unbiased_estimate_of_the_full_loss(probe, batch):
         single = dict(pred)
         single[properties.hessian_hvp] = pred[properties.hessian_hvp][k : k + 1]
         single[properties.hessian_probes] = pred[properties.hessian_probes][k : k + 1]
-        per_probe.append(HessianOutput().calculate_loss(single, {properties.hessian: target}))
+        per_probe.append(
+            HessianOutput().calculate_loss(single, {properties.hessian: target})
+        )
     samples = torch.stack(per_probe)
     stderr = samples.std() / n_probes**0.5
     assert abs(samples.mean() - exact) < 5 * stderr, (samples.mean(), exact, stderr)
@@ -88,14 +88,18 @@ def test_loss_gradients_reach_the_parameters(mode, rep, batch):
     HessianOutput(loss="mae" if mode == "hvp" else "mse").calculate_loss(
         pred, {properties.hessian: target}
     ).backward()
-    rep_grads = [p.grad for p in model.representation.parameters() if p.grad is not None]
+    rep_grads = [
+        p.grad for p in model.representation.parameters() if p.grad is not None
+    ]
     assert len(rep_grads) > 5
     assert sum(float(g.abs().sum()) for g in rep_grads) > 0
 
 
 @pytest.mark.parametrize("mode", ["full", "hvp"])
 def test_molecule_without_hessian_changes_neither_loss_nor_metric(mode, batch):
-    model = make_potential("painn", [Hessian(mode=mode, probe="rows", n_probes=3, seed=5)])
+    model = make_potential(
+        "painn", [Hessian(mode=mode, probe="rows", n_probes=3, seed=5)]
+    )
     target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     n_atoms = batch[P.n_atoms]
     first = int(n_atoms[0]) ** 2  # H2O has no Hessian in the masked copy
@@ -133,7 +137,9 @@ def test_molecule_without_hessian_changes_neither_loss_nor_metric(mode, batch):
         torch.testing.assert_close(loss_masked, loss_rest, rtol=1e-12, atol=0)
         out_rest.update_metrics(pred_rest, {properties.hessian: sub_target}, "val")
         for k, m in out_rest.val_metrics.items():
-            torch.testing.assert_close(metrics_masked[k], m.compute(), rtol=1e-12, atol=0)
+            torch.testing.assert_close(
+                metrics_masked[k], m.compute(), rtol=1e-12, atol=0
+            )
 
 
 def test_partially_missing_hessian_masks_the_whole_molecule(batch):
@@ -165,14 +171,18 @@ def test_metrics_pool_all_entries_in_full_mode(batch):
     out = HessianOutput()
     out.update_metrics(pred, {properties.hessian: target}, "train")
     diff = pred[properties.hessian] - target
-    torch.testing.assert_close(out.train_metrics["MAE"].compute(), diff.abs().mean().double())
+    torch.testing.assert_close(
+        out.train_metrics["MAE"].compute(), diff.abs().mean().double()
+    )
     torch.testing.assert_close(
         out.train_metrics["RMSE"].compute(), diff.pow(2).mean().sqrt().double()
     )
 
 
 def test_validation_reports_full_metrics_while_training_uses_hvp(batch):
-    model = make_potential("painn", [Hessian(mode="hvp", n_probes=1, full_in_eval=True)])
+    model = make_potential(
+        "painn", [Hessian(mode="hvp", n_probes=1, full_in_eval=True)]
+    )
     target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     train_pred = model.train()(clone_batch(batch))
     assert train_pred[properties.hessian].shape == (0, 3, 3)  # placeholder only
@@ -181,12 +191,16 @@ def test_validation_reports_full_metrics_while_training_uses_hvp(batch):
     out = HessianOutput()
     out.update_metrics(val_pred, {properties.hessian: target}, "val")
     diff = val_pred[properties.hessian] - target
-    torch.testing.assert_close(out.val_metrics["MAE"].compute(), diff.abs().mean().double())
+    torch.testing.assert_close(
+        out.val_metrics["MAE"].compute(), diff.abs().mean().double()
+    )
 
 
 def test_mae_with_isotropic_probes_is_refused(batch):
     model = make_potential("schnet", [Hessian(mode="hvp", probe="gaussian")])
-    target, _ = perturbed_target(make_potential("schnet", [Hessian(mode="full")]), batch)
+    target, _ = perturbed_target(
+        make_potential("schnet", [Hessian(mode="full")]), batch
+    )
     pred = model.train()(clone_batch(batch))
     with pytest.raises(ValueError, match="probe='rows'"):
         HessianOutput(loss="mae").calculate_loss(pred, {properties.hessian: target})
@@ -197,4 +211,6 @@ def test_wrong_target_shape_is_reported(batch):
     pred = model.eval()(clone_batch(batch))
     n = int(batch[P.n_atoms].sum())
     with pytest.raises(ValueError, match="expected"):
-        HessianOutput().calculate_loss(pred, {properties.hessian: torch.zeros(3 * n, 3 * n)})
+        HessianOutput().calculate_loss(
+            pred, {properties.hessian: torch.zeros(3 * n, 3 * n)}
+        )

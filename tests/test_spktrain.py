@@ -31,9 +31,12 @@ def training_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "experiment,mode", [("hessian_demo", "hvp"), ("reactive_efh", "full"), ("reactive_ef", "full")]
+    "experiment,mode",
+    [("hessian_demo", "hvp"), ("reactive_efh", "full"), ("reactive_ef", "full")],
 )
-def test_spktrain_experiment_trains_tests_and_reports(experiment, mode, training_file, tmp_path):
+def test_spktrain_experiment_trains_tests_and_reports(
+    experiment, mode, training_file, tmp_path
+):
     result = spktrain(
         [
             f"experiment={experiment}",

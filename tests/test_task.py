@@ -23,7 +23,9 @@ def make_task():
 def test_hyperparameters_reload_with_weights_only(tmp_path):
     task = make_task()
     path = tmp_path / "hparams.pt"
-    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, path)
+    torch.save(
+        {"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, path
+    )
     loaded = torch.load(path, weights_only=True)
     reloaded_model = loaded["hyper_parameters"]["model"]
     assert isinstance(reloaded_model.output_modules[1], Hessian)

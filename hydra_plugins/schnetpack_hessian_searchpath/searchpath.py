@@ -28,4 +28,6 @@ class SchnetpackHessianSearchPathPlugin(SearchPathPlugin):
     """Adds the plugin's config groups (experiment, model, data, task, callbacks)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        search_path.append(provider="schnetpack-hessian", path="pkg://schnetpack_hessian.configs")
+        search_path.append(
+            provider="schnetpack-hessian", path="pkg://schnetpack_hessian.configs"
+        )

@@ -14,15 +14,23 @@ def parser() -> argparse.ArgumentParser:
         description="Time training steps (E+F, HVP, rows, full Hessian, SchNetPack "
         "Response) and Hessian inference; report the ratios.",
     )
-    p.add_argument("--quick", action="store_true", help="PaiNN, one batch: about a minute")
-    p.add_argument("--json", metavar="FILE", help="write every figure and the ratios here")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--quick", action="store_true", help="PaiNN, one batch: about a minute"
+    )
+    p.add_argument(
+        "--json", metavar="FILE", help="write every figure and the ratios here"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cuda if available)"
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument(
         "--representations", nargs="+", default=None, choices=["painn", "schnet"],
         help="models to benchmark (default: painn with --quick, else painn schnet)",
     )  # fmt: skip
-    p.add_argument("--worker", nargs=2, metavar=("WHAT", "CONFIG"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--worker", nargs=2, metavar=("WHAT", "CONFIG"), help=argparse.SUPPRESS
+    )
     return p
 
 
@@ -45,7 +53,9 @@ def run(args: argparse.Namespace) -> dict:
         return result
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     reps = args.representations or (["painn"] if args.quick else ["painn", "schnet"])
-    report = run_suite(args.quick, device=device, dtype=args.dtype, representations=reps)
+    report = run_suite(
+        args.quick, device=device, dtype=args.dtype, representations=reps
+    )
     print("ratios:")
     for key, value in report["ratios"].items():
         print(f"  {key:24s} {'n/a' if value is None else f'{value:.2f}'}")

@@ -44,10 +44,16 @@ class ExtrapolationReport(Callback):
             return
         datamodule = trainer.datamodule
         sets = {"test": datamodule.test_dataloader()}
-        kinds = self.kinds if self.kinds is not None else getattr(datamodule, "extrapolation_kinds", ())
+        kinds = (
+            self.kinds
+            if self.kinds is not None
+            else getattr(datamodule, "extrapolation_kinds", ())
+        )
         for kind in kinds:
             sets[kind] = datamodule.extrapolation_dataloader(kind)
-        self.report = {name: evaluate(pl_module.model, loader) for name, loader in sets.items()}
+        self.report = {
+            name: evaluate(pl_module.model, loader) for name, loader in sets.items()
+        }
         with open(self.path, "w") as f:
             json.dump({"units": self.units, "errors": self.report}, f, indent=2)
         print(self.format_table())
@@ -55,7 +61,9 @@ class ExtrapolationReport(Callback):
 
     def format_table(self) -> str:
         """The report as a fixed-width text table."""
-        cols = [f"{p}_{m}" for p in ("energy", "forces", "hessian") for m in ("mae", "rmse")]
+        cols = [
+            f"{p}_{m}" for p in ("energy", "forces", "hessian") for m in ("mae", "rmse")
+        ]
         head = f"{'set':8s} {'n':>5s} " + " ".join(f"{c:>14s}" for c in cols)
         lines = ["Errors on held-out geometries", head]
         for name, res in self.report.items():
@@ -64,5 +72,7 @@ class ExtrapolationReport(Callback):
             )
             lines.append(f"{name:8s} {res.get('n_structures', 0):5d} {vals}")
         if self.units:
-            lines.append("units: " + ", ".join(f"{k} {v}" for k, v in self.units.items()))
+            lines.append(
+                "units: " + ", ".join(f"{k} {v}" for k, v in self.units.items())
+            )
         return "\n".join(lines)

@@ -187,7 +187,9 @@ class Engine:
     def metadata(self) -> Dict[str, object]:
         """Level of theory, settings and program versions (JSON-serialisable)."""
         meta: Dict[str, object] = dict(asdict(self.spec))
-        meta.update(charge=self.charge, multiplicity=self.multiplicity)
+        meta.update(
+            label=self.spec.label(), charge=self.charge, multiplicity=self.multiplicity
+        )
         return meta
 
 

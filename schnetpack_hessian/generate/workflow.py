@@ -24,6 +24,7 @@ the same data set as one run.
 
 import logging
 import os
+import platform
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -501,13 +502,21 @@ def iter_structures(
             yield s.to_atoms()
 
 
+def _package_version(name: str = "schnetpack-hessian") -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def dataset_metadata(
     config: GenerationConfig, outcomes: Sequence[ReactionOutcome]
 ) -> Dict[str, object]:
     """Metadata of a generated data set: level of theory, program versions, units,
     settings and the reactions (names, status, counts)."""
     import ase
-    import sella
 
     engine = make_engine(config.method)
     meta: Dict[str, object] = {
@@ -515,8 +524,10 @@ def dataset_metadata(
         "IRC, ANI-style normal-mode sampling)",
         "level_of_theory": engine.metadata(),
         "programs": {
+            "schnetpack_hessian": _package_version(),
+            "python": platform.python_version(),
             "ase": ase.__version__,
-            "sella": getattr(sella, "__version__", "unknown"),
+            "sella": _package_version("sella"),
             "numpy": np.__version__,
         },
         "units": dict(properties.DEFAULT_UNITS, positions="Ang"),

@@ -8,7 +8,9 @@ the last step of ``spktrain`` - fails with an ``UnpicklingError``; so does resum
 pickle to (found by serialising them once) with ``torch.serialization.add_safe_globals``
 when it is built, so its checkpoints reload with ``weights_only=True`` in any process
 that builds the same task (spktrain's test, ``load_from_checkpoint`` and resume), while
-foreign globals are still refused.
+foreign globals are still refused.  It also restores the grad mode after validation
+and test steps and refuses DDP without ``find_unused_parameters=True``: together they
+make SchNetPack's force (and Hessian) models train correctly under DDP.
 """
 
 import _compat_pickle
@@ -70,3 +72,30 @@ class HessianTask(AtomisticTask):
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
             add_safe_globals(pickled_globals(dict(self.hparams)))
+
+    def on_fit_start(self) -> None:
+        strategy = self.trainer.strategy
+        ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+        if ddp_kwargs is not None and not ddp_kwargs.get("find_unused_parameters"):
+            raise RuntimeError(
+                f"HessianTask: {type(strategy).__name__} without "
+                "find_unused_parameters=True does not all-reduce the gradients of "
+                "models that differentiate the energy in forward (forces, Hessians): "
+                "each rank would train on its own shard. Use "
+                "strategy='ddp_find_unused_parameters_true' (spktrain: "
+                "trainer=ddp_hessian)."
+            )
+        super().on_fit_start()
+
+    # AtomisticTask enables gradients in validation/test and leaves them on; under DDP
+    # the next evaluation forward then prepares the reducer for a backward that never
+    # comes and training fails ("initialize_buckets must NOT be called during autograd
+    # execution").  Restore the caller's grad mode after each step.
+
+    def validation_step(self, batch, batch_idx):
+        with torch.set_grad_enabled(torch.is_grad_enabled()):
+            return super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        with torch.set_grad_enabled(torch.is_grad_enabled()):
+            return super().test_step(batch, batch_idx)

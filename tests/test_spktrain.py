@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def spktrain(args, cwd):
+    cwd.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("spktrain")
     env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
     return subprocess.run(
@@ -60,3 +61,23 @@ def test_spktrain_experiment_trains_tests_and_reports(
     assert report["units"]["hessian"] == "kcal/mol/Ang/Ang"
     assert (runs[0] / "best_model").exists()
     assert "Errors on held-out geometries" in result.stdout
+
+
+def test_spktrain_ddp_on_two_cpu_processes(training_file, tmp_path):
+    common = [
+        "experiment=reactive_efh",
+        f"data.datapath={training_file}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "model.representation.n_atom_basis=16",
+        "model.representation.n_interactions=1",
+        "logger=csv",
+        "run.id=ddp",
+    ]
+    plain = spktrain(common + ["trainer=ddp_trainer"], cwd=tmp_path / "plain")
+    assert plain.returncode != 0
+    assert "find_unused_parameters=True" in plain.stderr + plain.stdout
+    result = spktrain(common + ["trainer=ddp_hessian"], cwd=tmp_path / "ddp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ddp" / "runs" / "ddp" / "extrapolation_report.json").exists()

@@ -47,6 +47,7 @@ def test_spktrain_experiment_trains_tests_and_reports(
             "model.representation.n_atom_basis=16",
             "model.representation.n_interactions=1",
             "logger=csv",
+            "globals.atomrefs=False",  # the test file has no single-atom references
         ],
         cwd=tmp_path,
     )
@@ -73,6 +74,7 @@ def test_spktrain_ddp_on_two_cpu_processes(training_file, tmp_path):
         "model.representation.n_atom_basis=16",
         "model.representation.n_interactions=1",
         "logger=csv",
+        "globals.atomrefs=False",
         "run.id=ddp",
     ]
     plain = spktrain(common + ["trainer=ddp_trainer"], cwd=tmp_path / "plain")

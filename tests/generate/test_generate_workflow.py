@@ -134,3 +134,14 @@ def test_shards_merge_into_the_single_run(xtb_run, script, tmp_path):
     script.run("assemble", work, "--out", assembled)
     assert_same_dataset(full, assembled)
     assert data.file_metadata(assembled)["generation"]["n_irc"] == 4
+
+
+def test_summary_tables_count_the_file(xtb_run):
+    from schnetpack_hessian.generate.report import summarize
+
+    _, _, out = xtb_run
+    text = summarize(out)
+    assert "| 1 | 1 | 1 | 4 | 4 | 11 |" not in text  # totals are over both reactions
+    assert "| 2 | 2 | 2 | 8 | 8 | 22 |" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 3 |")]
+    assert len(rows) == 1 and "NH3 umbrella inversion" in rows[0] and "i |" in rows[0]

@@ -455,6 +455,9 @@ class Hessian(nn.Module):
         self.seed = seed
         self.vectorize = vectorize
         self._generator: Optional[torch.Generator] = None
+        #: set False to compute forces only (Hessian keys get empty placeholders),
+        #: e.g. for the force calls of an optimiser driven by an ASE calculator
+        self.active = True
 
         self.model_outputs = [spk_properties.n_atoms]
         if calc_forces:
@@ -522,7 +525,7 @@ class Hessian(nn.Module):
             forces = -gradient
             inputs[self.force_key] = forces if training else forces.detach()
 
-        if training and not self.in_training:
+        if (training and not self.in_training) or not self.active:
             return self._placeholders(inputs, positions)
 
         if self.mode == "full" or (self.full_in_eval and not training):

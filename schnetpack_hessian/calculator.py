@@ -1,0 +1,151 @@
+"""ASE calculator with Hessians, for vibrational analysis, Sella TS searches, NEB and MD.
+
+``HessianCalculator`` is SchNetPack's ``SpkCalculator`` plus ``get_hessian(atoms)``, a
+``(3N, 3N)`` matrix in eV/Å² that plugs into ``ase.vibrations.VibrationsData.from_2d`` and
+Sella's ``hessian_function``.  Any SchNetPack energy model works: a model trained with
+``spk.atomistic.Forces`` gets a :class:`~schnetpack_hessian.Hessian` module in its place,
+a model with an HVP-mode ``Hessian`` computes full Hessians in evaluation.
+"""
+
+from typing import List, Optional
+
+import ase
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, CalculatorError, all_changes
+
+import schnetpack as spk
+import schnetpack.properties as spk_properties
+from schnetpack.interfaces import SpkCalculator
+
+from schnetpack_hessian import properties
+from schnetpack_hessian.hessian import Hessian
+from schnetpack_hessian.layout import blocks_to_square
+
+__all__ = ["HessianCalculator", "enable_full_hessian"]
+
+
+def enable_full_hessian(
+    model: spk.model.AtomisticModel, hessian_key: str = properties.hessian
+) -> spk.model.AtomisticModel:
+    """Make an energy model output its full Hessian in eval mode (in place).
+
+    A :class:`~schnetpack_hessian.Hessian` in HVP mode is switched to also compute the
+    full Hessian in evaluation; a ``spk.atomistic.Forces`` module is replaced by a
+    full-mode ``Hessian`` with the same keys (which also writes the forces).
+
+    Raises:
+        ValueError: the model has neither module.
+    """
+    outputs = model.output_modules
+    for i, module in enumerate(outputs):
+        if isinstance(module, Hessian):
+            if hessian_key not in module.model_outputs:
+                module.full_in_eval = True
+                module.hessian_key = hessian_key
+                module.model_outputs.append(hessian_key)
+            break
+        if isinstance(module, spk.atomistic.Forces):
+            if module.calc_stress:
+                raise ValueError(
+                    "enable_full_hessian: the model's Forces module computes stress, "
+                    "which Hessian does not; use a molecular model"
+                )
+            outputs[i] = Hessian(
+                mode="full",
+                energy_key=module.energy_key,
+                force_key=module.force_key,
+                hessian_key=hessian_key,
+            )
+            break
+    else:
+        raise ValueError(
+            "enable_full_hessian: the model has neither a schnetpack_hessian.Hessian nor "
+            "a schnetpack.atomistic.Forces output module to take the Hessian from"
+        )
+    model.collect_derivatives()
+    model.collect_outputs()
+    return model
+
+
+class HessianCalculator(SpkCalculator):
+    """``SpkCalculator`` that also computes Hessians (ASE property ``"hessian"``).
+
+    Args:
+        model_file: path of a saved SchNetPack model (e.g. ``spktrain``'s best_model);
+            with schnetpack 2.2 also a model object.
+        neighbor_list: SchNetPack neighbour list transform (e.g.
+            ``schnetpack.transform.MatScipyNeighborList(cutoff=5.0)``).
+        hessian_key: model output holding the Hessian.
+        **kwargs: as :class:`schnetpack.interfaces.SpkCalculator` (``energy_unit``,
+            ``position_unit``, ``device``, ``dtype``, ...).
+    """
+
+    hessian = "hessian"
+    implemented_properties = SpkCalculator.implemented_properties + [hessian]
+
+    def __init__(
+        self,
+        model_file: str,
+        neighbor_list: spk.transform.Transform,
+        hessian_key: str = properties.hessian,
+        **kwargs,
+    ):
+        self.hessian_key = hessian_key
+        super().__init__(model_file, neighbor_list, **kwargs)
+        self.property_map[self.hessian] = hessian_key
+        self.property_units[self.hessian] = (
+            self.energy_conversion / self.position_conversion**2
+        )
+
+    def _load_model(self, *args, **kwargs) -> spk.model.AtomisticModel:
+        # schnetpack 2.1 passes (model_file), 2.2 (model, device, dtype)
+        model = super()._load_model(*args, **kwargs)
+        return enable_full_hessian(model, self.hessian_key)
+
+    def _hessian_modules(self) -> List[Hessian]:
+        return [m for m in self.model.modules() if isinstance(m, Hessian)]
+
+    def calculate(
+        self,
+        atoms: Optional[ase.Atoms] = None,
+        properties: List[str] = ["energy"],
+        system_changes: List[str] = all_changes,
+    ):
+        """Evaluate the model; the Hessian only when ``properties`` asks for it."""
+        wanted = [self.energy, self.forces] + [
+            p for p in properties if p not in (self.energy, self.forces)
+        ]
+        if not self.calculation_required(atoms, wanted):
+            return
+        Calculator.calculate(self, atoms)
+        with_hessian = self.hessian in wanted
+        for module in self._hessian_modules():
+            module.active = with_hessian
+        try:
+            model_results = self.model(self.converter(atoms))
+        finally:
+            for module in self._hessian_modules():
+                module.active = True
+        results = {}
+        for prop in wanted:
+            key = self.property_map.get(prop)
+            if key is None or key not in model_results:
+                raise CalculatorError(
+                    f"HessianCalculator: the model has no output for {prop!r} "
+                    f"(model outputs: {sorted(model_results)})"
+                )
+            value = model_results[key].detach().cpu().numpy().astype(np.float64)
+            if prop == self.energy:
+                value = value.item()
+            elif prop == self.stress:
+                value = value.squeeze()
+            elif prop == self.hessian:
+                value = blocks_to_square(value)
+            results[prop] = value * self.property_units[prop]
+        self.results = results
+        self.model_results = model_results
+
+    def get_hessian(self, atoms: Optional[ase.Atoms] = None) -> np.ndarray:
+        """Hessian d²E/dR² of ``atoms``, ``(3N, 3N)`` in eV/Å²."""
+        return self.get_property(self.hessian, atoms)

@@ -1,0 +1,83 @@
+"""HessianCalculator: ASE Hessians in eV/Å² for vibrations and TS searches."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.vibrations import VibrationsData
+
+import schnetpack as spk
+import schnetpack.transform as trn
+
+from schnetpack_hessian import Hessian
+from schnetpack_hessian.calculator import HessianCalculator, enable_full_hessian
+from schnetpack_hessian.testing import make_potential
+
+
+@pytest.fixture(params=["forces", "hvp"])
+def model_file(request, tmp_path):
+    """A saved PaiNN trained with spk Forces, or with an HVP-mode Hessian."""
+    outputs = (
+        [spk.atomistic.Forces()]
+        if request.param == "forces"
+        else [Hessian(mode="hvp", probe="rows", n_probes=2)]
+    )
+    path = tmp_path / "model.pt"
+    torch.save(make_potential("painn", outputs, smooth=True, epsilon=1e-4), path)
+    return path
+
+
+def finite_difference(calc, atoms, step=1e-4):
+    """(3N, 3N) Hessian from central differences of the calculator's forces."""
+    n = len(atoms)
+    h = np.zeros((3 * n, 3 * n))
+    for a in range(n):
+        for c in range(3):
+            forces = []
+            for sign in (1, -1):
+                moved = atoms.copy()
+                moved.positions[a, c] += sign * step
+                moved.calc = calc
+                forces.append(moved.get_forces().reshape(-1))
+            h[3 * a + c] = -(forces[0] - forces[1]) / (2 * step)
+    return 0.5 * (h + h.T)
+
+
+def test_hessian_in_ev_per_square_angstrom_matches_finite_differences(model_file):
+    calc = HessianCalculator(
+        str(model_file),
+        trn.MatScipyNeighborList(cutoff=5.0),
+        energy_unit="kcal/mol",
+        dtype=torch.float64,
+    )
+    atoms = molecule("CH3OH")
+    atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=(6, 3))
+    atoms.calc = calc
+    hessian = calc.get_hessian(atoms)
+    assert hessian.shape == (18, 18)
+    np.testing.assert_allclose(hessian, hessian.T, atol=1e-10)
+    reference = finite_difference(calc, atoms)
+    assert np.abs(hessian - reference).max() < 1e-5 * np.abs(reference).max()
+    # kcal/mol model units became eV: forces and Hessian consistently
+    assert np.isclose(calc.energy_conversion, 0.0433641, rtol=1e-4)
+    vib = VibrationsData.from_2d(atoms, hessian)
+    assert len(vib.get_frequencies()) == 18
+
+
+def test_enable_full_hessian_needs_a_derivative_module():
+    model = make_potential("schnet", [])
+    with pytest.raises(ValueError, match="neither"):
+        enable_full_hessian(model)
+
+
+def test_forces_alone_do_not_pay_for_the_hessian(model_file):
+    calc = HessianCalculator(
+        str(model_file), trn.MatScipyNeighborList(cutoff=5.0), dtype=torch.float64
+    )
+    atoms = molecule("H2O")
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert calc.model_results["hessian"].shape[0] == 0  # not computed
+    hessian = calc.get_hessian(atoms)
+    assert hessian.shape == (9, 9)
+    np.testing.assert_allclose(atoms.get_forces(), forces, rtol=0, atol=1e-12)

@@ -3,10 +3,13 @@ normal-mode samples with energies, forces and Hessians (pyscf or tblite + Sella)
 
 Typical use::
 
-    from schnetpack_hessian.generate import GenerationConfig, load_reactions, generate
-    reactions = load_reactions("reactions.yaml")
-    outcomes = generate(reactions, GenerationConfig(), "work/")
-    assemble(["work/"], "set.h5", metadata=dataset_metadata(GenerationConfig(), outcomes))
+    from schnetpack_hessian.generate import (
+        GenerationConfig, assemble, dataset_metadata, generate, load_reactions,
+    )
+
+    config = GenerationConfig()  # ωB97X/6-31G(d) with pyscf
+    outcomes = generate(load_reactions("reactions.yaml"), config, "work/")
+    assemble(["work/"], "set.h5", metadata=dataset_metadata(config, outcomes))
 
 See ``docs/GENERATE.md`` for the workflow script, sharding and job arrays.
 """

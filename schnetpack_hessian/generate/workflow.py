@@ -485,11 +485,12 @@ def iter_structures(
     for w in workdirs:
         for f in Path(w).glob("r[0-9]*/done.json"):
             rid = int(read_json(f)["reaction"])
-            if rid in done and done[rid] != f.parent:
+            rdir = f.parent.resolve()  # the same directory linked into two work dirs
+            if rid in done and done[rid] != rdir:
                 raise ValueError(
-                    f"reaction {rid} is finished in both {done[rid]} and {f.parent}"
+                    f"reaction {rid} is finished in both {done[rid]} and {rdir}"
                 )
-            done[rid] = f.parent
+            done[rid] = rdir
     wanted = sorted(done) if reactions is None else sorted(set(reactions))
     for rid in wanted:
         if rid not in done:

@@ -130,8 +130,11 @@ def test_shards_merge_into_the_single_run(xtb_run, script, tmp_path):
     assert merge(shard_files[::-1], merged) == len(list(data.iread(full)))
     assert_same_dataset(full, merged)
     assert set(data.file_metadata(merged)["reactions"]) == {"3", "7"}
+    linked = tmp_path / "linked"  # a reaction directory linked into a second work dir
+    linked.mkdir()
+    (linked / "r0003").symlink_to(work / "r0003")
     assembled = tmp_path / "assembled.h5"
-    script.run("assemble", work, "--out", assembled)
+    script.run("assemble", work, linked, "--out", assembled)
     assert_same_dataset(full, assembled)
     assert data.file_metadata(assembled)["generation"]["n_irc"] == 4
 

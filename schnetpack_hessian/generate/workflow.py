@@ -34,6 +34,10 @@ import numpy as np
 from ase import Atoms
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.generate.atomrefs import (
+    atom_reference_energies,
+    atomrefs_table,
+)
 from schnetpack_hessian.generate.calculators import (
     Engine,
     MethodSpec,
@@ -513,14 +517,21 @@ def _package_version(name: str = "schnetpack-hessian") -> str:
 
 
 def dataset_metadata(
-    config: GenerationConfig, outcomes: Sequence[ReactionOutcome]
+    config: GenerationConfig,
+    outcomes: Sequence[ReactionOutcome],
+    elements: Sequence[int] = (1, 6, 7, 8),
 ) -> Dict[str, object]:
     """Metadata of a generated data set: level of theory, program versions, units,
-    settings and the reactions (names, status, counts)."""
+    settings, the reactions (names, status, counts) and SchNetPack ``atomrefs``:
+    free-atom energies of ``elements`` (eV) at the same level of theory."""
     import ase
 
     engine = make_engine(config.method)
+    references = atom_reference_energies(config.method, elements)
     meta: Dict[str, object] = {
+        "atomrefs": {"energy": atomrefs_table(references)},
+        "atomrefs_definition": "energy of the free atom in its ground-state spin "
+        "multiplicity (unrestricted), same method and basis, eV",
         "source": "schnetpack_hessian.generate (optimisation, Sella TS search and "
         "IRC, ANI-style normal-mode sampling)",
         "level_of_theory": engine.metadata(),

@@ -225,7 +225,18 @@ def _sync(device: str) -> None:
 
 
 def _rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB."""
+    """Peak resident set size of this process so far, MiB.
+
+    Reads ``VmHWM`` (reset by ``exec``, so a fresh worker process does not inherit its
+    parent's peak, unlike ``ru_maxrss``); falls back to ``ru_maxrss`` elsewhere.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -55,14 +55,6 @@ def test_every_reaction_is_complete(shipped):
         assert len({len(a) for a in group}) == 1 and len(group[0]) <= 10
 
 
-PARTIAL = pytest.mark.xfail(
-    reason="the shipped file holds the reactions finished by the commit deadline; "
-    "see the data card (the generation run continues and is resumable)",
-    strict=False,
-)
-
-
-@PARTIAL
 def test_issue_minimum_counts(shipped):
     """Issue 5 asks for >= 10 reactions and >= 100 IRC and NMS geometries."""
     _, structures, _ = shipped

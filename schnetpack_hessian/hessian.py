@@ -54,11 +54,16 @@ def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(n_atoms, 0) - n_atoms
 
 
-def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
-    """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
-    idx_m = torch.repeat_interleave(
+def molecule_index(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Molecule of every atom of a packed batch, shape ``(ΣN,)`` (SchNetPack's idx_m)."""
+    return torch.repeat_interleave(
         torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
     )
+
+
+def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
+    idx_m = molecule_index(n_atoms)
     return (
         torch.arange(int(n_atoms.sum()), device=n_atoms.device)
         - atom_offsets(n_atoms)[idx_m]

@@ -42,7 +42,7 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import properties
-from schnetpack_hessian.hessian import atom_offsets, block_index
+from schnetpack_hessian.hessian import atom_offsets, block_index, molecule_index
 
 __all__ = [
     "HessianOutput",
@@ -93,9 +93,7 @@ def _is_row_probe(probes: torch.Tensor, n_atoms: torch.Tensor) -> bool:
     """True when every probe is one-hot within every molecule (the ``rows`` scheme)."""
     if not bool(((probes == 0) | (probes == 1)).all()):
         return False
-    idx_m = torch.repeat_interleave(
-        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
-    )
+    idx_m = molecule_index(n_atoms)
     per_mol = probes.new_zeros((probes.shape[0], len(n_atoms)))
     per_mol.index_add_(1, idx_m, probes.sum(-1))
     return bool((per_mol == 1).all())
@@ -160,7 +158,7 @@ def hessian_errors(
     ref_hvp = hvp.new_zeros(hvp.shape).index_add(
         1, atom_i, torch.einsum("bcd,kbd->kbc", clean_target, probes[:, j_global])
     )
-    idx_m = torch.repeat_interleave(torch.arange(n_mol, device=n_atoms.device), n_atoms)
+    idx_m = molecule_index(n_atoms)
     residual = torch.where(
         valid[idx_m][None, :, None], hvp - ref_hvp, torch.zeros_like(hvp)
     )

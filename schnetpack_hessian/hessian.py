@@ -6,13 +6,18 @@ model); :class:`Hessian` is the thin SchNetPack output module on top of them.
 Molecules in a packed batch are independent, so one backward pass seeded with
 "Cartesian row :math:`r` of every molecule" yields row :math:`r` of every molecule's
 Hessian at once.  A full batch Hessian therefore needs :math:`3\max_m N_m` seeded passes,
-not :math:`\sum_m 3N_m`; the passes run vectorised (``is_grads_batched``) in chunks.
+not :math:`\sum_m 3N_m`, and only :math:`\max_m (3N_m - 6)` when the energy is invariant
+under rigid motions (the six rigid directions follow from the gradient,
+:mod:`schnetpack_hessian.rigid`); the passes run in chunks, vectorised
+(``is_grads_batched``) on GPUs.
 
 Layout: the full Hessian is written in SchNetPack's block layout ``(ΣN², 3, 3)``, the
 layout of :class:`schnetpack.atomistic.Response`: block ``off_m + i·N_m + j`` is
 d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 """
 
+import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -21,6 +26,7 @@ import torch.nn as nn
 import schnetpack.properties as spk_properties
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.rigid import RigidBasis, rigid_basis, rigid_products
 
 __all__ = [
     "Hessian",
@@ -30,14 +36,18 @@ __all__ = [
     "row_seeds",
     "sample_probes",
     "hessian_rows",
+    "seeded_products",
     "full_hessian",
-    "rows_to_blocks",
-    "blocks_to_rows",
+    "products_to_blocks",
+    "invariance_error",
+    "INVARIANCES",
 ]
 
 #: Probe distributions accepted by :func:`sample_probes`.
 PROBES = ("gaussian", "rademacher", "rows")
 MODES = ("full", "hvp")
+#: Symmetries the full Hessian may use (see :mod:`schnetpack_hessian.rigid`).
+INVARIANCES = ("auto", "rigid", "translation", "none")
 
 
 class HessianError(RuntimeError):
@@ -218,9 +228,9 @@ def hessian_rows(
         vectorize: use ``is_grads_batched``; False loops over seeds (a fallback for
             operations without batching rules).
     """
-    if not gradient.requires_grad:
-        return torch.zeros_like(seeds)
     k = seeds.shape[0]
+    if k == 0 or not gradient.requires_grad:
+        return torch.zeros_like(seeds)
     step = k if chunk_size is None else max(1, int(chunk_size))
     out: List[torch.Tensor] = []
     for start in range(0, k, step):
@@ -253,44 +263,26 @@ def hessian_rows(
     return out[0] if len(out) == 1 else torch.cat(out, 0)
 
 
-def rows_to_blocks(rows: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
-    """Batched Hessian rows ``(3·max N, ΣN, 3)`` → block layout ``(ΣN², 3, 3)``.
-
-    ``rows[3i + c, off_m + j, d]`` is d²E/dR_ic dR_jd of molecule ``m``.
-    """
-    n_max = rows.shape[0] // 3
-    rows4 = rows.reshape(n_max, 3, rows.shape[1], 3)
-    _, i_local, j_global = block_index(n_atoms)
-    return rows4[i_local, :, j_global, :]
-
-
-def blocks_to_rows(blocks: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rows_to_blocks`: ``(ΣN², 3, 3)`` → ``(3·max N, ΣN, 3)``."""
-    n_max = int(n_atoms.max())
-    _, i_local, j_global = block_index(n_atoms)
-    rows4 = blocks.new_zeros((n_max, 3, int(n_atoms.sum()), 3))
-    rows4[i_local, :, j_global, :] = blocks
-    return rows4.reshape(3 * n_max, -1, 3)
-
-
-def full_hessian(
-    gradient: torch.Tensor,
-    positions: torch.Tensor,
-    n_atoms: torch.Tensor,
-    create_graph: bool,
-    chunk_size: Optional[int] = None,
-    vectorize: bool = True,
+def products_to_blocks(
+    products: torch.Tensor, directions: torch.Tensor, n_atoms: torch.Tensor
 ) -> torch.Tensor:
-    """Exact Hessians of all molecules of a packed batch in block layout ``(ΣN², 3, 3)``.
+    """Hessians from their products with a basis, in block layout ``(ΣN², 3, 3)``.
 
-    Uses ``3·max(N)`` seeded reverse passes through the graph of ``gradient``.
+    For every molecule, ``directions`` restricted to its atoms must hold an orthonormal
+    basis of its ``3N`` coordinates (padded with zero vectors) and ``products`` the
+    Hessian times each of them; then :math:`H = \sum_s (H v_s) v_s^\top`.  With the
+    one-hot :func:`row_seeds` as directions this just places the computed rows.
+
+    Args:
+        products: ``H v_s``, ``(S, ΣN, 3)``.
+        directions: ``v_s``, ``(S, ΣN, 3)``.
+        n_atoms: atoms per molecule ``(B,)``.
     """
-    n_rows = 3 * int(n_atoms.max())
-    seeds = row_seeds(
-        n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype
+    block_m, i_local, j_global = block_index(n_atoms)
+    i_global = atom_offsets(n_atoms)[block_m] + i_local
+    return torch.einsum(
+        "sna,snb->nab", products[:, i_global], directions[:, j_global]
     )
-    rows = hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
-    return rows_to_blocks(rows, n_atoms)
 
 
 def _graph_leaves(
@@ -313,42 +305,38 @@ def _graph_leaves(
     return list(leaves.values())
 
 
-class _MemoryBoundedHessian(torch.autograd.Function):
-    """Full Hessian whose backward re-derives the rows chunk by chunk.
+class _MemoryBoundedRows(torch.autograd.Function):
+    """Hessian-vector products whose backward re-derives them chunk by chunk.
 
-    Forward computes the Hessian without building a second-order graph.  Backward
-    receives W = dL/dH and back-propagates Σ_s ⟨W_s, H e_s⟩ one chunk of seeds at a
-    time, so only one chunk's second-order graph is alive at once: peak memory no
-    longer grows with the number of rows.  Gradients reach the parameters (the graph's
-    leaves, passed as inputs) through the normal autograd engine, so optimisers, DDP and
-    gradient hooks see ordinary gradients.
+    Forward computes ``H v_s`` for all seeds without building a second-order graph.
+    Backward receives ``W_s = dL/d(H v_s)`` and back-propagates ``Σ_s ⟨W_s, H v_s⟩`` one
+    chunk of seeds at a time, so only one chunk's second-order graph is alive at once:
+    peak memory no longer grows with the number of seeds.  Gradients reach the
+    parameters (the graph's leaves, passed as inputs) through the normal autograd
+    engine, so optimisers, DDP and gradient hooks see ordinary gradients.
     """
 
     @staticmethod
-    def forward(ctx, n_atoms, chunk_size, vectorize, gradient, positions, *leaves):
-        ctx.save_for_backward(gradient, positions, n_atoms, *leaves)
+    def forward(ctx, chunk_size, vectorize, seeds, gradient, positions, *leaves):
+        ctx.save_for_backward(seeds, gradient, positions, *leaves)
         ctx.chunk_size = chunk_size
         ctx.vectorize = vectorize
-        return full_hessian(gradient, positions, n_atoms, False, chunk_size, vectorize)
+        return hessian_rows(gradient, positions, seeds, False, chunk_size, vectorize)
 
     @staticmethod
-    def backward(ctx, grad_blocks):
-        gradient, positions, n_atoms, *leaves = ctx.saved_tensors
-        weights = blocks_to_rows(grad_blocks, n_atoms)
-        n_rows = weights.shape[0]
-        step = n_rows if ctx.chunk_size is None else max(1, int(ctx.chunk_size))
+    def backward(ctx, grad_rows):
+        seeds, gradient, positions, *leaves = ctx.saved_tensors
+        n_seeds = seeds.shape[0]
+        step = n_seeds if ctx.chunk_size is None else max(1, int(ctx.chunk_size))
         inputs = [positions] + list(leaves)
         totals: List[Optional[torch.Tensor]] = [None] * len(inputs)
         with torch.enable_grad():
-            for start in range(0, n_rows, step):
-                rows_idx = torch.arange(
-                    start, min(start + step, n_rows), device=positions.device
-                )
-                seeds = row_seeds(n_atoms, rows_idx, positions.dtype)
+            for start in range(0, n_seeds, step):
+                chunk = slice(start, start + step)
                 rows = hessian_rows(
-                    gradient, positions, seeds, True, None, ctx.vectorize
+                    gradient, positions, seeds[chunk], True, None, ctx.vectorize
                 )
-                phi = (rows * weights[start : start + step]).sum()
+                phi = (rows * grad_rows[chunk]).sum()
                 if not phi.requires_grad:
                     continue
                 grads = torch.autograd.grad(
@@ -358,6 +346,91 @@ class _MemoryBoundedHessian(torch.autograd.Function):
                     if g is not None:
                         totals[n] = g if totals[n] is None else totals[n] + g
         return (None, None, None, None, *totals)
+
+
+def seeded_products(
+    gradient: torch.Tensor,
+    positions: torch.Tensor,
+    seeds: torch.Tensor,
+    create_graph: bool,
+    chunk_size: Optional[int] = None,
+    vectorize: bool = True,
+    memory_efficient: bool = False,
+) -> torch.Tensor:
+    """:func:`hessian_rows`, optionally with the memory-bounded backward.
+
+    With ``create_graph`` and ``memory_efficient`` the products carry a graph whose
+    backward recomputes them chunk by chunk (see :class:`_MemoryBoundedRows`) instead
+    of keeping every seed's second-order graph until the loss backward.
+    """
+    if seeds.shape[0] == 0 or not gradient.requires_grad:
+        return torch.zeros_like(seeds)
+    if create_graph and memory_efficient:
+        leaves = _graph_leaves(gradient, exclude=[positions])
+        return _MemoryBoundedRows.apply(
+            chunk_size, vectorize, seeds, gradient, positions, *leaves
+        )
+    return hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
+
+
+def full_hessian(
+    gradient: torch.Tensor,
+    positions: torch.Tensor,
+    n_atoms: torch.Tensor,
+    create_graph: bool,
+    chunk_size: Optional[int] = None,
+    vectorize: bool = True,
+    memory_efficient: bool = False,
+    basis: Optional[RigidBasis] = None,
+) -> torch.Tensor:
+    """Exact Hessians of all molecules of a packed batch in block layout ``(ΣN², 3, 3)``.
+
+    Without ``basis``: ``3·max(N)`` seeded passes, one per Cartesian row shared by all
+    molecules.  With a :class:`~schnetpack_hessian.rigid.RigidBasis` (energies
+    invariant under rigid motions): passes only along its complement, ``max(3N - 6)``,
+    and the rigid columns from the gradient (:func:`~schnetpack_hessian.rigid.rigid_products`).
+    """
+    if basis is None:
+        n_rows = 3 * int(n_atoms.max())
+        directions = row_seeds(
+            n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype
+        )
+        products = seeded_products(
+            gradient, positions, directions, create_graph, chunk_size, vectorize,
+            memory_efficient,
+        )  # fmt: skip
+    else:
+        passes = seeded_products(
+            gradient, positions, basis.complement, create_graph, chunk_size,
+            vectorize, memory_efficient,
+        )  # fmt: skip
+        rigid = rigid_products(gradient if create_graph else gradient.detach(), basis)
+        products = torch.cat([passes, rigid])
+        directions = torch.cat([basis.complement, basis.rigid])
+    return products_to_blocks(products, directions, n_atoms)
+
+
+def invariance_error(
+    gradient: torch.Tensor,
+    positions: torch.Tensor,
+    basis: RigidBasis,
+    hessian: torch.Tensor,
+    vectorize: bool = True,
+) -> float:
+    """How far an energy is from the rigid-motion relations of ``basis``.
+
+    One seeded pass along the sum of each molecule's rigid directions, compared with
+    what :func:`~schnetpack_hessian.rigid.rigid_products` predicts from the gradient;
+    returns the largest deviation relative to the largest Hessian element (rounding
+    level for invariant models, O(1) for e.g. an external field).
+    """
+    probe = basis.rigid.sum(0, keepdim=True)
+    measured = hessian_rows(
+        gradient, positions, probe, False, None, vectorize
+    )
+    predicted = rigid_products(gradient.detach(), basis).sum(0, keepdim=True)
+    scale = hessian.detach().abs().max().clamp_min(torch.finfo(hessian.dtype).tiny)
+    return float((measured - predicted).abs().max() / scale)
 
 
 # --------------------------------------------------------------------------------------
@@ -374,7 +447,9 @@ class Hessian(nn.Module):
 
     Modes:
         * ``"full"``: writes ``hessian`` ``(ΣN², 3, 3)`` (energy unit / length unit²) in
-          SchNetPack's block layout, from ``3·max(N)`` vectorised seeded passes.
+          SchNetPack's block layout, from ``max(3N - 6)`` seeded passes plus the six
+          rigid-motion columns known from the forces (``3·max(N)`` passes with
+          ``invariance="none"``).
         * ``"hvp"``: writes ``hessian_hvp`` ``(k, ΣN, 3)`` = :math:`H v` for ``k =
           n_probes`` probes per molecule and the probes themselves in
           ``hessian_probes`` ``(k, ΣN, 3)``; probes are redrawn at every call.
@@ -409,6 +484,15 @@ class Hessian(nn.Module):
             energy/forces only and computes Hessians only for evaluation (E and E+F
             baselines that still report Hessian errors); the Hessian keys then hold
             empty placeholders during training.
+        invariance: symmetry of the energy the full Hessian may use: ``"rigid"``
+            (translations and rotations: passes only along the ``3N - 6`` internal
+            directions), ``"translation"`` (``3N - 3``; periodic cells),
+            ``"none"`` (all ``3N`` rows) or ``"auto"`` (the default: rigid for
+            molecules, translation when the batch has periodic boundary conditions;
+            the relations are checked once per module with one extra pass, and a
+            model that breaks them, e.g. with an external field, falls back to
+            ``"none"`` with a warning).  Any SchNetPack model of molecules without
+            fields is rigid-motion invariant.
         seed: seed of the probe generator (None: torch's global generator).
         vectorize: vectorise the seeded passes with ``is_grads_batched``; None (the
             default) vectorises on GPUs and loops on CPUs, where vmap's larger
@@ -432,6 +516,7 @@ class Hessian(nn.Module):
         in_training: bool = True,
         seed: Optional[int] = None,
         vectorize: Optional[bool] = None,
+        invariance: str = "auto",
     ):
         super().__init__()
         if mode not in MODES:
@@ -440,6 +525,10 @@ class Hessian(nn.Module):
             raise ValueError(f"Hessian: probe must be one of {PROBES}, got {probe!r}")
         if n_probes < 1:
             raise ValueError(f"Hessian: n_probes must be >= 1, got {n_probes}")
+        if invariance not in INVARIANCES:
+            raise ValueError(
+                f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"
+            )
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(
                 f"Hessian: chunk_size must be None or >= 1, got {chunk_size}"
@@ -459,6 +548,9 @@ class Hessian(nn.Module):
         self.in_training = in_training
         self.seed = seed
         self.vectorize = vectorize
+        self.invariance = invariance
+        #: outcome of the one-time check of each symmetry in "auto" mode
+        self._invariance_holds: Dict[str, bool] = {}
         self._generator: Optional[torch.Generator] = None
         #: set False to compute forces only (Hessian keys get empty placeholders),
         #: e.g. for the force calls of an optimiser driven by an ASE calculator
@@ -514,6 +606,58 @@ class Hessian(nn.Module):
             inputs[self.probes_key] = empty
         return inputs
 
+    def _symmetry(self, inputs: Dict[str, torch.Tensor]) -> str:
+        """The symmetry to use for this batch: ``rigid``, ``translation`` or ``none``."""
+        if self.invariance != "auto":
+            return self.invariance
+        pbc = inputs.get(spk_properties.pbc)
+        periodic = pbc is not None and bool(pbc.any())
+        symmetry = "translation" if periodic else "rigid"
+        return symmetry if self._invariance_holds.get(symmetry, True) else "none"
+
+    def _full_hessian(
+        self,
+        inputs: Dict[str, torch.Tensor],
+        gradient: torch.Tensor,
+        training: bool,
+        vectorize: bool,
+    ) -> torch.Tensor:
+        """The full Hessian ``(ΣN², 3, 3)``, using the energy's symmetry."""
+        positions = inputs[spk_properties.R]
+        n_atoms = inputs[spk_properties.n_atoms]
+        symmetry = self._symmetry(inputs)
+        basis = (
+            None
+            if symmetry == "none"
+            else rigid_basis(positions, n_atoms, rotations=symmetry == "rigid")
+        )
+
+        def compute(basis: Optional[RigidBasis]) -> torch.Tensor:
+            return full_hessian(
+                gradient, positions, n_atoms, training, self.chunk_size, vectorize,
+                training and self.memory_efficient, basis,
+            )  # fmt: skip
+
+        hessian = compute(basis)
+        if (
+            basis is not None
+            and self.invariance == "auto"
+            and symmetry not in self._invariance_holds
+        ):
+            error = invariance_error(gradient, positions, basis, hessian, vectorize)
+            tolerance = 10.0 * math.sqrt(torch.finfo(positions.dtype).eps)
+            self._invariance_holds[symmetry] = error <= tolerance
+            if error > tolerance:
+                warnings.warn(
+                    f"Hessian: the energy is not invariant under {symmetry} motions "
+                    f"(relative deviation {error:.1e} > {tolerance:.1e}), e.g. an "
+                    "external field or a position-dependent term; computing all 3N "
+                    "rows from now on (set invariance='none' to skip this check)",
+                    stacklevel=2,
+                )
+                hessian = compute(None)
+        return hessian
+
     def _vectorize(self, device: torch.device) -> bool:
         return device.type != "cpu" if self.vectorize is None else self.vectorize
 
@@ -534,15 +678,7 @@ class Hessian(nn.Module):
             return self._placeholders(inputs, positions)
 
         if self.mode == "full" or (self.full_in_eval and not training):
-            if training and self.memory_efficient:
-                leaves = _graph_leaves(gradient, exclude=[positions])
-                hessian = _MemoryBoundedHessian.apply(
-                    n_atoms, self.chunk_size, vectorize, gradient, positions, *leaves
-                )
-            else:
-                hessian = full_hessian(
-                    gradient, positions, n_atoms, training, self.chunk_size, vectorize
-                )
+            hessian = self._full_hessian(inputs, gradient, training, vectorize)
             inputs[self.hessian_key] = hessian if training else hessian.detach()
         elif self.full_in_eval:
             # listed in model_outputs for evaluation; zero blocks mean "not computed"

@@ -1,0 +1,184 @@
+"""Rigid-motion invariance: fewer seeded passes, the same Hessian."""
+
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+import schnetpack as spk
+import schnetpack.properties as P
+
+from schnetpack_hessian import Hessian, properties
+from schnetpack_hessian.hessian import energy_gradient, full_hessian, hessian_rows
+from schnetpack_hessian.rigid import rigid_basis, rigid_products
+from schnetpack_hessian.testing import (
+    build_batch,
+    clone_batch,
+    finite_difference_hessian,
+    make_potential,
+)
+
+
+class HarmonicWell(torch.nn.Module):
+    """Adds k·Σ|r_i|² to each molecule's energy: an external, non-invariant term."""
+
+    def __init__(self, k: float = 0.3):
+        super().__init__()
+        self.k = k
+
+    def forward(self, inputs):
+        r2 = (inputs[P.R] ** 2).sum(-1)
+        well = torch.zeros_like(inputs["energy"]).index_add(0, inputs[P.idx_m], r2)
+        inputs["energy"] = inputs["energy"] + self.k * well
+        return inputs
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """A rattled nonlinear, an exactly linear, a diatomic and a one-atom molecule."""
+    atoms = [molecule("CH3OH"), molecule("CO2"), molecule("CO"), Atoms("Ar")]
+    atoms[0].rattle(0.02, seed=3)
+    atoms[2].positions[1] += 0.05  # a stretched bond
+    return atoms
+
+
+def energy_and_gradient(model, batch):
+    """Run ``model``'s energy part on ``batch``; the inputs and dE/dR with graph."""
+    inputs = clone_batch(batch)
+    inputs[P.R].requires_grad_()
+    for module in model.input_modules:
+        inputs = module(inputs)
+    inputs = model.output_modules[0](model.representation(inputs))
+    return inputs, energy_gradient(inputs["energy"], inputs[P.R])
+
+
+def test_basis_is_orthonormal_and_spans_the_rigid_motions(shapes):
+    batch = build_batch(shapes)
+    n_atoms = batch[P.n_atoms]
+    basis = rigid_basis(batch[P.R], n_atoms)
+    # per molecule: rigid rank 6 (nonlinear), 5 (linear, diatomic), 3 (one atom)
+    offsets = torch.cumsum(n_atoms, 0) - n_atoms
+    for m, (n, rank) in enumerate(zip(n_atoms.tolist(), [6, 5, 5, 3])):
+        atoms = slice(int(offsets[m]), int(offsets[m]) + n)
+        rigid = basis.rigid[:, atoms].reshape(basis.rigid.shape[0], -1)
+        comp = basis.complement[:, atoms].reshape(basis.complement.shape[0], -1)
+        rigid = rigid[rigid.norm(dim=1) > 0]
+        comp = comp[comp.norm(dim=1) > 0]
+        assert rigid.shape[0] == rank and comp.shape[0] == 3 * n - rank
+        full = torch.cat([rigid, comp])
+        torch.testing.assert_close(
+            full @ full.T, torch.eye(3 * n, dtype=full.dtype), atol=1e-12, rtol=0
+        )
+        # a translation lies in the rigid span
+        shift = torch.tensor([0.3, -0.2, 0.9], dtype=full.dtype).repeat(n)
+        torch.testing.assert_close(rigid.T @ (rigid @ shift), shift, atol=1e-12, rtol=0)
+    assert basis.complement.shape[0] == 3 * 6 - 6
+
+
+@pytest.mark.parametrize("rep", ["schnet", "painn"])
+def test_rigid_products_equal_hessian_times_rigid_directions(rep, batch):
+    model = make_potential(rep, [Hessian(mode="full", invariance="none")]).eval()
+    hessian = model(clone_batch(batch))[properties.hessian]
+    inputs, gradient = energy_and_gradient(model, batch)
+    basis = rigid_basis(inputs[P.R], inputs[P.n_atoms])
+    products = rigid_products(gradient, basis)
+    direct = hessian_rows(gradient, inputs[P.R], basis.rigid, False)
+    scale = hessian.abs().max()
+    assert (products - direct).abs().max() < 1e-12 * scale
+
+
+@pytest.mark.parametrize("rep", ["schnet", "painn"])
+@pytest.mark.parametrize("invariance", ["rigid", "translation", "auto"])
+def test_every_symmetry_gives_the_hessian_of_all_rows(rep, invariance, shapes, batch):
+    for inputs in (build_batch(shapes), batch):
+        reference = make_potential(rep, [Hessian(mode="full", invariance="none")])
+        model = make_potential(rep, [Hessian(mode="full", invariance=invariance)])
+        h_ref = reference.eval()(clone_batch(inputs))[properties.hessian]
+        h = model.eval()(clone_batch(inputs))[properties.hessian]
+        torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("efficient", [True, False])
+def test_rigid_columns_train_through_the_forces(efficient, batch):
+    """Parameter gradients of a Hessian loss do not depend on the symmetry used."""
+    target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
+    grads = []
+    for invariance in ("rigid", "none"):
+        model = make_potential(
+            "painn",
+            [
+                Hessian(
+                    mode="full",
+                    chunk_size=4,
+                    memory_efficient=efficient,
+                    invariance=invariance,
+                )
+            ],
+        ).train()
+        out = model(clone_batch(batch))
+        ((out[properties.hessian] - target) ** 2).sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        torch.testing.assert_close(g, grads[1][name], rtol=1e-9, atol=1e-12)
+
+
+def test_non_invariant_energy_falls_back_to_all_rows_with_a_warning(batch):
+    model = make_potential("schnet", [HarmonicWell(), Hessian(mode="full")]).eval()
+    with pytest.warns(UserWarning, match="not invariant under rigid"):
+        hessian = model(clone_batch(batch))[properties.hessian]
+    reference = finite_difference_hessian(
+        make_potential("schnet", [HarmonicWell(), spk.atomistic.Forces()]).eval(),
+        batch,
+        step=1e-4,
+    )
+    assert (hessian - reference).norm() / reference.norm() < 1e-6
+    # decided once: the next call neither warns nor uses the symmetry
+    assert model.output_modules[-1]._invariance_holds == {"rigid": False}
+    again = model(clone_batch(batch))[properties.hessian]
+    torch.testing.assert_close(again, hessian, rtol=0, atol=0)
+
+
+def test_explicit_rigid_symmetry_is_trusted(batch):
+    """invariance='rigid' skips the check: wrong for a model that breaks it."""
+    trusted = make_potential("schnet", [HarmonicWell(), Hessian(invariance="rigid")])
+    checked = make_potential("schnet", [HarmonicWell(), Hessian(invariance="none")])
+    h_trusted = trusted.eval()(clone_batch(batch))[properties.hessian]
+    h_checked = checked.eval()(clone_batch(batch))[properties.hessian]
+    assert (h_trusted - h_checked).abs().max() > 1e-3
+
+
+def test_periodic_batches_use_translations_only(molecules):
+    boxed = [a.copy() for a in molecules]
+    for a in boxed:
+        a.set_cell([14.0, 14.0, 14.0])
+        a.center()
+        a.pbc = True
+    batch = build_batch(boxed)
+    module = Hessian(mode="full")
+    assert module._symmetry(batch) == "translation"
+    assert module._symmetry(build_batch(molecules)) == "rigid"
+    model = make_potential("painn", [module]).eval()
+    reference = make_potential("painn", [Hessian(mode="full", invariance="none")])
+    torch.testing.assert_close(
+        model(clone_batch(batch))[properties.hessian],
+        reference.eval()(clone_batch(batch))[properties.hessian],
+        rtol=0,
+        atol=1e-12,
+    )
+    assert module._invariance_holds == {"translation": True}
+
+
+def test_full_hessian_function_with_and_without_basis(batch):
+    inputs, gradient = energy_and_gradient(make_potential("schnet", []), batch)
+    positions, n_atoms = inputs[P.R], inputs[P.n_atoms]
+    plain = full_hessian(gradient, positions, n_atoms, False)
+    basis = rigid_basis(positions, n_atoms)
+    reduced = full_hessian(gradient, positions, n_atoms, False, basis=basis)
+    torch.testing.assert_close(reduced, plain, rtol=0, atol=1e-12)
+    assert basis.complement.shape[0] == 3 * int(n_atoms.max()) - 6
+
+
+def test_unknown_invariance_is_rejected():
+    with pytest.raises(ValueError, match="invariance"):
+        Hessian(invariance="parity")

@@ -9,9 +9,11 @@ another's.  Configurations:
 * ``ef``: energy + forces (``spk.atomistic.Forces``), the baseline;
 * ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
 * ``rows{k}``: + HVP loss with ``k`` random Hessian rows (HORM);
-* ``full`` / ``full_c{n}``: + full-Hessian loss, memory-efficient backward in chunks
-  of 4 (the default) or ``n`` rows (``full_call``: all rows at once; ``full_retain``:
-  every row's graph kept until the loss backward, the straightforward way);
+* ``full`` / ``full_c{n}``: + full-Hessian loss with the module's defaults (rigid-motion
+  symmetry, graphs kept up to 256 MiB, the rest recomputed in chunks of 4) or chunks
+  of ``n`` (``full_call``: all at once; ``full_retain``: every graph kept until the
+  loss backward; ``full_recompute``: none kept; ``full_allrows``: all ``3N`` rows
+  seeded, no symmetry);
 * ``response``: SchNetPack's ``Response(["forces", "hessian"])`` with the same loss.
 """
 
@@ -66,7 +68,9 @@ class BenchConfig:
         n_probes: probes for ``hvp``/``rows``.
         chunk_size: seeds per pass and per backward step for ``full`` (the module's
             default 4; None: all at once).
-        memory_efficient: chunked backward for ``full``.
+        memory_efficient: memory-bounded backward for ``full``.
+        retain_mb: graph memory kept from the forward pass (``Hessian.retain_mb``).
+        invariance: symmetry used by ``full`` (``Hessian.invariance``).
         features, interactions, cutoff: model size (Å).
         dtype: ``float32`` or ``float64``.
         device: ``cpu`` or ``cuda``.
@@ -80,6 +84,8 @@ class BenchConfig:
     n_probes: int = 1
     chunk_size: Optional[int] = 4
     memory_efficient: bool = True
+    retain_mb: Optional[float] = 256.0
+    invariance: str = "auto"
     features: int = 128
     interactions: int = 3
     cutoff: float = 5.0
@@ -171,6 +177,8 @@ def build_model(cfg: BenchConfig) -> spk.model.NeuralNetworkPotential:
                 mode="full",
                 chunk_size=cfg.chunk_size,
                 memory_efficient=cfg.memory_efficient,
+                retain_mb=cfg.retain_mb,
+                invariance=cfg.invariance,
             )
         )
     elif cfg.kind in ("hvp", "rows"):
@@ -383,6 +391,8 @@ def run_suite(
                 chunk_size=None,
                 label="full_retain",
             ),
+            dict(kind="full", retain_mb=0.0, label="full_recompute"),
+            dict(kind="full", invariance="none", label="full_allrows"),
         ]
     # the headline batch with every configuration, then (full run) how cost grows with
     # molecule size and batch size for E+F, HVP and full Hessians

@@ -348,6 +348,28 @@ class _MemoryBoundedRows(torch.autograd.Function):
         return (None, None, None, None, *totals)
 
 
+class _SavedBytes:
+    """Counts the bytes of the distinct storages autograd saves inside the context.
+
+    An upper bound of the memory a graph holds: storages that already existed (the
+    first-order graph's) are counted once, the first time a graph refers to them.
+    """
+
+    def __init__(self):
+        self.nbytes = 0
+        self._seen: set = set()
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self._seen:
+            self._seen.add(storage.data_ptr())
+            self.nbytes += storage.nbytes()
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+
 def seeded_products(
     gradient: torch.Tensor,
     positions: torch.Tensor,
@@ -355,22 +377,43 @@ def seeded_products(
     create_graph: bool,
     chunk_size: Optional[int] = None,
     vectorize: bool = True,
-    memory_efficient: bool = False,
+    retain_bytes: Optional[int] = None,
 ) -> torch.Tensor:
-    """:func:`hessian_rows`, optionally with the memory-bounded backward.
+    """:func:`hessian_rows` for training, with a bound on the memory of their graphs.
 
-    With ``create_graph`` and ``memory_efficient`` the products carry a graph whose
-    backward recomputes them chunk by chunk (see :class:`_MemoryBoundedRows`) instead
-    of keeping every seed's second-order graph until the loss backward.
+    With ``create_graph`` the second-order graphs of the first chunks of seeds are kept
+    for the loss backward while their saved tensors stay within ``retain_bytes``; the
+    products of the remaining seeds carry a memory-bounded graph whose backward
+    recomputes them chunk by chunk (:class:`_MemoryBoundedRows`).  ``None`` keeps every
+    graph (fastest, memory grows with the number of seeds); 0 recomputes them all.
+
+    Returns:
+        ``H v`` for every seed, ``(k, ΣN, 3)``.
     """
-    if seeds.shape[0] == 0 or not gradient.requires_grad:
+    k = seeds.shape[0]
+    if k == 0 or not gradient.requires_grad:
         return torch.zeros_like(seeds)
-    if create_graph and memory_efficient:
+    if not create_graph or retain_bytes is None:
+        return hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
+    step = k if chunk_size is None else max(1, int(chunk_size))
+    parts: List[torch.Tensor] = []
+    saved = _SavedBytes()
+    start, last_chunk = 0, 0
+    while start < k and saved.nbytes + last_chunk < retain_bytes:
+        before = saved.nbytes
+        with saved.hooks():
+            chunk = seeds[start : start + step]
+            parts.append(hessian_rows(gradient, positions, chunk, True, None, vectorize))
+        last_chunk = saved.nbytes - before
+        start += step
+    if start < k:
         leaves = _graph_leaves(gradient, exclude=[positions])
-        return _MemoryBoundedRows.apply(
-            chunk_size, vectorize, seeds, gradient, positions, *leaves
+        parts.append(
+            _MemoryBoundedRows.apply(
+                chunk_size, vectorize, seeds[start:], gradient, positions, *leaves
+            )
         )
-    return hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def full_hessian(
@@ -380,7 +423,7 @@ def full_hessian(
     create_graph: bool,
     chunk_size: Optional[int] = None,
     vectorize: bool = True,
-    memory_efficient: bool = False,
+    retain_bytes: Optional[int] = None,
     basis: Optional[RigidBasis] = None,
 ) -> torch.Tensor:
     """Exact Hessians of all molecules of a packed batch in block layout ``(ΣN², 3, 3)``.
@@ -389,6 +432,7 @@ def full_hessian(
     molecules.  With a :class:`~schnetpack_hessian.rigid.RigidBasis` (energies
     invariant under rigid motions): passes only along its complement, ``max(3N - 6)``,
     and the rigid columns from the gradient (:func:`~schnetpack_hessian.rigid.rigid_products`).
+    ``retain_bytes`` bounds the memory of the training graphs (:func:`seeded_products`).
     """
     if basis is None:
         n_rows = 3 * int(n_atoms.max())
@@ -397,12 +441,12 @@ def full_hessian(
         )
         products = seeded_products(
             gradient, positions, directions, create_graph, chunk_size, vectorize,
-            memory_efficient,
+            retain_bytes,
         )  # fmt: skip
     else:
         passes = seeded_products(
             gradient, positions, basis.complement, create_graph, chunk_size,
-            vectorize, memory_efficient,
+            vectorize, retain_bytes,
         )  # fmt: skip
         rigid = rigid_products(gradient if create_graph else gradient.detach(), basis)
         products = torch.cat([passes, rigid])
@@ -470,13 +514,19 @@ class Hessian(nn.Module):
         probes_key: key of the probe vectors.
         n_probes: probes per molecule in ``"hvp"`` mode.
         probe: ``"gaussian"``, ``"rademacher"`` or ``"rows"``.
-        chunk_size: seeds per vectorised pass, and rows per step of the
-            memory-efficient backward (None: all at once).  It bounds memory: the
-            default 4 keeps a full-Hessian training step of a 16-molecule batch at
-            ~2.3× the E+F step's peak memory (docs/PERFORMANCE.md).
-        memory_efficient: in training with ``mode="full"``, back-propagate the Hessian
-            loss chunk by chunk so that only one chunk's second-order graph is alive
-            (peak memory independent of the number of rows, ~1.3× the compute).
+        chunk_size: seeds per vectorised pass, and seeds per step of the
+            memory-efficient backward (None: all at once).
+        memory_efficient: in training with ``mode="full"``, bound the memory of the
+            second-order graphs: keep them while they fit in ``retain_mb`` and
+            back-propagate the rest chunk by chunk, recomputing each chunk's graph in
+            the backward (peak memory independent of the number of seeds, at the
+            price of one more pass per recomputed seed).  False keeps every graph.
+        retain_mb: MiB of saved tensors (an upper bound, counted by autograd's
+            saved-tensor hooks) the graphs kept from the forward pass may hold with
+            ``memory_efficient``; None keeps all, 0 recomputes all.  The default 256
+            keeps every graph of small batches (the fastest) and a full-Hessian
+            training step of 16 molecules at ~2.5× the E+F step's peak memory
+            (docs/PERFORMANCE.md).
         full_in_eval: in ``"hvp"`` mode, also write the full Hessian when not training,
             so that validation reports exact Hessian metrics (in training the key then
             holds an empty ``(0, 3, 3)`` tensor).
@@ -512,6 +562,7 @@ class Hessian(nn.Module):
         probe: str = "gaussian",
         chunk_size: Optional[int] = 4,
         memory_efficient: bool = True,
+        retain_mb: Optional[float] = 256.0,
         full_in_eval: bool = False,
         in_training: bool = True,
         seed: Optional[int] = None,
@@ -529,6 +580,8 @@ class Hessian(nn.Module):
             raise ValueError(
                 f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"
             )
+        if retain_mb is not None and retain_mb < 0:
+            raise ValueError(f"Hessian: retain_mb must be None or >= 0, got {retain_mb}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(
                 f"Hessian: chunk_size must be None or >= 1, got {chunk_size}"
@@ -544,6 +597,7 @@ class Hessian(nn.Module):
         self.probe = probe
         self.chunk_size = chunk_size
         self.memory_efficient = memory_efficient
+        self.retain_mb = retain_mb
         self.full_in_eval = full_in_eval
         self.in_training = in_training
         self.seed = seed
@@ -635,7 +689,7 @@ class Hessian(nn.Module):
         def compute(basis: Optional[RigidBasis]) -> torch.Tensor:
             return full_hessian(
                 gradient, positions, n_atoms, training, self.chunk_size, vectorize,
-                training and self.memory_efficient, basis,
+                self._retain_bytes(), basis,
             )  # fmt: skip
 
         hessian = compute(basis)
@@ -657,6 +711,11 @@ class Hessian(nn.Module):
                 )
                 hessian = compute(None)
         return hessian
+
+    def _retain_bytes(self) -> Optional[int]:
+        if not self.memory_efficient or self.retain_mb is None:
+            return None
+        return int(self.retain_mb * 2**20)
 
     def _vectorize(self, device: torch.device) -> bool:
         return device.type != "cpu" if self.vectorize is None else self.vectorize

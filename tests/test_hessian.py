@@ -7,7 +7,14 @@ import schnetpack as spk
 import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
-from schnetpack_hessian.hessian import HessianError, row_seeds, sample_probes
+from schnetpack_hessian.hessian import (
+    HessianError,
+    energy_gradient,
+    hessian_rows,
+    row_seeds,
+    sample_probes,
+    seeded_products,
+)
 from schnetpack_hessian.layout import blocks_to_square
 from schnetpack_hessian.testing import (
     clone_batch,
@@ -148,12 +155,24 @@ def test_forces_replace_spk_forces(batch):
     torch.testing.assert_close(ours[P.forces], theirs[P.forces], rtol=0, atol=1e-13)
 
 
-def test_memory_efficient_backward_gives_the_same_parameter_gradients(batch):
+@pytest.mark.parametrize("retain_mb", [0.0, 0.02])
+def test_memory_efficient_backward_gives_the_same_parameter_gradients(
+    retain_mb, batch
+):
+    """Recomputed (all, or all but the first chunk) == every graph kept."""
     target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
     grads = []
     for efficient in (True, False):
         model = make_potential(
-            "painn", [Hessian(mode="full", chunk_size=5, memory_efficient=efficient)]
+            "painn",
+            [
+                Hessian(
+                    mode="full",
+                    chunk_size=5,
+                    memory_efficient=efficient,
+                    retain_mb=retain_mb,
+                )
+            ],
         ).train()
         out = model(clone_batch(batch))
         loss = ((out[properties.hessian] - target) ** 2).sum() + (
@@ -168,6 +187,36 @@ def test_memory_efficient_backward_gives_the_same_parameter_gradients(batch):
         torch.testing.assert_close(
             grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12
         )
+
+
+@pytest.mark.parametrize(
+    "retain_bytes, recomputed, kept",
+    [(None, False, True), (0, True, False), (1, True, True)],
+)
+def test_retain_budget_splits_kept_and_recomputed_graphs(
+    retain_bytes, recomputed, kept, batch
+):
+    """None keeps all graphs, 0 recomputes all, a tiny budget keeps the first chunk."""
+    model = make_potential("schnet", []).train()
+    inputs = clone_batch(batch)
+    inputs[P.R].requires_grad_()
+    for module in model.input_modules:
+        inputs = module(inputs)
+    inputs = model.output_modules[0](model.representation(inputs))
+    positions = inputs[P.R]
+    gradient = energy_gradient(inputs["energy"], positions)
+    seeds = torch.randn(7, *positions.shape, dtype=positions.dtype)
+    products = seeded_products(
+        gradient, positions, seeds, True, chunk_size=3, retain_bytes=retain_bytes
+    )
+    top = products.grad_fn
+    parts = [f for f, _ in top.next_functions] if "Cat" in top.name() else [top]
+    names = {type(f).__name__ for f in parts}
+    bounded = "_MemoryBoundedRowsBackward"
+    assert (bounded in names) == recomputed
+    assert any(n != bounded for n in names) == kept
+    direct = hessian_rows(gradient, positions, seeds, False)
+    torch.testing.assert_close(products.detach(), direct, rtol=0, atol=1e-12)
 
 
 def test_energy_only_model_without_forces_module(batch):
@@ -200,7 +249,13 @@ def test_clear_error_when_energy_key_is_missing(batch):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "exact"}, {"probe": "sobol"}, {"n_probes": 0}, {"chunk_size": 0}],
+    [
+        {"mode": "exact"},
+        {"probe": "sobol"},
+        {"n_probes": 0},
+        {"chunk_size": 0},
+        {"retain_mb": -1},
+    ],
 )
 def test_bad_configuration_is_rejected_at_construction(kwargs):
     with pytest.raises(ValueError):

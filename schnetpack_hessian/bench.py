@@ -2,7 +2,7 @@
 
 A *training step* is forward + loss + backward + optimiser step on one packed batch;
 its time is the median over repeats after warm-up.  Peak memory is the process's peak
-RSS on CPU (``ru_maxrss``) or ``torch.cuda.max_memory_allocated`` on CUDA; memory runs
+RSS on CPU (``VmHWM``) or ``torch.cuda.max_memory_allocated`` on CUDA; memory runs
 each configuration in its own process so that one configuration's peak cannot hide
 another's.  Configurations:
 
@@ -10,10 +10,10 @@ another's.  Configurations:
 * ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
 * ``rows{k}``: + HVP loss with ``k`` random Hessian rows (HORM);
 * ``full`` / ``full_c{n}``: + full-Hessian loss with the module's defaults (rigid-motion
-  symmetry, graphs kept up to 256 MiB, the rest recomputed in chunks of 4) or chunks
-  of ``n`` (``full_call``: all at once; ``full_retain``: every graph kept until the
-  loss backward; ``full_recompute``: none kept; ``full_allrows``: all ``3N`` rows
-  seeded, no symmetry);
+  symmetry, graphs kept up to 256 MiB, the rest recomputed in chunks; seeds vectorised
+  on GPUs and on small CPU batches) or chunks of ``n`` (``full_call``: all at once;
+  ``full_retain``: every graph kept until the loss backward; ``full_recompute``: none
+  kept; ``full_allrows``: all ``3N`` rows seeded, no symmetry);
 * ``response``: SchNetPack's ``Response(["forces", "hessian"])`` with the same loss.
 """
 
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from ase import Atoms
@@ -67,14 +67,18 @@ class BenchConfig:
         n_atoms: atoms per molecule (None: the mixed 5–11-atom organics).
         n_probes: probes for ``hvp``/``rows``.
         chunk_size: seeds per pass and per backward step for ``full`` (the module's
-            default 4; None: all at once).
+            ``"auto"``; None: all at once).
         memory_efficient: memory-bounded backward for ``full``.
         retain_mb: graph memory kept from the forward pass (``Hessian.retain_mb``).
         invariance: symmetry used by ``full`` (``Hessian.invariance``).
         features, interactions, cutoff: model size (Å).
         dtype: ``float32`` or ``float64``.
         device: ``cpu`` or ``cuda``.
-        repeats, warmup: timed and untimed steps.
+        repeats, warmup: timed (at least) and untimed steps.
+        min_time: keep repeating (up to ``max_repeats``) until the timed steps add up
+            to this many seconds, so that the cheap configurations, whose medians
+            are the denominators of the ratios, are not single noisy samples.
+        max_repeats: cap on the timed steps.
     """
 
     kind: str = "ef"
@@ -82,7 +86,7 @@ class BenchConfig:
     n_molecules: int = 16
     n_atoms: Optional[int] = None
     n_probes: int = 1
-    chunk_size: Optional[int] = 4
+    chunk_size: Union[int, str, None] = "auto"
     memory_efficient: bool = True
     retain_mb: Optional[float] = 256.0
     invariance: str = "auto"
@@ -93,6 +97,8 @@ class BenchConfig:
     device: str = "cpu"
     repeats: int = 5
     warmup: int = 2
+    min_time: float = 0.0
+    max_repeats: int = 100
     label: str = field(default="")
 
     def name(self) -> str:
@@ -101,7 +107,7 @@ class BenchConfig:
         base = {"hvp": f"hvp{self.n_probes}", "rows": f"rows{self.n_probes}"}.get(
             self.kind, self.kind
         )
-        if self.kind == "full" and self.chunk_size != 4:
+        if self.kind == "full" and self.chunk_size != "auto":
             base += f"_c{self.chunk_size or 'all'}"
         return base
 
@@ -248,6 +254,21 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _repeat(call: Callable[[], object], cfg: BenchConfig) -> List[float]:
+    """Seconds of each timed call after ``cfg.warmup`` untimed ones (see BenchConfig)."""
+    times: List[float] = []
+    for i in range(cfg.warmup + max(cfg.repeats, cfg.max_repeats)):
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        call()
+        _sync(cfg.device)
+        if i >= cfg.warmup:
+            times.append(time.perf_counter() - t0)
+            if len(times) >= cfg.repeats and sum(times) >= cfg.min_time:
+                break
+    return times
+
+
 def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
     """Median training-step time (s) and memory (MiB) of one configuration."""
     model = build_model(cfg).train()
@@ -266,14 +287,7 @@ def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
     if cfg.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     baseline = _rss_mb()
-    times = []
-    for i in range(cfg.warmup + cfg.repeats):
-        _sync(cfg.device)
-        t0 = time.perf_counter()
-        step()
-        _sync(cfg.device)
-        if i >= cfg.warmup:
-            times.append(time.perf_counter() - t0)
+    times = _repeat(step, cfg)
     result = {
         "step_s": statistics.median(times),
         "step_s_min": min(times),
@@ -291,14 +305,7 @@ def time_inference(cfg: BenchConfig) -> Dict[str, float]:
     """Hessians per second in eval mode for ``cfg.kind`` in ``full``/``response``."""
     model = build_model(cfg).eval()
     batch = _batch(cfg)
-    times = []
-    for i in range(cfg.warmup + cfg.repeats):
-        _sync(cfg.device)
-        t0 = time.perf_counter()
-        model(dict(batch))
-        _sync(cfg.device)
-        if i >= cfg.warmup:
-            times.append(time.perf_counter() - t0)
+    times = _repeat(lambda: model(dict(batch)), cfg)
     median = statistics.median(times)
     return {"batch_s": median, "hessians_per_s": cfg.n_molecules / median}
 
@@ -364,7 +371,13 @@ def run_suite(
 ) -> Dict:
     """The benchmark table and the headline ratios (see module docstring)."""
     repeats = 3 if quick else 7
-    base = dict(device=device, dtype=dtype, repeats=repeats, warmup=1 if quick else 2)
+    base = dict(
+        device=device,
+        dtype=dtype,
+        repeats=repeats,
+        warmup=1 if quick else 2,
+        min_time=2.0 if quick else 5.0,
+    )
     report: Dict = {
         "environment": environment(),
         "device": device,
@@ -472,7 +485,7 @@ def run_suite(
         cfg = BenchConfig(
             kind=kind,
             representation=representations[0],
-            **{**base, "repeats": 1, "warmup": 1},
+            **{**base, "repeats": 1, "warmup": 1, "min_time": 0.0},
         )
         memory[kind] = run_in_subprocess(cfg, "train")
         log(

@@ -18,7 +18,7 @@ d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -46,6 +46,13 @@ __all__ = [
 #: Probe distributions accepted by :func:`sample_probes`.
 PROBES = ("gaussian", "rademacher", "rows")
 MODES = ("full", "hvp")
+#: On CPUs, vectorising the seeds pays off only for batches with few atom pairs, where
+#: per-operation overhead dominates (e.g. 4 small molecules, 122 pairs: 2× faster);
+#: above this, vmap's larger intermediates make it slower (16 molecules, 860 pairs).
+CPU_VECTORIZE_MAX_PAIRS = 512
+#: Seeds per vectorised pass and per step of the memory-bounded backward for
+#: ``chunk_size="auto"``: (vectorised, looped).
+AUTO_CHUNK = (16, 4)
 #: Symmetries the full Hessian may use (see :mod:`schnetpack_hessian.rigid`).
 INVARIANCES = ("auto", "rigid", "translation", "none")
 
@@ -515,7 +522,8 @@ class Hessian(nn.Module):
         n_probes: probes per molecule in ``"hvp"`` mode.
         probe: ``"gaussian"``, ``"rademacher"`` or ``"rows"``.
         chunk_size: seeds per vectorised pass, and seeds per step of the
-            memory-efficient backward (None: all at once).
+            memory-efficient backward (None: all at once; ``"auto"``, the default:
+            16 when vectorising, else 4).
         memory_efficient: in training with ``mode="full"``, bound the memory of the
             second-order graphs: keep them while they fit in ``retain_mb`` and
             back-propagate the rest chunk by chunk, recomputing each chunk's graph in
@@ -545,7 +553,8 @@ class Hessian(nn.Module):
             fields is rigid-motion invariant.
         seed: seed of the probe generator (None: torch's global generator).
         vectorize: vectorise the seeded passes with ``is_grads_batched``; None (the
-            default) vectorises on GPUs and loops on CPUs, where vmap's larger
+            default) vectorises on GPUs, and on CPUs only batches with at most
+            ``CPU_VECTORIZE_MAX_PAIRS`` atom pairs: on larger ones vmap's bigger
             intermediates make the passes slower (see docs/PERFORMANCE.md).
     """
 
@@ -560,7 +569,7 @@ class Hessian(nn.Module):
         probes_key: str = properties.hessian_probes,
         n_probes: int = 1,
         probe: str = "gaussian",
-        chunk_size: Optional[int] = 4,
+        chunk_size: Union[int, str, None] = "auto",
         memory_efficient: bool = True,
         retain_mb: Optional[float] = 256.0,
         full_in_eval: bool = False,
@@ -582,9 +591,11 @@ class Hessian(nn.Module):
             )
         if retain_mb is not None and retain_mb < 0:
             raise ValueError(f"Hessian: retain_mb must be None or >= 0, got {retain_mb}")
-        if chunk_size is not None and chunk_size < 1:
+        if chunk_size is not None and chunk_size != "auto" and (
+            not isinstance(chunk_size, int) or chunk_size < 1
+        ):
             raise ValueError(
-                f"Hessian: chunk_size must be None or >= 1, got {chunk_size}"
+                f"Hessian: chunk_size must be 'auto', None or >= 1, got {chunk_size!r}"
             )
         self.mode = mode
         self.energy_key = energy_key
@@ -675,6 +686,7 @@ class Hessian(nn.Module):
         gradient: torch.Tensor,
         training: bool,
         vectorize: bool,
+        chunk_size: Optional[int],
     ) -> torch.Tensor:
         """The full Hessian ``(ΣN², 3, 3)``, using the energy's symmetry."""
         positions = inputs[spk_properties.R]
@@ -688,7 +700,7 @@ class Hessian(nn.Module):
 
         def compute(basis: Optional[RigidBasis]) -> torch.Tensor:
             return full_hessian(
-                gradient, positions, n_atoms, training, self.chunk_size, vectorize,
+                gradient, positions, n_atoms, training, chunk_size, vectorize,
                 self._retain_bytes(), basis,
             )  # fmt: skip
 
@@ -717,8 +729,25 @@ class Hessian(nn.Module):
             return None
         return int(self.retain_mb * 2**20)
 
-    def _vectorize(self, device: torch.device) -> bool:
-        return device.type != "cpu" if self.vectorize is None else self.vectorize
+    def _pass_settings(
+        self, inputs: Dict[str, torch.Tensor]
+    ) -> Tuple[bool, Optional[int]]:
+        """Whether to vectorise the seeded passes of this batch, and their chunk size."""
+        vectorize = self.vectorize
+        if vectorize is None:
+            if inputs[spk_properties.R].device.type != "cpu":
+                vectorize = True
+            else:
+                idx_i = inputs.get(spk_properties.idx_i)
+                n_atoms = inputs[spk_properties.n_atoms]
+                n_pairs = (
+                    int(idx_i.shape[0]) if idx_i is not None else int((n_atoms**2).sum())
+                )
+                vectorize = n_pairs <= CPU_VECTORIZE_MAX_PAIRS
+        chunk_size = self.chunk_size
+        if chunk_size == "auto":
+            chunk_size = AUTO_CHUNK[0] if vectorize else AUTO_CHUNK[1]
+        return vectorize, chunk_size
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         self._check_inputs(inputs)
@@ -726,7 +755,7 @@ class Hessian(nn.Module):
         positions = inputs[spk_properties.R]
         n_atoms = inputs[spk_properties.n_atoms]
         training = self.training
-        vectorize = self._vectorize(positions.device)
+        vectorize, chunk_size = self._pass_settings(inputs)
 
         gradient = energy_gradient(energy, positions, create_graph=True)
         if self.calc_forces:
@@ -737,7 +766,9 @@ class Hessian(nn.Module):
             return self._placeholders(inputs, positions)
 
         if self.mode == "full" or (self.full_in_eval and not training):
-            hessian = self._full_hessian(inputs, gradient, training, vectorize)
+            hessian = self._full_hessian(
+                inputs, gradient, training, vectorize, chunk_size
+            )
             inputs[self.hessian_key] = hessian if training else hessian.detach()
         elif self.full_in_eval:
             # listed in model_outputs for evaluation; zero blocks mean "not computed"
@@ -752,7 +783,7 @@ class Hessian(nn.Module):
                 self._probe_generator(positions.device),
             )
             hvp = hessian_rows(
-                gradient, positions, probes, training, self.chunk_size, vectorize
+                gradient, positions, probes, training, chunk_size, vectorize
             )
             inputs[self.hvp_key] = hvp if training else hvp.detach()
             inputs[self.probes_key] = probes

@@ -8,6 +8,7 @@ import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import (
+    CPU_VECTORIZE_MAX_PAIRS,
     HessianError,
     energy_gradient,
     hessian_rows,
@@ -255,8 +256,23 @@ def test_clear_error_when_energy_key_is_missing(batch):
         {"n_probes": 0},
         {"chunk_size": 0},
         {"retain_mb": -1},
+        {"chunk_size": "big"},
     ],
 )
 def test_bad_configuration_is_rejected_at_construction(kwargs):
     with pytest.raises(ValueError):
         Hessian(**kwargs)
+
+
+def test_passes_are_vectorised_on_small_cpu_batches_only(molecules, batch):
+    """'auto' vectorises (16 seeds per pass) below the pair threshold, loops above."""
+    small = Hessian()._pass_settings(batch)
+    assert small == (True, 16)
+    many = build_batch(molecules * 12)
+    assert many[P.idx_i].shape[0] > CPU_VECTORIZE_MAX_PAIRS
+    assert Hessian()._pass_settings(many) == (False, 4)
+    assert Hessian(vectorize=False, chunk_size=None)._pass_settings(batch) == (
+        False,
+        None,
+    )
+    assert Hessian(vectorize=True, chunk_size=3)._pass_settings(many) == (True, 3)

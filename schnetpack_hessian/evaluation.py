@@ -16,11 +16,21 @@ from schnetpack_hessian.losses import hessian_errors
 __all__ = ["evaluate"]
 
 
-def _accumulate(stats: Dict[str, float], key: str, diff: torch.Tensor) -> None:
+def _accumulate(
+    stats: Dict[str, float], key: str, sae: float, sse: float, n: float
+) -> None:
+    """Add a batch's sum of absolute errors, of squared errors and entry count."""
+    for suffix, value in (("_sae", sae), ("_sse", sse), ("_n", n)):
+        stats[key + suffix] = stats.get(key + suffix, 0.0) + value
+
+
+def _accumulate_differences(
+    stats: Dict[str, float], key: str, diff: torch.Tensor
+) -> None:
     diff = diff.detach().double()
-    stats[key + "_sae"] = stats.get(key + "_sae", 0.0) + float(diff.abs().sum())
-    stats[key + "_sse"] = stats.get(key + "_sse", 0.0) + float(diff.pow(2).sum())
-    stats[key + "_n"] = stats.get(key + "_n", 0.0) + diff.numel()
+    _accumulate(
+        stats, key, float(diff.abs().sum()), float(diff.pow(2).sum()), diff.numel()
+    )
 
 
 def evaluate(
@@ -57,7 +67,7 @@ def evaluate(
             n_structures += len(batch[spk_properties.n_atoms])
             for key in (energy_key, force_key):
                 if key in pred and key in batch:
-                    _accumulate(stats, key, pred[key] - batch[key])
+                    _accumulate_differences(stats, key, pred[key] - batch[key])
             if (
                 hessian_key in pred
                 and hessian_key in batch
@@ -65,14 +75,12 @@ def evaluate(
             ):
                 err = hessian_errors(pred, batch[hessian_key], hessian_key)
                 v = err.valid
-                stats["hessian_sae"] = stats.get("hessian_sae", 0.0) + float(
-                    err.sae[v].sum()
-                )
-                stats["hessian_sse"] = stats.get("hessian_sse", 0.0) + float(
-                    err.sse[v].sum()
-                )
-                stats["hessian_n"] = stats.get("hessian_n", 0.0) + float(
-                    err.n_entries[v].sum()
+                _accumulate(
+                    stats,
+                    hessian_key,
+                    float(err.sae[v].sum()),
+                    float(err.sse[v].sum()),
+                    float(err.n_entries[v].sum()),
                 )
     finally:
         model.train(was_training)

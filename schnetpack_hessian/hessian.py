@@ -287,9 +287,7 @@ def products_to_blocks(
     """
     block_m, i_local, j_global = block_index(n_atoms)
     i_global = atom_offsets(n_atoms)[block_m] + i_local
-    return torch.einsum(
-        "sna,snb->nab", products[:, i_global], directions[:, j_global]
-    )
+    return torch.einsum("sna,snb->nab", products[:, i_global], directions[:, j_global])
 
 
 def _graph_leaves(
@@ -401,7 +399,9 @@ def seeded_products(
     if k == 0 or not gradient.requires_grad:
         return torch.zeros_like(seeds)
     if not create_graph or retain_bytes is None:
-        return hessian_rows(gradient, positions, seeds, create_graph, chunk_size, vectorize)
+        return hessian_rows(
+            gradient, positions, seeds, create_graph, chunk_size, vectorize
+        )
     step = k if chunk_size is None else max(1, int(chunk_size))
     parts: List[torch.Tensor] = []
     saved = _SavedBytes()
@@ -410,7 +410,9 @@ def seeded_products(
         before = saved.nbytes
         with saved.hooks():
             chunk = seeds[start : start + step]
-            parts.append(hessian_rows(gradient, positions, chunk, True, None, vectorize))
+            parts.append(
+                hessian_rows(gradient, positions, chunk, True, None, vectorize)
+            )
         last_chunk = saved.nbytes - before
         start += step
     if start < k:
@@ -443,21 +445,19 @@ def full_hessian(
     """
     if basis is None:
         n_rows = 3 * int(n_atoms.max())
-        directions = row_seeds(
+        seeds = row_seeds(
             n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype
         )
-        products = seeded_products(
-            gradient, positions, directions, create_graph, chunk_size, vectorize,
-            retain_bytes,
-        )  # fmt: skip
     else:
-        passes = seeded_products(
-            gradient, positions, basis.complement, create_graph, chunk_size,
-            vectorize, retain_bytes,
-        )  # fmt: skip
+        seeds = basis.complement
+    products = seeded_products(
+        gradient, positions, seeds, create_graph, chunk_size, vectorize, retain_bytes
+    )
+    directions = seeds
+    if basis is not None:
         rigid = rigid_products(gradient if create_graph else gradient.detach(), basis)
-        products = torch.cat([passes, rigid])
-        directions = torch.cat([basis.complement, basis.rigid])
+        products = torch.cat([products, rigid])
+        directions = torch.cat([seeds, basis.rigid])
     return products_to_blocks(products, directions, n_atoms)
 
 
@@ -476,9 +476,7 @@ def invariance_error(
     level for invariant models, O(1) for e.g. an external field).
     """
     probe = basis.rigid.sum(0, keepdim=True)
-    measured = hessian_rows(
-        gradient, positions, probe, False, None, vectorize
-    )
+    measured = hessian_rows(gradient, positions, probe, False, None, vectorize)
     predicted = rigid_products(gradient.detach(), basis).sum(0, keepdim=True)
     scale = hessian.detach().abs().max().clamp_min(torch.finfo(hessian.dtype).tiny)
     return float((measured - predicted).abs().max() / scale)
@@ -590,9 +588,13 @@ class Hessian(nn.Module):
                 f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"
             )
         if retain_mb is not None and retain_mb < 0:
-            raise ValueError(f"Hessian: retain_mb must be None or >= 0, got {retain_mb}")
-        if chunk_size is not None and chunk_size != "auto" and (
-            not isinstance(chunk_size, int) or chunk_size < 1
+            raise ValueError(
+                f"Hessian: retain_mb must be None or >= 0, got {retain_mb}"
+            )
+        if (
+            chunk_size is not None
+            and chunk_size != "auto"
+            and (not isinstance(chunk_size, int) or chunk_size < 1)
         ):
             raise ValueError(
                 f"Hessian: chunk_size must be 'auto', None or >= 1, got {chunk_size!r}"
@@ -741,7 +743,9 @@ class Hessian(nn.Module):
                 idx_i = inputs.get(spk_properties.idx_i)
                 n_atoms = inputs[spk_properties.n_atoms]
                 n_pairs = (
-                    int(idx_i.shape[0]) if idx_i is not None else int((n_atoms**2).sum())
+                    int(idx_i.shape[0])
+                    if idx_i is not None
+                    else int((n_atoms**2).sum())
                 )
                 vectorize = n_pairs <= CPU_VECTORIZE_MAX_PAIRS
         chunk_size = self.chunk_size

@@ -157,9 +157,7 @@ def test_forces_replace_spk_forces(batch):
 
 
 @pytest.mark.parametrize("retain_mb", [0.0, 0.02])
-def test_memory_efficient_backward_gives_the_same_parameter_gradients(
-    retain_mb, batch
-):
+def test_memory_efficient_backward_gives_the_same_parameter_gradients(retain_mb, batch):
     """Recomputed (all, or all but the first chunk) == every graph kept."""
     target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
     grads = []

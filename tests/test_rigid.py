@@ -182,3 +182,20 @@ def test_full_hessian_function_with_and_without_basis(batch):
 def test_unknown_invariance_is_rejected():
     with pytest.raises(ValueError, match="invariance"):
         Hessian(invariance="parity")
+
+
+@pytest.mark.parametrize("rep", ["schnet", "painn"])
+def test_float32_symmetry_is_as_accurate_as_all_rows(rep, molecules, shapes):
+    """The rounded float32 basis adds no error beyond float32 passes themselves."""
+    atoms = list(molecules) + list(shapes[:3])
+    reference = make_potential(rep, [Hessian(invariance="none")]).eval()
+    h64 = reference(build_batch(atoms))[properties.hessian]
+    errors = {}
+    for invariance in ("auto", "none"):
+        model = make_potential(
+            rep, [Hessian(invariance=invariance)], dtype=torch.float32
+        ).eval()
+        h32 = model(build_batch(atoms, dtype=torch.float32))[properties.hessian]
+        errors[invariance] = float((h32.double() - h64).abs().max() / h64.abs().max())
+    assert errors["auto"] < 1e-5
+    assert errors["auto"] < 5 * errors["none"] + 1e-7

@@ -28,7 +28,6 @@ relations once before it relies on them.
 """
 
 from dataclasses import dataclass
-from typing import Tuple
 
 import torch
 
@@ -58,9 +57,7 @@ class RigidBasis:
     complement: torch.Tensor
 
 
-def _rigid_directions(
-    positions: torch.Tensor, rotations: bool
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def _rigid_directions(positions: torch.Tensor, rotations: bool) -> torch.Tensor:
     """Unnormalised rigid directions of molecules with equal atom counts.
 
     Args:
@@ -68,8 +65,7 @@ def _rigid_directions(
         rotations: include the three rotations about the centroid.
 
     Returns:
-        ``(M, 3N, k)`` translation (and rotation) directions, ``k`` = 3 or 6, and the
-        centred positions ``(M, N, 3)``.
+        ``(M, 3N, k)`` translation (and rotation) directions, ``k`` = 3 or 6.
     """
     n_mol, n_at, _ = positions.shape
     eye = torch.eye(3, dtype=positions.dtype, device=positions.device)
@@ -84,7 +80,7 @@ def _rigid_directions(
         )
         columns.append(rot)
     directions = torch.cat(columns, dim=-1)
-    return directions.reshape(n_mol, 3 * n_at, -1), centred
+    return directions.reshape(n_mol, 3 * n_at, -1)
 
 
 def rigid_basis(
@@ -114,7 +110,7 @@ def rigid_basis(
         members = [m for m, c in enumerate(counts) if c == n]
         index = torch.tensor([starts[m] + a for m in members for a in range(n)])
         pos = pos64[index].reshape(len(members), n, 3)
-        directions, _ = _rigid_directions(pos, rotations)
+        directions = _rigid_directions(pos, rotations)
         u_full, sing, vh = torch.linalg.svd(directions, full_matrices=True)
         keep = sing > RANK_TOLERANCE * sing[:, :1]  # (M, k)
         for row, m in enumerate(members):

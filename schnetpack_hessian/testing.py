@@ -15,6 +15,7 @@ import schnetpack as spk
 import schnetpack.properties as spk_properties
 import schnetpack.transform as trn
 
+from schnetpack_hessian import properties
 from schnetpack_hessian.layout import square_to_blocks
 from schnetpack_hessian.nn import SmoothstepCutoff
 
@@ -24,6 +25,7 @@ __all__ = [
     "build_batch",
     "make_potential",
     "finite_difference_hessian",
+    "hessian_loss_gradients",
 ]
 
 
@@ -154,3 +156,31 @@ def finite_difference_hessian(
 def clone_batch(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """A copy of a batch whose tensors can be given requires_grad independently."""
     return {k: v.clone() for k, v in batch.items()}
+
+
+def hessian_loss_gradients(
+    hessian_module: torch.nn.Module,
+    batch: Dict[str, torch.Tensor],
+    target: torch.Tensor,
+    representation: str = "painn",
+) -> Dict[str, torch.Tensor]:
+    """Parameter gradients of ``Σ(H - target)² + ΣF²`` for a seeded model in training.
+
+    The model is :func:`make_potential` (float64, seed 0) with ``hessian_module`` as
+    its output module, so two calls differ only in how the module computes ``H``.
+
+    Args:
+        hessian_module: a full-mode :class:`~schnetpack_hessian.Hessian`.
+        batch: a float64 batch (not modified).
+        target: ``(ΣN², 3, 3)``.
+
+    Returns:
+        ``{parameter name: gradient}`` for every parameter that got one.
+    """
+    model = make_potential(representation, [hessian_module]).train()
+    out = model(clone_batch(batch))
+    loss = ((out[properties.hessian] - target) ** 2).sum() + (
+        out[spk_properties.forces] ** 2
+    ).sum()
+    loss.backward()
+    return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}

@@ -21,6 +21,7 @@ from schnetpack_hessian.testing import (
     clone_batch,
     build_batch,
     finite_difference_hessian,
+    hessian_loss_gradients,
     make_potential,
 )
 
@@ -160,27 +161,14 @@ def test_forces_replace_spk_forces(batch):
 def test_memory_efficient_backward_gives_the_same_parameter_gradients(retain_mb, batch):
     """Recomputed (all, or all but the first chunk) == every graph kept."""
     target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
-    grads = []
-    for efficient in (True, False):
-        model = make_potential(
-            "painn",
-            [
-                Hessian(
-                    mode="full",
-                    chunk_size=5,
-                    memory_efficient=efficient,
-                    retain_mb=retain_mb,
-                )
-            ],
-        ).train()
-        out = model(clone_batch(batch))
-        loss = ((out[properties.hessian] - target) ** 2).sum() + (
-            out[P.forces] ** 2
-        ).sum()
-        loss.backward()
-        grads.append(
-            {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    grads = [
+        hessian_loss_gradients(
+            Hessian(chunk_size=5, memory_efficient=efficient, retain_mb=retain_mb),
+            batch,
+            target,
         )
+        for efficient in (True, False)
+    ]
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name in grads[0]:
         torch.testing.assert_close(

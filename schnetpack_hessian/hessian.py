@@ -213,6 +213,12 @@ def energy_gradient(
     return dEdR
 
 
+def _seed_chunks(n_seeds: int, chunk_size: Optional[int]) -> List[slice]:
+    """Consecutive slices of ``n_seeds`` seeds, ``chunk_size`` each (all when None)."""
+    step = n_seeds if chunk_size is None else max(1, int(chunk_size))
+    return [slice(start, start + step) for start in range(0, n_seeds, step)]
+
+
 def hessian_rows(
     gradient: torch.Tensor,
     positions: torch.Tensor,
@@ -238,10 +244,9 @@ def hessian_rows(
     k = seeds.shape[0]
     if k == 0 or not gradient.requires_grad:
         return torch.zeros_like(seeds)
-    step = k if chunk_size is None else max(1, int(chunk_size))
     out: List[torch.Tensor] = []
-    for start in range(0, k, step):
-        chunk = seeds[start : start + step]
+    for part in _seed_chunks(k, chunk_size):
+        chunk = seeds[part]
         if vectorize:
             (rows,) = torch.autograd.grad(
                 gradient,
@@ -331,13 +336,10 @@ class _MemoryBoundedRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rows):
         seeds, gradient, positions, *leaves = ctx.saved_tensors
-        n_seeds = seeds.shape[0]
-        step = n_seeds if ctx.chunk_size is None else max(1, int(ctx.chunk_size))
         inputs = [positions] + list(leaves)
         totals: List[Optional[torch.Tensor]] = [None] * len(inputs)
         with torch.enable_grad():
-            for start in range(0, n_seeds, step):
-                chunk = slice(start, start + step)
+            for chunk in _seed_chunks(seeds.shape[0], ctx.chunk_size):
                 rows = hessian_rows(
                     gradient, positions, seeds[chunk], True, None, ctx.vectorize
                 )
@@ -404,19 +406,19 @@ def seeded_products(
         return hessian_rows(
             gradient, positions, seeds, create_graph, chunk_size, vectorize
         )
-    step = k if chunk_size is None else max(1, int(chunk_size))
     parts: List[torch.Tensor] = []
     saved = _SavedBytes()
     start, last_chunk = 0, 0
-    while start < k and saved.nbytes + last_chunk < retain_bytes:
+    for chunk in _seed_chunks(k, chunk_size):
+        if saved.nbytes + last_chunk >= retain_bytes:
+            break
         before = saved.nbytes
         with saved.hooks():
-            chunk = seeds[start : start + step]
             parts.append(
-                hessian_rows(gradient, positions, chunk, True, None, vectorize)
+                hessian_rows(gradient, positions, seeds[chunk], True, None, vectorize)
             )
         last_chunk = saved.nbytes - before
-        start += step
+        start = chunk.stop
     if start < k:
         leaves = _graph_leaves(gradient, exclude=[positions])
         parts.append(

@@ -104,35 +104,31 @@ def rigid_basis(
     starts = [0]
     for n in counts[:-1]:
         starts.append(starts[-1] + n)
-    n_total = int(sum(counts))
-    rigid_parts, coeff_parts, comp_parts = {}, {}, {}
+    n_total, k = int(sum(counts)), 6 if rotations else 3
+    # filled molecule by molecule, then trimmed to the largest rank / complement
+    rigid = torch.zeros((k, n_total, 3), dtype=torch.float64)
+    coeffs = torch.zeros((n_total, 3, k), dtype=torch.float64)
+    complement = torch.zeros((3 * max(counts), n_total, 3), dtype=torch.float64)
+    r_max = d_max = 0
     for n in sorted(set(counts)):
         members = [m for m, c in enumerate(counts) if c == n]
         index = torch.tensor([starts[m] + a for m in members for a in range(n)])
         pos = pos64[index].reshape(len(members), n, 3)
-        directions = _rigid_directions(pos, rotations)
-        u_full, sing, vh = torch.linalg.svd(directions, full_matrices=True)
+        u_full, sing, vh = torch.linalg.svd(
+            _rigid_directions(pos, rotations), full_matrices=True
+        )
         keep = sing > RANK_TOLERANCE * sing[:, :1]  # (M, k)
-        for row, m in enumerate(members):
+        for row in range(len(members)):
+            atoms = index[row * n : (row + 1) * n]
             r = int(keep[row].sum())
-            # U = D V S⁻¹ with D = [translations, rotations]: coefficients of rotations
-            coeffs = vh[row, :r].T / sing[row, :r]  # (k, r)
-            rigid_parts[m] = (index[row * n : (row + 1) * n], u_full[row, :, :r])
-            coeff_parts[m] = coeffs[3:] if rotations else coeffs.new_zeros((0, r))
-            comp_parts[m] = u_full[row, :, r:]
-    r_max = max(v[1].shape[1] for v in rigid_parts.values())
-    d_max = max(v.shape[1] for v in comp_parts.values())
-    rigid = torch.zeros((r_max, n_total, 3), dtype=torch.float64)
-    coeffs = torch.zeros((n_total, 3, r_max), dtype=torch.float64)
-    complement = torch.zeros((d_max, n_total, 3), dtype=torch.float64)
-    for m, (atoms, u) in rigid_parts.items():
-        n, r = len(atoms), u.shape[1]
-        rigid[:r, atoms] = u.T.reshape(r, n, 3)
-        c = comp_parts[m]
-        complement[: c.shape[1], atoms] = c.T.reshape(c.shape[1], n, 3)
-        rot = coeff_parts[m]
-        if rot.shape[0]:
-            coeffs[atoms, :, :r] = rot[None]
+            d = 3 * n - r
+            rigid[:r, atoms] = u_full[row, :, :r].T.reshape(r, n, 3)
+            complement[:d, atoms] = u_full[row, :, r:].T.reshape(d, n, 3)
+            if rotations:
+                # U = D V S⁻¹ with D = [translations, rotations]: rotation coefficients
+                coeffs[atoms, :, :r] = (vh[row, :r].T / sing[row, :r])[3:]
+            r_max, d_max = max(r_max, r), max(d_max, d)
+    rigid, coeffs, complement = rigid[:r_max], coeffs[..., :r_max], complement[:d_max]
     return RigidBasis(
         rigid=rigid.to(device=device, dtype=dtype),
         rotation_coeffs=coeffs.to(device=device, dtype=dtype),

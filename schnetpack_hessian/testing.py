@@ -4,7 +4,7 @@ Kept in the package (as NequIP keeps its unit-test utilities) so that tests of e
 model, and users checking their own models, share one implementation.
 """
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ import schnetpack.properties as spk_properties
 import schnetpack.transform as trn
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.hessian import energy_gradient
 from schnetpack_hessian.layout import square_to_blocks
 from schnetpack_hessian.nn import SmoothstepCutoff
 
@@ -26,6 +27,7 @@ __all__ = [
     "make_potential",
     "finite_difference_hessian",
     "hessian_loss_gradients",
+    "energy_and_gradient",
 ]
 
 
@@ -184,3 +186,20 @@ def hessian_loss_gradients(
     ).sum()
     loss.backward()
     return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def energy_and_gradient(
+    model: spk.model.NeuralNetworkPotential, batch: Dict[str, torch.Tensor]
+) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """Run the energy part of a :func:`make_potential` model on a copy of ``batch``.
+
+    Returns:
+        The inputs after the energy ``Atomwise`` (positions requiring grad) and dE/dR
+        ``(ΣN, 3)`` with its graph, for testing the derivative functions directly.
+    """
+    inputs = clone_batch(batch)
+    inputs[spk_properties.R].requires_grad_()
+    for module in model.input_modules:
+        inputs = module(inputs)
+    inputs = model.output_modules[0](model.representation(inputs))
+    return inputs, energy_gradient(inputs["energy"], inputs[spk_properties.R])

@@ -10,7 +10,6 @@ from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import (
     CPU_VECTORIZE_MAX_PAIRS,
     HessianError,
-    energy_gradient,
     hessian_rows,
     row_seeds,
     sample_probes,
@@ -20,6 +19,7 @@ from schnetpack_hessian.layout import blocks_to_square
 from schnetpack_hessian.testing import (
     clone_batch,
     build_batch,
+    energy_and_gradient,
     finite_difference_hessian,
     hessian_loss_gradients,
     make_potential,
@@ -184,14 +184,8 @@ def test_retain_budget_splits_kept_and_recomputed_graphs(
     retain_bytes, recomputed, kept, batch
 ):
     """None keeps all graphs, 0 recomputes all, a tiny budget keeps the first chunk."""
-    model = make_potential("schnet", []).train()
-    inputs = clone_batch(batch)
-    inputs[P.R].requires_grad_()
-    for module in model.input_modules:
-        inputs = module(inputs)
-    inputs = model.output_modules[0](model.representation(inputs))
+    inputs, gradient = energy_and_gradient(make_potential("schnet", []).train(), batch)
     positions = inputs[P.R]
-    gradient = energy_gradient(inputs["energy"], positions)
     seeds = torch.randn(7, *positions.shape, dtype=positions.dtype)
     products = seeded_products(
         gradient, positions, seeds, True, chunk_size=3, retain_bytes=retain_bytes

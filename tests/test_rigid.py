@@ -9,11 +9,12 @@ import schnetpack as spk
 import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
-from schnetpack_hessian.hessian import energy_gradient, full_hessian, hessian_rows
+from schnetpack_hessian.hessian import full_hessian, hessian_rows
 from schnetpack_hessian.rigid import rigid_basis, rigid_products
 from schnetpack_hessian.testing import (
     build_batch,
     clone_batch,
+    energy_and_gradient,
     finite_difference_hessian,
     hessian_loss_gradients,
     make_potential,
@@ -41,16 +42,6 @@ def shapes():
     atoms[0].rattle(0.02, seed=3)
     atoms[2].positions[1] += 0.05  # a stretched bond
     return atoms
-
-
-def energy_and_gradient(model, batch):
-    """Run ``model``'s energy part on ``batch``; the inputs and dE/dR with graph."""
-    inputs = clone_batch(batch)
-    inputs[P.R].requires_grad_()
-    for module in model.input_modules:
-        inputs = module(inputs)
-    inputs = model.output_modules[0](model.representation(inputs))
-    return inputs, energy_gradient(inputs["energy"], inputs[P.R])
 
 
 def test_basis_is_orthonormal_and_spans_the_rigid_motions(shapes):

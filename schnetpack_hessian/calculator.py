@@ -7,7 +7,8 @@ Sella's ``hessian_function``.  Any SchNetPack energy model works: a model traine
 a model with an HVP-mode ``Hessian`` computes full Hessians in evaluation.
 """
 
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
 
 import ase
 import numpy as np
@@ -22,7 +23,21 @@ from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.layout import blocks_to_square
 
-__all__ = ["HessianCalculator", "enable_full_hessian"]
+__all__ = ["HessianCalculator", "enable_full_hessian", "hessians_computed"]
+
+
+@contextmanager
+def hessians_computed(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Within the block, the model's ``Hessian`` modules compute second derivatives
+    only if ``enabled`` (forces are written either way)."""
+    modules = [m for m in model.modules() if isinstance(m, Hessian)]
+    for module in modules:
+        module.active = enabled
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.active = True
 
 
 def enable_full_hessian(
@@ -92,6 +107,9 @@ class HessianCalculator(SpkCalculator):
         **kwargs,
     ):
         self.hessian_key = hessian_key
+        #: model evaluations so far: ``{"forces": all calls, "hessian": those with
+        #: a Hessian}`` (an optimiser's cost in force and Hessian calls)
+        self.n_calls: Dict[str, int] = {"forces": 0, "hessian": 0}
         super().__init__(model_file, neighbor_list, **kwargs)
         self.property_map[self.hessian] = hessian_key
         self.property_units[self.hessian] = (
@@ -102,9 +120,6 @@ class HessianCalculator(SpkCalculator):
         # schnetpack 2.1 passes (model_file), 2.2 (model, device, dtype)
         model = super()._load_model(*args, **kwargs)
         return enable_full_hessian(model, self.hessian_key)
-
-    def _hessian_modules(self) -> List[Hessian]:
-        return [m for m in self.model.modules() if isinstance(m, Hessian)]
 
     def calculate(
         self,
@@ -120,13 +135,10 @@ class HessianCalculator(SpkCalculator):
             return
         Calculator.calculate(self, atoms)
         with_hessian = self.hessian in wanted
-        for module in self._hessian_modules():
-            module.active = with_hessian
-        try:
+        with hessians_computed(self.model, with_hessian):
             model_results = self.model(self.converter(atoms))
-        finally:
-            for module in self._hessian_modules():
-                module.active = True
+        self.n_calls["forces"] += 1
+        self.n_calls["hessian"] += int(with_hessian)
         results = {}
         for prop in wanted:
             key = self.property_map.get(prop)

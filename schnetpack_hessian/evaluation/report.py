@@ -1,0 +1,274 @@
+"""Writing evaluation results: ``metrics.json``, ``structures.csv``, tables, ``report.md``.
+
+Numbers are computed in ASE units (eV, Å) and written in two unit systems: the
+study's (kcal/mol, kcal/mol/Å, kcal/mol/Å²) and eV (eV, eV/Å, eV/Å²); frequencies
+are in cm⁻¹, cosines and rates are dimensionless.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence
+
+from ase import units
+
+from schnetpack_hessian.evaluation.downstream import DownstreamReport
+from schnetpack_hessian.evaluation.structures import POOLED_UNITS
+
+__all__ = [
+    "UNIT_SYSTEMS",
+    "DIMENSIONS",
+    "in_units",
+    "metrics_dict",
+    "write_metrics",
+    "write_structures_csv",
+    "summary_table",
+    "write_report_md",
+]
+
+_KCAL = units.kcal / units.mol  # eV per kcal/mol
+
+#: unit system → dimension → (unit label, factor from ASE units).
+UNIT_SYSTEMS: Dict[str, Dict[str, tuple]] = {
+    "kcal/mol": {
+        "energy": ("kcal/mol", 1.0 / _KCAL),
+        "force": ("kcal/mol/Ang", 1.0 / _KCAL),
+        "hessian": ("kcal/mol/Ang^2", 1.0 / _KCAL),
+        "cm-1": ("cm^-1", 1.0),
+        "1": ("1", 1.0),
+    },
+    "eV": {
+        "energy": ("eV", 1.0),
+        "force": ("eV/Ang", 1.0),
+        "hessian": ("eV/Ang^2", 1.0),
+        "cm-1": ("cm^-1", 1.0),
+        "1": ("1", 1.0),
+    },
+}
+
+#: Every key with a physical dimension that the reports write.
+DIMENSIONS: Dict[str, str] = dict(
+    POOLED_UNITS,
+    energy_ref="energy",
+    energy_model="energy",
+    energy_error="energy",
+    eigenvalue_mae="hessian",
+    frequency_mae="cm-1",
+    frequency_mae_matched="cm-1",
+    zpe_ref="energy",
+    zpe_model="energy",
+    zpe_error="energy",
+    barrier_fwd_ref="energy",
+    barrier_fwd_model="energy",
+    barrier_fwd_error="energy",
+    barrier_rev_ref="energy",
+    barrier_rev_model="energy",
+    barrier_rev_error="energy",
+    barrier_fwd_mae="energy",
+    barrier_rev_mae="energy",
+    irc_barrier_mae="energy",
+    irc_max_deviation_mean="energy",
+    barrier_error="energy",
+    max_deviation="energy",
+)
+
+
+def in_units(values: Mapping[str, object], system: str) -> Dict[str, object]:
+    """Copy of ``values`` (ASE units) with every dimensioned key in ``system``."""
+    table = UNIT_SYSTEMS[system]
+    out: Dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out[key] = in_units(value, system)
+        elif key in DIMENSIONS and isinstance(value, (int, float)):
+            out[key] = float(value) * table[DIMENSIONS[key]][1]
+        else:
+            out[key] = value
+    return out
+
+
+def _finite(value: object) -> object:
+    """JSON has no NaN: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _model_metrics(report: DownstreamReport) -> Dict[str, object]:
+    profiles = [
+        {
+            "reaction": p.reaction,
+            "name": p.name,
+            "barrier_error": p.barrier_error,
+            "max_deviation": p.max_deviation,
+            "maximum_at_ts": p.maximum_at_ts,
+        }
+        for p in report.profiles
+    ]
+    base = {
+        "pooled": report.pooled,
+        "barriers": {"stats": report.barrier_stats, "reactions": report.barriers},
+        "irc_profiles": {"stats": report.profile_stats, "reactions": profiles},
+    }
+    out: Dict[str, object] = {system: in_units(base, system) for system in UNIT_SYSTEMS}
+    out["ts_search"] = {
+        "summary": report.ts_summary,
+        "searches": [r.as_row() for r in report.ts_results],
+    }
+    out["seconds"] = report.seconds
+    out["has_hessians"] = report.has_hessians
+    return out
+
+
+def metrics_dict(
+    reports: Sequence[DownstreamReport], settings: Mapping[str, object]
+) -> Dict[str, object]:
+    """The content of ``metrics.json``: units, settings and every model's numbers."""
+    return _finite(
+        {
+            "units": {
+                system: {dim: label for dim, (label, _) in table.items()}
+                for system, table in UNIT_SYSTEMS.items()
+            },
+            "metric_dimensions": DIMENSIONS,
+            "settings": dict(settings),
+            "models": {r.model: _model_metrics(r) for r in reports},
+        }
+    )
+
+
+def write_metrics(
+    path: Path, reports: Sequence[DownstreamReport], settings: Mapping[str, object]
+) -> None:
+    """Write ``metrics.json``."""
+    path.write_text(json.dumps(metrics_dict(reports, settings), indent=2) + "\n")
+
+
+def write_structures_csv(
+    path: Path, reports: Sequence[DownstreamReport], system: str = "kcal/mol"
+) -> None:
+    """One row per structure and model; dimensioned columns carry their unit."""
+    table = UNIT_SYSTEMS[system]
+    keys: List[str] = []
+    for report in reports:
+        for row in report.rows:
+            keys += [k for k in row if k not in keys]
+
+    def header(key: str) -> str:
+        dim = DIMENSIONS.get(key)
+        return f"{key} ({table[dim][0]})" if dim and dim != "1" else key
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model"] + [header(k) for k in keys])
+        for report in reports:
+            for row in report.rows:
+                conv = in_units(row, system)
+                writer.writerow([report.model] + [_cell(conv.get(k, "")) for k in keys])
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return value
+
+
+def _fmt(value: object, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_table(reports: Sequence[DownstreamReport], system: str = "kcal/mol") -> str:
+    """Two Markdown tables: errors per kind, and barriers, IRC and TS search."""
+    u = {dim: label for dim, (label, _) in UNIT_SYSTEMS[system].items()}
+    head = (
+        f"| model | set | n | E MAE ({u['energy']}) | F MAE ({u['force']}) | "
+        f"H MAE ({u['hessian']}) | eigval MAE ({u['hessian']}) | ν MAE (cm⁻¹) | "
+        "imag. count ok | TS-mode cos (mw) | ZPE MAE "
+        f"({u['energy']}) |"
+    )
+    lines = [head, "|" + " --- |" * 11]
+    for report in reports:
+        sets = {"all": report.pooled["all"], **report.pooled["kind"]}
+        for name, stats in sets.items():
+            s = in_units(stats, system)
+            lines.append(
+                f"| {report.model} | {name} | {s['n_structures']} | "
+                f"{_fmt(s.get('energy_mae'))} | {_fmt(s.get('forces_mae'))} | "
+                f"{_fmt(s.get('hessian_mae'))} | {_fmt(s.get('eigenvalue_mae'))} | "
+                f"{_fmt(s.get('frequency_mae'), 0)} | "
+                f"{_fmt(s.get('imaginary_count_accuracy'))} | "
+                f"{_fmt(s.get('lowest_mode_cosine_mw'))} | {_fmt(s.get('zpe_mae'))} |"
+            )
+    lines += [
+        "",
+        f"| model | barrier fwd MAE ({u['energy']}) | barrier rev MAE ({u['energy']}) | "
+        f"IRC barrier MAE ({u['energy']}) | IRC max dev. ({u['energy']}) | "
+        "IRC max at TS | TS success, model H | TS success, Sella updates | "
+        "median steps, model H / updates | median force calls, model H / updates |",
+        "|" + " --- |" * 10,
+    ]
+    for report in reports:
+        b = in_units(report.barrier_stats, system)
+        p = in_units(report.profile_stats, system)
+        ts = report.ts_summary
+        mh, su = ts.get("model_hessian", {}), ts.get("sella_updates", {})
+        lines.append(
+            f"| {report.model} | {_fmt(b.get('barrier_fwd_mae'))} | "
+            f"{_fmt(b.get('barrier_rev_mae'))} | {_fmt(p.get('irc_barrier_mae'))} | "
+            f"{_fmt(p.get('irc_max_deviation_mean'))} | "
+            f"{_fmt(p.get('irc_maximum_at_ts_rate'))} | "
+            f"{_fmt(mh.get('success_rate'))} | {_fmt(su.get('success_rate'))} | "
+            f"{_fmt(mh.get('median_steps'), 0)} / {_fmt(su.get('median_steps'), 0)} | "
+            f"{_fmt(mh.get('median_force_calls'), 0)} / "
+            f"{_fmt(su.get('median_force_calls'), 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report_md(
+    path: Path,
+    reports: Sequence[DownstreamReport],
+    plots: Mapping[str, str],
+    settings: Mapping[str, object],
+) -> None:
+    """``report.md``: the tables, the settings and the plots embedded."""
+    lines = [
+        "# Model evaluation",
+        "",
+        f"Data: `{settings.get('data')}`; models: "
+        + ", ".join(f"`{r.model}`" for r in reports)
+        + ".",
+        "",
+        "Errors in the study's units (kcal/mol, kcal/mol/Å, kcal/mol/Å²); frequencies "
+        "in cm⁻¹ after mass weighting and projection of translations and rotations, "
+        "matched by order; 'imag. count ok' is the fraction of structures whose "
+        "number of imaginary modes is right (0 for minima, 1 for TSs, the "
+        "reference's count elsewhere). TS searches: Sella order 1 from perturbed "
+        "reference TSs and the highest IRC points beside them; success = converged, "
+        "one imaginary mode, RMSD to the reference TS below "
+        f"{settings.get('ts_rmsd_threshold')} Å. All numbers are in `metrics.json`, "
+        "per structure in `structures.csv`.",
+        "",
+        summary_table(reports),
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(_finite(dict(settings)), indent=2),
+        "```",
+        "",
+        "## Plots",
+        "",
+    ]
+    for title, file in plots.items():
+        lines += [f"### {title}", "", f"![{title}]({file})", ""]
+    path.write_text("\n".join(lines))

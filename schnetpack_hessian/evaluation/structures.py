@@ -1,0 +1,181 @@
+"""Per-structure errors of a model and their pooling per kind and per reaction.
+
+A row holds one structure's numbers in ASE units (eV, eV/Å, eV/Å², cm⁻¹); pooled
+statistics weight each structure by its number of force components, Hessian
+entries, eigenvalues or modes, so that pooled MAE/RMSE equal those over all entries.
+"""
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.evaluation.predict import Prediction
+from schnetpack_hessian.evaluation.spectra import (
+    IMAG_THRESHOLD,
+    HessianComparison,
+    compare_hessians,
+    expected_imaginary,
+)
+
+__all__ = [
+    "Row",
+    "structure_row",
+    "compare_structure",
+    "pool",
+    "group_rows",
+    "POOLED_UNITS",
+]
+
+#: One structure's numbers (see :func:`structure_row` for the keys).
+Row = Dict[str, object]
+
+#: Pooled metric → physical dimension (``energy``, ``force``, ``hessian``,
+#: ``cm-1``, ``1`` dimensionless); the report converts by dimension.
+POOLED_UNITS: Dict[str, str] = {
+    "energy_mae": "energy",
+    "energy_rmse": "energy",
+    "forces_mae": "force",
+    "forces_rmse": "force",
+    "hessian_mae": "hessian",
+    "hessian_rmse": "hessian",
+    "eigenvalue_mae": "hessian",
+    "lowest_mode_cosine": "1",
+    "lowest_mode_cosine_mw": "1",
+    "frequency_mae": "cm-1",
+    "frequency_mae_matched": "cm-1",
+    "imaginary_count_accuracy": "1",
+    "zpe_mae": "energy",
+}
+
+
+def structure_row(
+    index: int,
+    atoms: Atoms,
+    prediction: Prediction,
+    comparison: Optional[HessianComparison] = None,
+) -> Row:
+    """Errors of one structure.
+
+    Args:
+        index: position of the structure in the evaluated data.
+        atoms: reference structure (``iread`` convention: energy/forces on the
+            calculator, ``info["hessian"]``, ``info["kind"]``, ``info["reaction"]``).
+        prediction: the model's prediction.
+        comparison: spectral comparison, when both Hessians exist.
+    """
+    ref_e = atoms.get_potential_energy()
+    df = prediction.forces - atoms.get_forces()
+    row: Row = {
+        "index": index,
+        "kind": atoms.info.get(P.kind, "other"),
+        "reaction": int(atoms.info.get(P.reaction, -1)),
+        "formula": atoms.get_chemical_formula(),
+        "n_atoms": len(atoms),
+        "energy_ref": ref_e,
+        "energy_model": prediction.energy,
+        "energy_error": prediction.energy - ref_e,
+        "forces_mae": float(np.abs(df).mean()),
+        "forces_rmse": float(np.sqrt((df**2).mean())),
+        "n_forces": int(df.size),
+    }
+    href = atoms.info.get(P.hessian)
+    if href is not None and prediction.hessian is not None:
+        dh = prediction.hessian - href
+        row.update(
+            hessian_mae=float(np.abs(dh).mean()),
+            hessian_rmse=float(np.sqrt((dh**2).mean())),
+            n_hessian=int(dh.size),
+        )
+    if comparison is not None:
+        expected = expected_imaginary(str(row["kind"]))
+        target = comparison.n_imaginary_ref if expected is None else expected
+        row.update(
+            eigenvalue_mae=comparison.eigenvalue_mae,
+            n_eigenvalues=len(comparison.eigenvalues_ref),
+            lowest_mode_cosine=comparison.lowest_mode_cosine,
+            lowest_mode_cosine_mw=comparison.lowest_mode_cosine_mw,
+            frequency_mae=comparison.frequency_mae,
+            frequency_mae_matched=comparison.frequency_mae_matched,
+            n_modes=len(comparison.frequencies_ref),
+            n_imaginary_ref=comparison.n_imaginary_ref,
+            n_imaginary_model=comparison.n_imaginary_model,
+            n_imaginary_expected=-1 if expected is None else expected,
+            imaginary_count_correct=int(comparison.n_imaginary_model == target),
+            zpe_ref=comparison.zpe_ref,
+            zpe_model=comparison.zpe_model,
+            zpe_error=comparison.zpe_model - comparison.zpe_ref,
+        )
+    return row
+
+
+def compare_structure(
+    atoms: Atoms, prediction: Prediction, imag_threshold: float = IMAG_THRESHOLD
+) -> Optional[HessianComparison]:
+    """Spectral comparison of a structure, None when a Hessian is missing."""
+    href = atoms.info.get(P.hessian)
+    if href is None or prediction.hessian is None:
+        return None
+    return compare_hessians(
+        href, prediction.hessian, atoms.positions, atoms.get_masses(), imag_threshold
+    )
+
+
+def _weighted(rows: Sequence[Row], key: str, weight: str, squared: bool) -> float:
+    values = [(r[key], r[weight]) for r in rows if key in r and not _nan(r[key])]
+    if not values:
+        return float("nan")
+    v = np.array([x for x, _ in values], dtype=np.float64)
+    w = np.array([n for _, n in values], dtype=np.float64)
+    if squared:
+        return float(np.sqrt((v**2 * w).sum() / w.sum()))
+    return float((v * w).sum() / w.sum())
+
+
+def _mean(rows: Sequence[Row], key: str, transform=lambda x: x) -> float:
+    values = [transform(r[key]) for r in rows if key in r and not _nan(r[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def pool(rows: Sequence[Row]) -> Dict[str, float]:
+    """Pooled statistics of a group of rows (ASE units, see :data:`POOLED_UNITS`)."""
+    out: Dict[str, float] = {
+        "n_structures": len(rows),
+        "energy_mae": _mean(rows, "energy_error", abs),
+        "energy_rmse": math.sqrt(_mean(rows, "energy_error", lambda x: x * x)),
+        "forces_mae": _weighted(rows, "forces_mae", "n_forces", False),
+        "forces_rmse": _weighted(rows, "forces_rmse", "n_forces", True),
+    }
+    if any("hessian_mae" in r for r in rows):
+        out.update(
+            hessian_mae=_weighted(rows, "hessian_mae", "n_hessian", False),
+            hessian_rmse=_weighted(rows, "hessian_rmse", "n_hessian", True),
+            n_hessians=sum(1 for r in rows if "hessian_mae" in r),
+        )
+    if any("eigenvalue_mae" in r for r in rows):
+        out.update(
+            eigenvalue_mae=_weighted(rows, "eigenvalue_mae", "n_eigenvalues", False),
+            lowest_mode_cosine=_mean(rows, "lowest_mode_cosine"),
+            lowest_mode_cosine_mw=_mean(rows, "lowest_mode_cosine_mw"),
+            frequency_mae=_weighted(rows, "frequency_mae", "n_modes", False),
+            frequency_mae_matched=_weighted(
+                rows, "frequency_mae_matched", "n_modes", False
+            ),
+            imaginary_count_accuracy=_mean(rows, "imaginary_count_correct"),
+            zpe_mae=_mean(rows, "zpe_error", abs),
+        )
+    return out
+
+
+def group_rows(rows: Sequence[Row], key: str) -> Dict[str, List[Row]]:
+    """Rows grouped by the value of ``key`` (as strings, in order of appearance)."""
+    groups: Dict[str, List[Row]] = {}
+    for row in rows:
+        groups.setdefault(str(row[key]), []).append(row)
+    return groups

@@ -1,0 +1,250 @@
+"""Transition-state searches on a model's surface, with and without its Hessian.
+
+From every reference TS displaced by a seeded random perturbation, and from the
+highest IRC point on each side of it, Sella runs an order-1 saddle search twice:
+
+* ``model_hessian``: the model's exact analytic Hessian (``HessianCalculator``) as
+  Sella's ``hessian_function``, re-diagonalised at every step (``diag_every_n=1``,
+  as NewtonNet's workflow does; with Sella's defaults the Hessian only seeds the
+  first step);
+* ``sella_updates``: Sella's own iterative Hessian estimate from forces only, the
+  baseline users have without a Hessian model.
+
+A search succeeds when it converges (max force below ``fmax``), the model's Hessian at
+the result has exactly one imaginary mode, and the result lies within
+``rmsd_threshold`` Å (Kabsch, atom-mapped) of the reference TS.
+"""
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from ase import Atoms
+from tqdm import tqdm
+
+from schnetpack_hessian.calculator import HessianCalculator
+from schnetpack_hessian.evaluation.reactions import ReactionPath
+from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD
+from schnetpack_hessian.generate.geometry import rmsd
+from schnetpack_hessian.vibrations import count_imaginary
+
+__all__ = [
+    "METHODS",
+    "TSSearchSettings",
+    "TSSearchResult",
+    "TSStart",
+    "perturb",
+    "ts_starts",
+    "ts_search",
+    "ts_searches",
+    "summarize_ts_searches",
+]
+
+#: The two ways of running Sella that are compared.
+METHODS: Tuple[str, ...] = ("model_hessian", "sella_updates")
+
+
+@dataclass(frozen=True)
+class TSSearchSettings:
+    """How the searches start, run and are judged.
+
+    Attributes:
+        n_perturbations: seeded random displacements of each reference TS.
+        perturbation_rms: RMS displacement per atom in Å.
+        irc_starts: also start from the highest IRC point on each side of the TS.
+        fmax: convergence threshold on the largest force, eV/Å.
+        max_steps: Sella steps before a search counts as not converged.
+        rmsd_threshold: largest RMSD (Å) from the reference TS for a success.
+        imag_threshold: |ν| in cm⁻¹ below which an imaginary mode is not counted.
+        seed: seed of the perturbations.
+    """
+
+    n_perturbations: int = 3
+    perturbation_rms: float = 0.1
+    irc_starts: bool = True
+    fmax: float = 0.01
+    max_steps: int = 200
+    rmsd_threshold: float = 0.15
+    imag_threshold: float = IMAG_THRESHOLD
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TSStart:
+    """A starting geometry: reaction, label (``perturbed-<k>``, ``irc-<side>``), its
+    structure and the reference TS it should lead to."""
+
+    reaction: int
+    label: str
+    atoms: Atoms
+    reference_ts: Atoms
+
+
+@dataclass(frozen=True)
+class TSSearchResult:
+    """Outcome of one search (one row of the TS-search table)."""
+
+    reaction: int
+    start: str
+    method: str
+    converged: bool
+    steps: int
+    force_calls: int
+    hessian_calls: int
+    n_imaginary: int
+    rmsd: float
+    success: bool
+    seconds: float
+
+    def as_row(self) -> Dict[str, object]:
+        """The result as a flat dict."""
+        return asdict(self)
+
+
+def perturb(atoms: Atoms, rms: float, rng: np.random.Generator) -> Atoms:
+    """Copy of ``atoms`` displaced by a random vector of RMS ``rms`` Å per atom
+    (centre of mass of the displacement removed)."""
+    d = rng.normal(size=atoms.positions.shape)
+    d -= d.mean(0)
+    d *= rms / np.sqrt(np.mean(np.sum(d**2, axis=1)))
+    out = Atoms(numbers=atoms.numbers, positions=atoms.positions + d)
+    return out
+
+
+def ts_starts(
+    structures: Sequence[Atoms],
+    paths: Dict[int, ReactionPath],
+    settings: TSSearchSettings = TSSearchSettings(),
+) -> List[TSStart]:
+    """Starting geometries of every reaction that has a reference TS."""
+    starts: List[TSStart] = []
+    for rid, rp in sorted(paths.items()):
+        if rp.ts is None:
+            continue
+        ts = structures[rp.ts]
+        for k in range(settings.n_perturbations):
+            rng = np.random.default_rng([settings.seed, rid, k])
+            starts.append(
+                TSStart(
+                    rid,
+                    f"perturbed-{k}",
+                    perturb(ts, settings.perturbation_rms, rng),
+                    ts,
+                )
+            )
+        if not settings.irc_starts or rp.ts not in rp.path:
+            continue
+        pos = rp.path.index(rp.ts)
+        irc = set(rp.irc)
+        for side, candidates in (("R", rp.path[:pos]), ("P", rp.path[pos + 1 :])):
+            candidates = [i for i in candidates if i in irc]
+            if candidates:
+                top = max(
+                    candidates, key=lambda i: structures[i].get_potential_energy()
+                )
+                a = structures[top]
+                starts.append(
+                    TSStart(rid, f"irc-{side}", Atoms(a.numbers, a.positions), ts)
+                )
+    return starts
+
+
+def ts_search(
+    calc: HessianCalculator,
+    start: TSStart,
+    method: str,
+    settings: TSSearchSettings = TSSearchSettings(),
+) -> TSSearchResult:
+    """One Sella order-1 search from ``start`` on the model behind ``calc``.
+
+    Args:
+        calc: the model's calculator (its call counters are reset).
+        start: where to start and which TS to compare with.
+        method: ``"model_hessian"`` or ``"sella_updates"`` (see the module docstring).
+        settings: thresholds.
+    """
+    from sella import Sella
+
+    if method not in METHODS:
+        raise ValueError(f"ts_search: method must be one of {METHODS}, got {method!r}")
+    atoms = start.atoms.copy()
+    atoms.calc = calc
+    calc.reset()
+    calc.n_calls = {"forces": 0, "hessian": 0}
+    extra = {}
+    if method == "model_hessian":
+        extra = dict(hessian_function=calc.get_hessian, diag_every_n=1)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = Sella(
+            atoms, order=1, internal=True, logfile=None, trajectory=None, **extra
+        )
+        try:
+            converged = bool(opt.run(fmax=settings.fmax, steps=settings.max_steps))
+        except (np.linalg.LinAlgError, ValueError, RuntimeError):
+            converged = False  # Sella failed on this geometry: not a success
+    seconds = time.perf_counter() - t0
+    calls = dict(calc.n_calls)
+    n_imag = count_imaginary(
+        calc.get_hessian(atoms), atoms=atoms, threshold=settings.imag_threshold
+    )
+    dist = rmsd(atoms.positions, start.reference_ts.positions)
+    return TSSearchResult(
+        reaction=start.reaction,
+        start=start.label,
+        method=method,
+        converged=converged,
+        steps=int(opt.nsteps),
+        force_calls=calls["forces"],
+        hessian_calls=calls["hessian"],
+        n_imaginary=n_imag,
+        rmsd=dist,
+        success=converged and n_imag == 1 and dist < settings.rmsd_threshold,
+        seconds=seconds,
+    )
+
+
+def ts_searches(
+    calc: HessianCalculator,
+    starts: Sequence[TSStart],
+    settings: TSSearchSettings = TSSearchSettings(),
+    methods: Sequence[str] = METHODS,
+    progress: bool = False,
+) -> List[TSSearchResult]:
+    """Every start with every method, with a progress bar over searches."""
+    jobs = [(s, m) for s in starts for m in methods]
+    return [
+        ts_search(calc, s, m, settings)
+        for s, m in tqdm(jobs, desc="TS searches", unit="search", disable=not progress)
+    ]
+
+
+def summarize_ts_searches(
+    results: Sequence[TSSearchResult],
+) -> Dict[str, Dict[str, float]]:
+    """Per method: searches, success rate, converged rate, and the median steps,
+    force calls and Hessian calls of the successful searches (NaN if none)."""
+    summary: Dict[str, Dict[str, float]] = {}
+    for method in METHODS:
+        rs = [r for r in results if r.method == method]
+        if not rs:
+            continue
+        ok = [r for r in rs if r.success]
+
+        def median(key: str) -> float:
+            return (
+                float(np.median([getattr(r, key) for r in ok])) if ok else float("nan")
+            )
+
+        summary[method] = {
+            "n_searches": len(rs),
+            "success_rate": len(ok) / len(rs),
+            "converged_rate": sum(r.converged for r in rs) / len(rs),
+            "median_steps": median("steps"),
+            "median_force_calls": median("force_calls"),
+            "median_hessian_calls": median("hessian_calls"),
+        }
+    return summary

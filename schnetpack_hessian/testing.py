@@ -4,6 +4,10 @@ Kept in the package (as NequIP keeps its unit-test utilities) so that tests of e
 model, and users checking their own models, share one implementation.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,6 +32,7 @@ __all__ = [
     "finite_difference_hessian",
     "hessian_loss_gradients",
     "energy_and_gradient",
+    "run_spktrain",
 ]
 
 
@@ -203,3 +208,22 @@ def energy_and_gradient(
         inputs = module(inputs)
     inputs = model.output_modules[0](model.representation(inputs))
     return inputs, energy_gradient(inputs["energy"], inputs[spk_properties.R])
+
+
+def run_spktrain(
+    args: Sequence[str], cwd: Path, timeout: float = 900
+) -> "subprocess.CompletedProcess[str]":
+    """Run the ``spktrain`` of this interpreter's environment in ``cwd`` (created),
+    single-threaded, with Hydra's full errors; output captured as text."""
+    cwd = Path(cwd)
+    cwd.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("spktrain")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    return subprocess.run(
+        [str(exe), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

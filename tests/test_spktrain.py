@@ -1,26 +1,14 @@
 """spktrain finds the plugin's experiments and trains E+F+H end to end (integration)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from schnetpack_hessian.data import write
 from schnetpack_hessian.data.testing import make_atoms
+from schnetpack_hessian.testing import run_spktrain as spktrain
 
 pytestmark = pytest.mark.integration
-
-
-def spktrain(args, cwd):
-    cwd.mkdir(parents=True, exist_ok=True)
-    exe = Path(sys.executable).with_name("spktrain")
-    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
-    return subprocess.run(
-        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,15 @@ def eigenvalue_spectra(reports: Sequence[DownstreamReport], path: Path) -> Path:
     first = next((r for r in reports if r.comparisons), None)
     if first is not None:
         ref = np.concatenate([c.eigenvalues_ref for c in first.comparisons.values()])
-        bins = np.linspace(ref.min(), ref.max(), 80) / _KCAL
+        models = {
+            r.model: np.concatenate(
+                [c.eigenvalues_model for c in r.comparisons.values()]
+            )
+            for r in reports
+            if r.comparisons
+        }
+        values = np.concatenate([ref, *models.values()]) / _KCAL
+        bins = np.linspace(values.min(), values.max(), 80)
         ax.hist(
             ref / _KCAL,
             bins=bins,
@@ -162,9 +170,8 @@ def eigenvalue_spectra(reports: Sequence[DownstreamReport], path: Path) -> Path:
             color="k",
             label="reference",
         )
-        for r in reports:
-            mod = np.concatenate([c.eigenvalues_model for c in r.comparisons.values()])
-            ax.hist(mod / _KCAL, bins=bins, histtype="step", lw=1.5, label=r.model)
+        for name, mod in models.items():
+            ax.hist(mod / _KCAL, bins=bins, histtype="step", lw=1.5, label=name)
     ax.set_yscale("log")
     ax.set_xlabel("Hessian eigenvalue (kcal/mol/Å²)")
     ax.set_ylabel("count")

@@ -212,9 +212,10 @@ def summary_table(reports: Sequence[DownstreamReport], system: str = "kcal/mol")
         "",
         f"| model | barrier fwd MAE ({u['energy']}) | barrier rev MAE ({u['energy']}) | "
         f"IRC barrier MAE ({u['energy']}) | IRC max dev. ({u['energy']}) | "
-        "IRC max at TS | TS success, model H | TS success, Sella updates | "
+        "IRC max at TS | TS success, model H / updates | "
+        "saddle found, model H / updates | saddle RMSD (Å), model H / updates | "
         "median steps, model H / updates | median force calls, model H / updates |",
-        "|" + " --- |" * 10,
+        "|" + " --- |" * 11,
     ]
     for report in reports:
         b = in_units(report.barrier_stats, system)
@@ -226,7 +227,10 @@ def summary_table(reports: Sequence[DownstreamReport], system: str = "kcal/mol")
             f"{_fmt(b.get('barrier_rev_mae'))} | {_fmt(p.get('irc_barrier_mae'))} | "
             f"{_fmt(p.get('irc_max_deviation_mean'))} | "
             f"{_fmt(p.get('irc_maximum_at_ts_rate'))} | "
-            f"{_fmt(mh.get('success_rate'))} | {_fmt(su.get('success_rate'))} | "
+            f"{_fmt(mh.get('success_rate'))} / {_fmt(su.get('success_rate'))} | "
+            f"{_fmt(mh.get('saddle_rate'))} / {_fmt(su.get('saddle_rate'))} | "
+            f"{_fmt(mh.get('median_saddle_rmsd'))} / "
+            f"{_fmt(su.get('median_saddle_rmsd'))} | "
             f"{_fmt(mh.get('median_steps'), 0)} / {_fmt(su.get('median_steps'), 0)} | "
             f"{_fmt(mh.get('median_force_calls'), 0)} / "
             f"{_fmt(su.get('median_force_calls'), 0)} |"
@@ -255,8 +259,11 @@ def write_report_md(
         "reference's count elsewhere). TS searches: Sella order 1 from perturbed "
         "reference TSs and the highest IRC points beside them; success = converged, "
         "one imaginary mode, RMSD to the reference TS below "
-        f"{settings.get('ts_rmsd_threshold')} Å. All numbers are in `metrics.json`, "
-        "per structure in `structures.csv`.",
+        f"{settings.get('ts_rmsd_threshold')} Å; 'saddle found' counts converged "
+        "searches with one imaginary mode wherever they end, 'saddle RMSD' is their "
+        "median distance to the reference TS; steps and force calls are medians over "
+        "successful searches. All numbers are in `metrics.json`, per structure in "
+        "`structures.csv`, per search in `ts_searches.csv`.",
         "",
         summary_table(reports),
         "",

@@ -225,26 +225,31 @@ def ts_searches(
 def summarize_ts_searches(
     results: Sequence[TSSearchResult],
 ) -> Dict[str, Dict[str, float]]:
-    """Per method: searches, success rate, converged rate, and the median steps,
-    force calls and Hessian calls of the successful searches (NaN if none)."""
+    """Per method: searches, success rate, the rates of converging and of converging
+    to a first-order saddle point (one imaginary mode, wherever it lies), the median
+    RMSD of those saddle points to the reference TS, and the median steps, force calls
+    and Hessian calls of the successful searches (NaN where there are none)."""
     summary: Dict[str, Dict[str, float]] = {}
     for method in METHODS:
         rs = [r for r in results if r.method == method]
         if not rs:
             continue
         ok = [r for r in rs if r.success]
+        saddles = [r for r in rs if r.converged and r.n_imaginary == 1]
 
-        def median(key: str) -> float:
-            return (
-                float(np.median([getattr(r, key) for r in ok])) if ok else float("nan")
-            )
+        def median(runs: Sequence[TSSearchResult], key: str) -> float:
+            if not runs:
+                return float("nan")
+            return float(np.median([getattr(r, key) for r in runs]))
 
         summary[method] = {
             "n_searches": len(rs),
             "success_rate": len(ok) / len(rs),
             "converged_rate": sum(r.converged for r in rs) / len(rs),
-            "median_steps": median("steps"),
-            "median_force_calls": median("force_calls"),
-            "median_hessian_calls": median("hessian_calls"),
+            "saddle_rate": len(saddles) / len(rs),
+            "median_saddle_rmsd": median(saddles, "rmsd"),
+            "median_steps": median(ok, "steps"),
+            "median_force_calls": median(ok, "force_calls"),
+            "median_hessian_calls": median(ok, "hessian_calls"),
         }
     return summary

@@ -44,7 +44,9 @@ def test_sella_finds_the_saddle_with_the_model_hessian(namespace):
 
 
 def test_neb_barrier_is_close_to_the_reference_irc(namespace):
-    assert namespace["model_barrier"] == pytest.approx(namespace["ref_barrier"], abs=0.1)
+    assert namespace["model_barrier"] == pytest.approx(
+        namespace["ref_barrier"], abs=0.1
+    )
 
 
 def test_langevin_md_runs_without_hessians(namespace):

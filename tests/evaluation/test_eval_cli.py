@@ -76,7 +76,11 @@ def test_compare_writes_every_file_and_one_table(runs, capsys):
         assert kcal["n_structures"] == 50
         assert kcal["hessian_mae"] == pytest.approx(ev["hessian_mae"] * 23.0605, 1e-4)
         assert set(model["kcal/mol"]["pooled"]["kind"]) == {
-            "reactant", "product", "ts", "irc", "nms"
+            "reactant",
+            "product",
+            "ts",
+            "irc",
+            "nms",
         }
         assert set(model["kcal/mol"]["pooled"]["reaction"]) == {"0", "1"}
         assert len(model["kcal/mol"]["barriers"]["reactions"]) == 2
@@ -111,8 +115,19 @@ def test_data_without_hessians_skips_hessian_metrics_and_says_so(runs, capsys):
     plain = root / "no_hessians.h5"
     write(plain, atoms)
     out = root / "plain"
-    assert main([str(root / "runs/ef"), str(plain), "-o", str(out), "--no-progress",
-                 "--skip-ts-search"]) == 0
+    assert (
+        main(
+            [
+                str(root / "runs/ef"),
+                str(plain),
+                "-o",
+                str(out),
+                "--no-progress",
+                "--skip-ts-search",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.count("has no reference Hessians") == 1
     stats = json.loads((out / "metrics.json").read_text())["models"]["ef"]
@@ -145,8 +160,16 @@ def test_model_without_energy_output_is_one_clear_line(tmp_path, capsys):
         output_modules=[spk.atomistic.Atomwise(n_in=8, output_key="dipole_norm")],
     )
     torch.save(model, tmp_path / "best_model")
-    code = main([str(tmp_path / "best_model"), str(reactive_set_path()),
-                 "--energy-unit", "eV", "-o", str(tmp_path / "out")])
+    code = main(
+        [
+            str(tmp_path / "best_model"),
+            str(reactive_set_path()),
+            "--energy-unit",
+            "eV",
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no energy output 'energy'" in err
@@ -160,10 +183,12 @@ def test_models_and_data_are_told_apart(tmp_path):
     data = str(tmp_path / "d.h5")
     assert split_models_and_data([str(run), data], None) == ([str(run)], [data])
     assert split_models_and_data([data], [str(run), str(run)]) == (
-        [str(run), str(run)], [data]
+        [str(run), str(run)],
+        [data],
     )
     assert split_models_and_data([], [str(run), "m.pt", data]) == (
-        [str(run), "m.pt"], [data]
+        [str(run), "m.pt"],
+        [data],
     )
     with pytest.raises(EvaluationError, match="no data file"):
         split_models_and_data([str(run)], None)

@@ -69,7 +69,7 @@ class BenchConfig:
         chunk_size: seeds per pass and per backward step for ``full`` (the module's
             ``"auto"``; None: all at once).
         memory_efficient: memory-bounded backward for ``full``.
-        retain_mb: graph memory kept from the forward pass (``Hessian.retain_mb``).
+        retain_mb: graph memory kept from the forward pass (``PassSettings.retain_mb``).
         invariance: symmetry used by ``full`` (``Hessian.invariance``).
         features, interactions, cutoff: model size (Å).
         dtype: ``float32`` or ``float64``.
@@ -181,9 +181,11 @@ def build_model(cfg: BenchConfig) -> spk.model.NeuralNetworkPotential:
         outputs.append(
             Hessian(
                 mode="full",
-                chunk_size=cfg.chunk_size,
-                memory_efficient=cfg.memory_efficient,
-                retain_mb=cfg.retain_mb,
+                passes=dict(
+                    chunk_size=cfg.chunk_size,
+                    memory_efficient=cfg.memory_efficient,
+                    retain_mb=cfg.retain_mb,
+                ),
                 invariance=cfg.invariance,
             )
         )

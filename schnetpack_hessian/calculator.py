@@ -45,9 +45,10 @@ def enable_full_hessian(
 ) -> spk.model.AtomisticModel:
     """Make an energy model output its full Hessian in eval mode (in place).
 
-    A :class:`~schnetpack_hessian.Hessian` in HVP mode is switched to also compute the
-    full Hessian in evaluation; a ``spk.atomistic.Forces`` module is replaced by a
-    full-mode ``Hessian`` with the same keys (which also writes the forces).
+    A :class:`~schnetpack_hessian.Hessian` gets ``evaluation="full"`` in its schedule
+    (:meth:`~schnetpack_hessian.Hessian.set_schedule`, writing ``hessian_key``); a ``spk.atomistic.Forces`` module
+    is replaced by a full-mode ``Hessian`` with the same keys (which also writes the
+    forces).
 
     Raises:
         ValueError: the model has neither module.
@@ -55,10 +56,8 @@ def enable_full_hessian(
     outputs = model.output_modules
     for i, module in enumerate(outputs):
         if isinstance(module, Hessian):
-            if hessian_key not in module.model_outputs:
-                module.full_in_eval = True
-                module.hessian_key = hessian_key
-                module.model_outputs.append(hessian_key)
+            module.hessian_key = hessian_key
+            module.set_schedule(evaluation="full")
             break
         if isinstance(module, spk.atomistic.Forces):
             if module.calc_stress:

@@ -18,7 +18,8 @@ d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -26,12 +27,29 @@ import torch.nn as nn
 import schnetpack.properties as spk_properties
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.layout import (  # noqa: F401 (re-exported for old imports)
+    atom_offsets,
+    block_index,
+    local_atom_index,
+    molecule_index,
+)
+from schnetpack_hessian.plan import (  # noqa: F401 (constants re-exported)
+    AUTO_CHUNK,
+    CPU_VECTORIZE_MAX_PAIRS,
+    HessianSchedule,
+    PassPlan,
+    PassSettings,
+)
 from schnetpack_hessian.rigid import RigidBasis, rigid_basis, rigid_products
 
 __all__ = [
     "Hessian",
     "HessianError",
+    "HessianSchedule",
+    "PassPlan",
+    "PassSettings",
     "PROBES",
+    "was_computed",
     "energy_gradient",
     "row_seeds",
     "sample_probes",
@@ -46,68 +64,12 @@ __all__ = [
 #: Probe distributions accepted by :func:`sample_probes`.
 PROBES = ("gaussian", "rademacher", "rows")
 MODES = ("full", "hvp")
-#: On CPUs, vectorising the seeds pays off only for batches with few atom pairs, where
-#: per-operation overhead dominates (e.g. 4 small molecules, 122 pairs: 2× faster);
-#: above this, vmap's larger intermediates make it slower (16 molecules, 860 pairs).
-CPU_VECTORIZE_MAX_PAIRS = 512
-#: Seeds per vectorised pass and per step of the memory-bounded backward for
-#: ``chunk_size="auto"``: (vectorised, looped).
-AUTO_CHUNK = (16, 4)
 #: Symmetries the full Hessian may use (see :mod:`schnetpack_hessian.rigid`).
 INVARIANCES = ("auto", "rigid", "translation", "none")
 
 
 class HessianError(RuntimeError):
     """A Hessian could not be computed from the given inputs or configuration."""
-
-
-# --------------------------------------------------------------------------------------
-# index bookkeeping for packed batches
-# --------------------------------------------------------------------------------------
-
-
-def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
-    """Index of each molecule's first atom in the packed batch, shape ``(B,)``."""
-    return torch.cumsum(n_atoms, 0) - n_atoms
-
-
-def molecule_index(n_atoms: torch.Tensor) -> torch.Tensor:
-    """Molecule of every atom of a packed batch, shape ``(ΣN,)`` (SchNetPack's idx_m)."""
-    return torch.repeat_interleave(
-        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
-    )
-
-
-def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
-    """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
-    idx_m = molecule_index(n_atoms)
-    return (
-        torch.arange(int(n_atoms.sum()), device=n_atoms.device)
-        - atom_offsets(n_atoms)[idx_m]
-    )
-
-
-def block_index(
-    n_atoms: torch.Tensor,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices of the ``ΣN²`` Hessian blocks of a packed batch.
-
-    Returns:
-        ``(block_m, i_local, j_global)``, each ``(ΣN²,)``: the molecule of every block,
-        the local index of its row atom ``i`` and the packed index of its column atom
-        ``j``.
-    """
-    device = n_atoms.device
-    n_sq = n_atoms * n_atoms
-    block_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=device), n_sq)
-    k = (
-        torch.arange(int(n_sq.sum()), device=device)
-        - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
-    )
-    n_b = n_atoms[block_m]
-    i_local = torch.div(k, n_b, rounding_mode="floor")
-    j_global = atom_offsets(n_atoms)[block_m] + k - i_local * n_b
-    return block_m, i_local, j_global
 
 
 # --------------------------------------------------------------------------------------
@@ -223,31 +185,30 @@ def hessian_rows(
     gradient: torch.Tensor,
     positions: torch.Tensor,
     seeds: torch.Tensor,
-    create_graph: bool,
-    chunk_size: Optional[int] = None,
-    vectorize: bool = True,
+    plan: PassPlan,
 ) -> torch.Tensor:
     """Hessian-vector products ``H v`` for a stack of seeds, ``(k, ΣN, 3)``.
 
     Each product is one reverse pass through the graph of ``gradient`` (= dE/dR); the
-    ``k`` passes run vectorised in chunks of ``chunk_size`` (all at once when None).
+    ``k`` passes run vectorised in chunks of ``plan.chunk_size`` (all at once when
+    None), or one by one without ``plan.vectorize`` (a fallback for operations without
+    batching rules).
 
     Args:
         gradient: dE/dR ``(ΣN, 3)`` with its graph.
         positions: packed positions ``(ΣN, 3)``.
         seeds: vectors ``v``, ``(k, ΣN, 3)``.
-        create_graph: build a graph of the result (for training on it).
-        chunk_size: seeds per vectorised pass.
-        vectorize: use ``is_grads_batched``; False loops over seeds (a fallback for
-            operations without batching rules).
+        plan: ``create_graph`` (build a graph of the result, for training on it),
+            ``chunk_size`` and ``vectorize``; ``retain_bytes`` is not used here.
     """
     k = seeds.shape[0]
     if k == 0 or not gradient.requires_grad:
         return torch.zeros_like(seeds)
+    create_graph = plan.create_graph
     out: List[torch.Tensor] = []
-    for part in _seed_chunks(k, chunk_size):
+    for part in _seed_chunks(k, plan.chunk_size):
         chunk = seeds[part]
-        if vectorize:
+        if plan.vectorize:
             (rows,) = torch.autograd.grad(
                 gradient,
                 positions,
@@ -327,22 +288,23 @@ class _MemoryBoundedRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, chunk_size, vectorize, seeds, gradient, positions, *leaves):
+    def forward(ctx, plan, seeds, gradient, positions, *leaves):
         ctx.save_for_backward(seeds, gradient, positions, *leaves)
-        ctx.chunk_size = chunk_size
-        ctx.vectorize = vectorize
-        return hessian_rows(gradient, positions, seeds, False, chunk_size, vectorize)
+        ctx.plan = plan
+        return hessian_rows(
+            gradient, positions, seeds, replace(plan, create_graph=False)
+        )
 
     @staticmethod
     def backward(ctx, grad_rows):
         seeds, gradient, positions, *leaves = ctx.saved_tensors
+        plan: PassPlan = ctx.plan
+        step = PassPlan(create_graph=True, chunk_size=None, vectorize=plan.vectorize)
         inputs = [positions] + list(leaves)
         totals: List[Optional[torch.Tensor]] = [None] * len(inputs)
         with torch.enable_grad():
-            for chunk in _seed_chunks(seeds.shape[0], ctx.chunk_size):
-                rows = hessian_rows(
-                    gradient, positions, seeds[chunk], True, None, ctx.vectorize
-                )
+            for chunk in _seed_chunks(seeds.shape[0], plan.chunk_size):
+                rows = hessian_rows(gradient, positions, seeds[chunk], step)
                 phi = (rows * grad_rows[chunk]).sum()
                 if not phi.requires_grad:
                     continue
@@ -352,7 +314,7 @@ class _MemoryBoundedRows(torch.autograd.Function):
                 for n, g in enumerate(grads):
                     if g is not None:
                         totals[n] = g if totals[n] is None else totals[n] + g
-        return (None, None, None, None, *totals)
+        return (None, None, None, *totals)  # plan, seeds, gradient; then inputs
 
 
 class _SavedBytes:
@@ -383,18 +345,16 @@ def seeded_products(
     gradient: torch.Tensor,
     positions: torch.Tensor,
     seeds: torch.Tensor,
-    create_graph: bool,
-    chunk_size: Optional[int] = None,
-    vectorize: bool = True,
-    retain_bytes: Optional[int] = None,
+    plan: PassPlan,
 ) -> torch.Tensor:
     """:func:`hessian_rows` for training, with a bound on the memory of their graphs.
 
-    With ``create_graph`` the second-order graphs of the first chunks of seeds are kept
-    for the loss backward while their saved tensors stay within ``retain_bytes``; the
-    products of the remaining seeds carry a memory-bounded graph whose backward
-    recomputes them chunk by chunk (:class:`_MemoryBoundedRows`).  ``None`` keeps every
-    graph (fastest, memory grows with the number of seeds); 0 recomputes them all.
+    With ``plan.create_graph`` the second-order graphs of the first chunks of seeds are
+    kept for the loss backward while their saved tensors stay within
+    ``plan.retain_bytes``; the products of the remaining seeds carry a memory-bounded
+    graph whose backward recomputes them chunk by chunk (:class:`_MemoryBoundedRows`).
+    ``retain_bytes=None`` keeps every graph (fastest, memory grows with the number of
+    seeds); 0 recomputes them all.
 
     Returns:
         ``H v`` for every seed, ``(k, ΣN, 3)``.
@@ -402,29 +362,24 @@ def seeded_products(
     k = seeds.shape[0]
     if k == 0 or not gradient.requires_grad:
         return torch.zeros_like(seeds)
-    if not create_graph or retain_bytes is None:
-        return hessian_rows(
-            gradient, positions, seeds, create_graph, chunk_size, vectorize
-        )
+    if not plan.create_graph or plan.retain_bytes is None:
+        return hessian_rows(gradient, positions, seeds, plan)
+    kept = PassPlan(create_graph=True, chunk_size=None, vectorize=plan.vectorize)
     parts: List[torch.Tensor] = []
     saved = _SavedBytes()
     start, last_chunk = 0, 0
-    for chunk in _seed_chunks(k, chunk_size):
-        if saved.nbytes + last_chunk >= retain_bytes:
+    for chunk in _seed_chunks(k, plan.chunk_size):
+        if saved.nbytes + last_chunk >= plan.retain_bytes:
             break
         before = saved.nbytes
         with saved.hooks():
-            parts.append(
-                hessian_rows(gradient, positions, seeds[chunk], True, None, vectorize)
-            )
+            parts.append(hessian_rows(gradient, positions, seeds[chunk], kept))
         last_chunk = saved.nbytes - before
         start = chunk.stop
     if start < k:
         leaves = _graph_leaves(gradient, exclude=[positions])
         parts.append(
-            _MemoryBoundedRows.apply(
-                chunk_size, vectorize, seeds[start:], gradient, positions, *leaves
-            )
+            _MemoryBoundedRows.apply(plan, seeds[start:], gradient, positions, *leaves)
         )
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -433,10 +388,7 @@ def full_hessian(
     gradient: torch.Tensor,
     positions: torch.Tensor,
     n_atoms: torch.Tensor,
-    create_graph: bool,
-    chunk_size: Optional[int] = None,
-    vectorize: bool = True,
-    retain_bytes: Optional[int] = None,
+    plan: PassPlan,
     basis: Optional[RigidBasis] = None,
 ) -> torch.Tensor:
     """Exact Hessians of all molecules of a packed batch in block layout ``(ΣN², 3, 3)``.
@@ -445,7 +397,8 @@ def full_hessian(
     molecules.  With a :class:`~schnetpack_hessian.rigid.RigidBasis` (energies
     invariant under rigid motions): passes only along its complement, ``max(3N - 6)``,
     and the rigid columns from the gradient (:func:`~schnetpack_hessian.rigid.rigid_products`).
-    ``retain_bytes`` bounds the memory of the training graphs (:func:`seeded_products`).
+    ``plan.retain_bytes`` bounds the memory of the training graphs
+    (:func:`seeded_products`).
     """
     if basis is None:
         n_rows = 3 * int(n_atoms.max())
@@ -454,12 +407,12 @@ def full_hessian(
         )
     else:
         seeds = basis.complement
-    products = seeded_products(
-        gradient, positions, seeds, create_graph, chunk_size, vectorize, retain_bytes
-    )
+    products = seeded_products(gradient, positions, seeds, plan)
     directions = seeds
     if basis is not None:
-        rigid = rigid_products(gradient if create_graph else gradient.detach(), basis)
+        rigid = rigid_products(
+            gradient if plan.create_graph else gradient.detach(), basis
+        )
         products = torch.cat([products, rigid])
         directions = torch.cat([seeds, basis.rigid])
     return products_to_blocks(products, directions, n_atoms)
@@ -480,7 +433,8 @@ def invariance_error(
     level for invariant models, O(1) for e.g. an external field).
     """
     probe = basis.rigid.sum(0, keepdim=True)
-    measured = hessian_rows(gradient, positions, probe, False, None, vectorize)
+    plan = PassPlan(create_graph=False, chunk_size=None, vectorize=vectorize)
+    measured = hessian_rows(gradient, positions, probe, plan)
     predicted = rigid_products(gradient.detach(), basis).sum(0, keepdim=True)
     scale = hessian.detach().abs().max().clamp_min(torch.finfo(hessian.dtype).tiny)
     return float((measured - predicted).abs().max() / scale)
@@ -489,6 +443,32 @@ def invariance_error(
 # --------------------------------------------------------------------------------------
 # the output module
 # --------------------------------------------------------------------------------------
+
+
+#: Constructor arguments of earlier releases, now in ``schedule`` or ``passes``.
+_DEPRECATED_SCHEDULE = ("full_in_eval", "in_training")
+_DEPRECATED_PASSES = ("chunk_size", "memory_efficient", "retain_mb", "vectorize")
+
+
+def _schedule_from_flags(mode: str, in_training: bool, full_in_eval: bool) -> Dict:
+    """The schedule that the ``in_training``/``full_in_eval`` flags of earlier
+    releases meant."""
+    return {
+        "training": mode if in_training else "none",
+        "evaluation": "full" if (mode == "full" or full_in_eval) else "hvp",
+    }
+
+
+def was_computed(outputs: Mapping[str, torch.Tensor], key: str) -> bool:
+    """Whether the call of the :class:`Hessian` module that wrote ``outputs`` computed
+    ``key`` (a Hessian, HVP or probe key).
+
+    A model output that the module's schedule skips in the current phase (e.g. the
+    Hessian of an E+F baseline in training) holds an empty placeholder so that the
+    output dict keeps its keys; this is the one place that knows the convention.
+    """
+    value = outputs.get(key)
+    return value is not None and value.shape[0] > 0
 
 
 class Hessian(nn.Module):
@@ -507,11 +487,14 @@ class Hessian(nn.Module):
           n_probes`` probes per molecule and the probes themselves in
           ``hessian_probes`` ``(k, ΣN, 3)``; probes are redrawn at every call.
 
-    It also writes ``_n_atoms`` so that :class:`~schnetpack_hessian.HessianOutput` can
-    normalise per molecule.  In training mode the results keep their graph; in eval mode
-    they are detached (the model's parameters get no gradient).  Positions must require
-    grad, which :class:`~schnetpack.model.NeuralNetworkPotential` arranges through
-    ``required_derivatives`` (and Lightning needs ``inference_mode=False``).
+    What is computed in training and in evaluation is the ``schedule``
+    (:class:`~schnetpack_hessian.plan.HessianSchedule`); ``model_outputs`` follow from
+    it (:meth:`set_schedule`), and consumers ask :func:`was_computed` whether a key
+    holds results in a given call.  It also writes ``_n_atoms`` so that
+    :class:`~schnetpack_hessian.HessianOutput` can normalise per molecule.  In training
+    mode the results keep their graph; in eval mode they are detached.  Positions must
+    require grad, which :class:`~schnetpack.model.NeuralNetworkPotential` arranges
+    through ``required_derivatives`` (and Lightning needs ``inference_mode=False``).
 
     Args:
         mode: ``"full"`` or ``"hvp"``.
@@ -523,27 +506,11 @@ class Hessian(nn.Module):
         probes_key: key of the probe vectors.
         n_probes: probes per molecule in ``"hvp"`` mode.
         probe: ``"gaussian"``, ``"rademacher"`` or ``"rows"``.
-        chunk_size: seeds per vectorised pass, and seeds per step of the
-            memory-efficient backward (None: all at once; ``"auto"``, the default:
-            16 when vectorising, else 4).
-        memory_efficient: in training with ``mode="full"``, bound the memory of the
-            second-order graphs: keep them while they fit in ``retain_mb`` and
-            back-propagate the rest chunk by chunk, recomputing each chunk's graph in
-            the backward (peak memory independent of the number of seeds, at the
-            price of one more pass per recomputed seed).  False keeps every graph.
-        retain_mb: MiB of saved tensors (counted with autograd's saved-tensor hooks;
-            the process grows by about 2.4× this) that the graphs kept from the
-            forward pass may hold with ``memory_efficient``; None keeps all, 0
-            recomputes all.  The default 256 keeps every graph of small batches (the
-            fastest) and a full-Hessian training step of 16 molecules at ~2.9× the
-            E+F step's peak memory (docs/PERFORMANCE.md).
-        full_in_eval: in ``"hvp"`` mode, also write the full Hessian when not training,
-            so that validation reports exact Hessian metrics (in training the key then
-            holds an empty ``(0, 3, 3)`` tensor).
-        in_training: compute second derivatives in training mode; False trains on
-            energy/forces only and computes Hessians only for evaluation (E and E+F
-            baselines that still report Hessian errors); the Hessian keys then hold
-            empty placeholders during training.
+        schedule: what to compute in ``training`` and ``evaluation``: ``"none"``, the
+            mode's product (``True``), or ``"full"`` in evaluation also in HVP mode
+            (exact Hessian metrics in validation); a
+            :class:`~schnetpack_hessian.plan.HessianSchedule` or a mapping (Hydra).
+            Default: the mode's product in both phases.
         invariance: symmetry of the energy the full Hessian may use: ``"rigid"``
             (translations and rotations: passes only along the ``3N - 6`` internal
             directions), ``"translation"`` (``3N - 3``; periodic cells),
@@ -554,10 +521,14 @@ class Hessian(nn.Module):
             ``"none"`` with a warning).  Any SchNetPack model of molecules without
             fields is rigid-motion invariant.
         seed: seed of the probe generator (None: torch's global generator).
-        vectorize: vectorise the seeded passes with ``is_grads_batched``; None (the
-            default) vectorises on GPUs, and on CPUs only batches with at most
-            ``CPU_VECTORIZE_MAX_PAIRS`` atom pairs: on larger ones vmap's bigger
-            intermediates make the passes slower (see docs/PERFORMANCE.md).
+        passes: how the seeded passes run, a
+            :class:`~schnetpack_hessian.plan.PassSettings` or a mapping of its fields
+            (``chunk_size``, ``vectorize``, ``memory_efficient``, ``retain_mb``; one
+            ``passes:`` block in Hydra).  The default bounds the memory of training
+            graphs at 256 MiB of saved tensors (docs/PERFORMANCE.md).
+        **deprecated: ``full_in_eval``, ``in_training`` (now ``schedule``) and
+            ``chunk_size``, ``memory_efficient``, ``retain_mb``, ``vectorize`` (now
+            ``passes``), accepted for one release with a ``DeprecationWarning``.
     """
 
     def __init__(
@@ -571,14 +542,11 @@ class Hessian(nn.Module):
         probes_key: str = properties.hessian_probes,
         n_probes: int = 1,
         probe: str = "gaussian",
-        chunk_size: Union[int, str, None] = "auto",
-        memory_efficient: bool = True,
-        retain_mb: Optional[float] = 256.0,
-        full_in_eval: bool = False,
-        in_training: bool = True,
-        seed: Optional[int] = None,
-        vectorize: Optional[bool] = None,
+        schedule: Union[HessianSchedule, Mapping[str, Any], None] = None,
         invariance: str = "auto",
+        seed: Optional[int] = None,
+        passes: Union[PassSettings, Mapping[str, Any], None] = None,
+        **deprecated: Any,
     ):
         super().__init__()
         if mode not in MODES:
@@ -591,18 +559,7 @@ class Hessian(nn.Module):
             raise ValueError(
                 f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"
             )
-        if retain_mb is not None and retain_mb < 0:
-            raise ValueError(
-                f"Hessian: retain_mb must be None or >= 0, got {retain_mb}"
-            )
-        if (
-            chunk_size is not None
-            and chunk_size != "auto"
-            and (not isinstance(chunk_size, int) or chunk_size < 1)
-        ):
-            raise ValueError(
-                f"Hessian: chunk_size must be 'auto', None or >= 1, got {chunk_size!r}"
-            )
+        schedule, passes = self._take_deprecated(mode, schedule, passes, deprecated)
         self.mode = mode
         self.energy_key = energy_key
         self.force_key = force_key
@@ -612,29 +569,99 @@ class Hessian(nn.Module):
         self.probes_key = probes_key
         self.n_probes = n_probes
         self.probe = probe
-        self.chunk_size = chunk_size
-        self.memory_efficient = memory_efficient
-        self.retain_mb = retain_mb
-        self.full_in_eval = full_in_eval
-        self.in_training = in_training
         self.seed = seed
-        self.vectorize = vectorize
         self.invariance = invariance
+        self.passes = PassSettings.resolve(passes)
         #: outcome of the one-time check of each symmetry in "auto" mode
         self._invariance_holds: Dict[str, bool] = {}
         self._generator: Optional[torch.Generator] = None
         #: set False to compute forces only (Hessian keys get empty placeholders),
         #: e.g. for the force calls of an optimiser driven by an ASE calculator
         self.active = True
-
-        self.model_outputs = [spk_properties.n_atoms]
-        if calc_forces:
-            self.model_outputs.append(force_key)
-        if mode == "full" or full_in_eval:
-            self.model_outputs.append(hessian_key)
-        if mode == "hvp":
-            self.model_outputs += [hvp_key, probes_key]
         self.required_derivatives = [spk_properties.R]
+        self.set_schedule(schedule)
+
+    @staticmethod
+    def _take_deprecated(mode, schedule, passes, deprecated):
+        """Fold the constructor arguments of earlier releases into schedule/passes."""
+        unknown = set(deprecated) - set(_DEPRECATED_SCHEDULE + _DEPRECATED_PASSES)
+        if unknown:
+            raise TypeError(f"Hessian: unexpected arguments {sorted(unknown)}")
+        if not deprecated:
+            return schedule, passes
+        warnings.warn(
+            f"Hessian: {sorted(deprecated)} are deprecated; use "
+            "schedule={'training': ..., 'evaluation': ...} and "
+            "passes={'chunk_size': ..., 'vectorize': ..., 'memory_efficient': ..., "
+            "'retain_mb': ...}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        flags = {k: deprecated[k] for k in _DEPRECATED_SCHEDULE if k in deprecated}
+        if flags:
+            if schedule is not None:
+                raise ValueError("Hessian: give schedule or its old flags, not both")
+            schedule = _schedule_from_flags(
+                mode, flags.get("in_training", True), flags.get("full_in_eval", False)
+            )
+        settings = {k: deprecated[k] for k in _DEPRECATED_PASSES if k in deprecated}
+        if settings:
+            merged = dict(vars(PassSettings.resolve(passes)))
+            merged.update(settings)
+            passes = merged
+        return schedule, passes
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Unpickle modules saved by earlier releases (flags instead of a schedule)."""
+        if "schedule" not in state and "mode" in state:
+            state["schedule"] = HessianSchedule.resolve(
+                state["mode"],
+                _schedule_from_flags(
+                    state["mode"],
+                    state.pop("in_training", True),
+                    state.pop("full_in_eval", False),
+                ),
+            )
+            state["passes"] = PassSettings(
+                chunk_size=state.pop("chunk_size", "auto"),
+                vectorize=state.pop("vectorize", None),
+                memory_efficient=state.pop("memory_efficient", True),
+                retain_mb=state.pop("retain_mb", 256.0),
+            )
+        super().__setstate__(state)
+
+    def set_schedule(
+        self,
+        schedule: Union[HessianSchedule, Mapping[str, Any], None] = None,
+        **phases: Any,
+    ) -> "Hessian":
+        """Set what is computed, and derive ``model_outputs`` from it.
+
+        ``set_schedule(evaluation="full")`` switches a trained HVP or E+F model to
+        exact Hessians in evaluation; call ``model.collect_outputs()`` of the
+        surrounding ``AtomisticModel`` afterwards (``enable_full_hessian`` does).
+
+        Args:
+            schedule: a complete schedule (or mapping); None keeps the current one.
+            **phases: ``training=...`` / ``evaluation=...`` to change one phase.
+        """
+        current = getattr(self, "schedule", None)
+        values: Dict[str, Any] = {}
+        if current is not None:
+            values = {"training": current.training, "evaluation": current.evaluation}
+        if schedule is not None:
+            values = dict(vars(HessianSchedule.resolve(self.mode, schedule)))
+        values.update(phases)
+        self.schedule = HessianSchedule.resolve(self.mode, values)
+        outputs = [spk_properties.n_atoms]
+        if self.calc_forces:
+            outputs.append(self.force_key)
+        if self.schedule.writes_full:
+            outputs.append(self.hessian_key)
+        if self.mode == "hvp":
+            outputs += [self.hvp_key, self.probes_key]
+        self.model_outputs = outputs
+        return self
 
     def _probe_generator(self, device: torch.device) -> Optional[torch.Generator]:
         if self.seed is None:
@@ -665,17 +692,17 @@ class Hessian(nn.Module):
                 "Hessians need autograd: use torch.enable_grad() / inference_mode=False"
             )
 
-    def _placeholders(
-        self, inputs: Dict[str, torch.Tensor], positions: torch.Tensor
-    ) -> Dict[str, torch.Tensor]:
-        """Empty tensors under the Hessian keys (nothing computed in training)."""
+    def _skipped(self, positions: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Empty placeholders for the outputs not computed in this call (see
+        :func:`was_computed`)."""
+        out = {}
         if self.hessian_key in self.model_outputs:
-            inputs[self.hessian_key] = positions.new_zeros((0, 3, 3))
+            out[self.hessian_key] = positions.new_zeros((0, 3, 3))
         if self.mode == "hvp":
             empty = positions.new_zeros((0,) + tuple(positions.shape))
-            inputs[self.hvp_key] = empty
-            inputs[self.probes_key] = empty
-        return inputs
+            out[self.hvp_key] = empty
+            out[self.probes_key] = empty
+        return out
 
     def _symmetry(self, inputs: Dict[str, torch.Tensor]) -> str:
         """The symmetry to use for this batch: ``rigid``, ``translation`` or ``none``."""
@@ -690,9 +717,7 @@ class Hessian(nn.Module):
         self,
         inputs: Dict[str, torch.Tensor],
         gradient: torch.Tensor,
-        training: bool,
-        vectorize: bool,
-        chunk_size: Optional[int],
+        plan: PassPlan,
     ) -> torch.Tensor:
         """The full Hessian ``(ΣN², 3, 3)``, using the energy's symmetry."""
         positions = inputs[spk_properties.R]
@@ -703,20 +728,15 @@ class Hessian(nn.Module):
             if symmetry == "none"
             else rigid_basis(positions, n_atoms, rotations=symmetry == "rigid")
         )
-
-        def compute(basis: Optional[RigidBasis]) -> torch.Tensor:
-            return full_hessian(
-                gradient, positions, n_atoms, training, chunk_size, vectorize,
-                self._retain_bytes(), basis,
-            )  # fmt: skip
-
-        hessian = compute(basis)
+        hessian = full_hessian(gradient, positions, n_atoms, plan, basis)
         if (
             basis is not None
             and self.invariance == "auto"
             and symmetry not in self._invariance_holds
         ):
-            error = invariance_error(gradient, positions, basis, hessian, vectorize)
+            error = invariance_error(
+                gradient, positions, basis, hessian, plan.vectorize
+            )
             tolerance = 10.0 * math.sqrt(torch.finfo(positions.dtype).eps)
             self._invariance_holds[symmetry] = error <= tolerance
             if error > tolerance:
@@ -727,35 +747,8 @@ class Hessian(nn.Module):
                     "rows from now on (set invariance='none' to skip this check)",
                     stacklevel=2,
                 )
-                hessian = compute(None)
+                hessian = full_hessian(gradient, positions, n_atoms, plan, None)
         return hessian
-
-    def _retain_bytes(self) -> Optional[int]:
-        if not self.memory_efficient or self.retain_mb is None:
-            return None
-        return int(self.retain_mb * 2**20)
-
-    def _pass_settings(
-        self, inputs: Dict[str, torch.Tensor]
-    ) -> Tuple[bool, Optional[int]]:
-        """Whether to vectorise the seeded passes of this batch, and their chunk size."""
-        vectorize = self.vectorize
-        if vectorize is None:
-            if inputs[spk_properties.R].device.type != "cpu":
-                vectorize = True
-            else:
-                idx_i = inputs.get(spk_properties.idx_i)
-                n_atoms = inputs[spk_properties.n_atoms]
-                n_pairs = (
-                    int(idx_i.shape[0])
-                    if idx_i is not None
-                    else int((n_atoms**2).sum())
-                )
-                vectorize = n_pairs <= CPU_VECTORIZE_MAX_PAIRS
-        chunk_size = self.chunk_size
-        if chunk_size == "auto":
-            chunk_size = AUTO_CHUNK[0] if vectorize else AUTO_CHUNK[1]
-        return vectorize, chunk_size
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         self._check_inputs(inputs)
@@ -763,36 +756,30 @@ class Hessian(nn.Module):
         positions = inputs[spk_properties.R]
         n_atoms = inputs[spk_properties.n_atoms]
         training = self.training
-        vectorize, chunk_size = self._pass_settings(inputs)
 
         gradient = energy_gradient(energy, positions, create_graph=True)
         if self.calc_forces:
             forces = -gradient
             inputs[self.force_key] = forces if training else forces.detach()
 
-        if (training and not self.in_training) or not self.active:
-            return self._placeholders(inputs, positions)
-
-        if self.mode == "full" or (self.full_in_eval and not training):
-            hessian = self._full_hessian(
-                inputs, gradient, training, vectorize, chunk_size
+        compute = self.schedule.computes(training) if self.active else "none"
+        results = self._skipped(positions)
+        if compute != "none":
+            plan = self.passes.plan(inputs, create_graph=training)
+            if compute == "full":
+                results[self.hessian_key] = self._full_hessian(inputs, gradient, plan)
+            if self.mode == "hvp":
+                probes = sample_probes(
+                    self.probe,
+                    self.n_probes,
+                    n_atoms,
+                    positions.dtype,
+                    self._probe_generator(positions.device),
+                )
+                results[self.hvp_key] = hessian_rows(gradient, positions, probes, plan)
+                results[self.probes_key] = probes
+        for key, value in results.items():
+            inputs[key] = (
+                value if training or key == self.probes_key else value.detach()
             )
-            inputs[self.hessian_key] = hessian if training else hessian.detach()
-        elif self.full_in_eval:
-            # listed in model_outputs for evaluation; zero blocks mean "not computed"
-            inputs[self.hessian_key] = positions.new_zeros((0, 3, 3))
-
-        if self.mode == "hvp":
-            probes = sample_probes(
-                self.probe,
-                self.n_probes,
-                n_atoms,
-                positions.dtype,
-                self._probe_generator(positions.device),
-            )
-            hvp = hessian_rows(
-                gradient, positions, probes, training, chunk_size, vectorize
-            )
-            inputs[self.hvp_key] = hvp if training else hvp.detach()
-            inputs[self.probes_key] = probes
         return inputs

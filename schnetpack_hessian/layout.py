@@ -1,18 +1,28 @@
-"""Conversions between the square ``(3N, 3N)`` Hessian and SchNetPack's block layout.
+"""Hessian layouts and the index bookkeeping of packed batches.
 
 SchNetPack stores a molecule's Hessian as ``(N², 3, 3)``: block ``i·N + j`` is the 3×3
 matrix d²E/dR_i dR_j.  Collating with ``torch.cat(dim=0)`` then stacks molecules of
-different sizes into ``(ΣN², 3, 3)``.  Every reshape in the package goes through here.
+different sizes into ``(ΣN², 3, 3)``.  Every reshape between that layout and the square
+``(3N, 3N)`` matrix, and every index into a packed batch (atom offsets, molecule of an
+atom, block indices), goes through here.
 """
 
-from typing import Union
+from typing import Tuple, Union
 
 import numpy as np
 import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["square_to_blocks", "blocks_to_square", "n_atoms_from_blocks"]
+__all__ = [
+    "square_to_blocks",
+    "blocks_to_square",
+    "n_atoms_from_blocks",
+    "atom_offsets",
+    "molecule_index",
+    "local_atom_index",
+    "block_index",
+]
 
 
 def square_to_blocks(hessian: ArrayLike) -> ArrayLike:
@@ -54,3 +64,47 @@ def blocks_to_square(blocks: ArrayLike) -> ArrayLike:
     else:
         h = np.swapaxes(h, -3, -2)
     return h.reshape(lead + (3 * n, 3 * n))
+
+
+def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Index of each molecule's first atom in the packed batch, shape ``(B,)``."""
+    return torch.cumsum(n_atoms, 0) - n_atoms
+
+
+def molecule_index(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Molecule of every atom of a packed batch, shape ``(ΣN,)`` (SchNetPack's idx_m)."""
+    return torch.repeat_interleave(
+        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
+    )
+
+
+def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
+    """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
+    idx_m = molecule_index(n_atoms)
+    return (
+        torch.arange(int(n_atoms.sum()), device=n_atoms.device)
+        - atom_offsets(n_atoms)[idx_m]
+    )
+
+
+def block_index(
+    n_atoms: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the ``ΣN²`` Hessian blocks of a packed batch.
+
+    Returns:
+        ``(block_m, i_local, j_global)``, each ``(ΣN²,)``: the molecule of every block,
+        the local index of its row atom ``i`` and the packed index of its column atom
+        ``j``.
+    """
+    device = n_atoms.device
+    n_sq = n_atoms * n_atoms
+    block_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=device), n_sq)
+    k = (
+        torch.arange(int(n_sq.sum()), device=device)
+        - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
+    )
+    n_b = n_atoms[block_m]
+    i_local = torch.div(k, n_b, rounding_mode="floor")
+    j_global = atom_offsets(n_atoms)[block_m] + k - i_local * n_b
+    return block_m, i_local, j_global

@@ -42,7 +42,8 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import properties
-from schnetpack_hessian.hessian import atom_offsets, block_index, molecule_index
+from schnetpack_hessian.hessian import was_computed
+from schnetpack_hessian.layout import atom_offsets, block_index, molecule_index
 
 __all__ = [
     "HessianOutput",
@@ -109,7 +110,8 @@ def hessian_errors(
     """Per-molecule Hessian errors of a prediction against block-layout targets.
 
     Uses the full Hessian ``pred[hessian_key]`` when present (and not the empty
-    placeholder of ``Hessian(full_in_eval=True)`` in training), else the HVPs.
+    placeholder of an HVP-mode ``Hessian`` with ``schedule={"evaluation": "full"}`` in
+    training), else the HVPs.
 
     Args:
         pred: model outputs with ``_n_atoms`` and either ``hessian`` ``(ΣN², 3, 3)`` or
@@ -140,17 +142,23 @@ def hessian_errors(
     )
     n_entries = (9 * n_atoms * n_atoms).to(target.dtype)
 
-    if hessian_key in pred and pred[hessian_key].shape[0] == expected:
+    if was_computed(pred, hessian_key):
+        if tuple(pred[hessian_key].shape) != (expected, 3, 3):
+            raise ValueError(
+                f"HessianOutput: predicted Hessian has shape "
+                f"{tuple(pred[hessian_key].shape)}, expected ({expected}, 3, 3) for "
+                f"molecules of {n_atoms.tolist()} atoms"
+            )
         diff = pred[hessian_key] - clean_target
         diff = torch.where(block_ok[:, None, None], diff, torch.zeros_like(diff))
         sse = diff.new_zeros(n_mol).index_add(0, block_m, diff.pow(2).sum((1, 2)))
         sae = diff.new_zeros(n_mol).index_add(0, block_m, diff.abs().sum((1, 2)))
         return HessianErrors(sse, sae, n_entries, valid)
 
-    if hvp_key not in pred or probes_key not in pred:
+    if not was_computed(pred, hvp_key) or probes_key not in pred:
         raise KeyError(
-            f"HessianOutput: the predictions hold neither '{hessian_key}' nor "
-            f"'{hvp_key}' with '{probes_key}'"
+            f"HessianOutput: the predictions hold neither a computed '{hessian_key}' "
+            f"nor '{hvp_key}' with '{probes_key}'"
         )
     hvp, probes = pred[hvp_key], pred[probes_key]
     # reference products (H_ref v)[off + i] = Σ_j block(i, j) @ v[off + j]
@@ -231,7 +239,7 @@ class HessianOutput(ModelOutput):
     batch's ``hessian`` in block layout ``(ΣN², 3, 3)``; molecules whose target is all-NaN
     (no Hessian) are masked out of loss and metrics.  The mode follows the prediction:
     full when ``hessian`` is predicted, HVP otherwise (so validation can report
-    full-Hessian metrics, with ``Hessian(full_in_eval=True)``, while training uses HVP).
+    full-Hessian metrics, with ``Hessian(schedule={"evaluation": "full"})``, while training uses HVP).
     See the module docstring for the normalisation and the HVP scaling.
 
     Args:
@@ -293,7 +301,7 @@ class HessianOutput(ModelOutput):
         if not self.has_prediction(pred):
             raise ValueError(
                 f"HessianOutput: loss_weight={self.loss_weight} but the model computed "
-                "no Hessian in training (Hessian(in_training=False)); set loss_weight=0"
+                "no Hessian in training (Hessian schedule training='none'); set loss_weight=0"
             )
         err = self.errors(pred, target)
         if self.loss == "mae":
@@ -315,11 +323,7 @@ class HessianOutput(ModelOutput):
 
     def has_prediction(self, pred: Dict[str, torch.Tensor]) -> bool:
         """False when the model computed no Hessian for this batch (placeholders)."""
-        full = pred.get(self.name)
-        hvp = pred.get(self.hvp_key)
-        return (full is not None and full.shape[0] > 0) or (
-            hvp is not None and hvp.shape[0] > 0
-        )
+        return was_computed(pred, self.name) or was_computed(pred, self.hvp_key)
 
     def update_metrics(self, pred, target, subset) -> None:
         if not self.has_prediction(pred):
@@ -331,7 +335,7 @@ class HessianOutput(ModelOutput):
                 stats = metric.use(err)
                 if stats is not None:
                     metric.update(*stats)
-            elif self.name in pred and pred[self.name].shape[0] > 0:
+            elif was_computed(pred, self.name):
                 n_atoms = pred[spk_properties.n_atoms]
                 block_m, _, _ = block_index(n_atoms)
                 ref = target[self.target_property]

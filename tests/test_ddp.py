@@ -39,7 +39,10 @@ def worker(rank, init_file, memory_efficient, out_file):
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
     )
-    hessian = Hessian(mode="full", chunk_size=3, memory_efficient=memory_efficient)
+    hessian = Hessian(
+        mode="full",
+        passes={"chunk_size": 3, "memory_efficient": memory_efficient},
+    )
     model = make_potential("painn", [hessian])
     # plain DDP does not all-reduce when forward calls autograd.grad (forces)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -57,7 +60,13 @@ def test_ddp_gradients_equal_the_single_process_average(memory_efficient, tmp_pa
     mp.spawn(worker, args=args, nprocs=2)
     ddp_grads = torch.load(out_file)
     model = make_potential(
-        "painn", [Hessian(mode="full", chunk_size=3, memory_efficient=memory_efficient)]
+        "painn",
+        [
+            Hessian(
+                mode="full",
+                passes={"chunk_size": 3, "memory_efficient": memory_efficient},
+            )
+        ],
     )
     total = sum(loss_of(model, b) for b in shard_batches()) / 2
     total.backward()

@@ -9,6 +9,7 @@ import schnetpack.properties as P
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import (
     CPU_VECTORIZE_MAX_PAIRS,
+    PassPlan,
     HessianError,
     hessian_rows,
     row_seeds,
@@ -74,7 +75,12 @@ def test_chunking_and_vectorisation_do_not_change_the_hessian(
         clone_batch(batch)
     )
     model = make_potential(
-        "painn", [Hessian(mode="full", chunk_size=chunk_size, vectorize=vectorize)]
+        "painn",
+        [
+            Hessian(
+                mode="full", passes={"chunk_size": chunk_size, "vectorize": vectorize}
+            )
+        ],
     ).eval()
     out = model(clone_batch(batch))
     torch.testing.assert_close(
@@ -137,7 +143,9 @@ def test_row_seeds_select_the_same_row_in_every_molecule(batch):
 
 @pytest.mark.parametrize("rep", REPRESENTATIONS)
 def test_eval_mode_gives_the_training_values_without_graph(rep, batch):
-    model = make_potential(rep, [Hessian(mode="full", memory_efficient=False)])
+    model = make_potential(
+        rep, [Hessian(mode="full", passes={"memory_efficient": False})]
+    )
     train = model.train()(clone_batch(batch))
     evaluated = model.eval()(clone_batch(batch))
     assert train[properties.hessian].requires_grad
@@ -163,7 +171,11 @@ def test_memory_efficient_backward_gives_the_same_parameter_gradients(retain_mb,
     target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
     grads = [
         hessian_loss_gradients(
-            Hessian(chunk_size=5, memory_efficient=efficient, retain_mb=retain_mb),
+            Hessian(
+                passes=dict(
+                    chunk_size=5, memory_efficient=efficient, retain_mb=retain_mb
+                )
+            ),
             batch,
             target,
         )
@@ -188,7 +200,10 @@ def test_retain_budget_splits_kept_and_recomputed_graphs(
     positions = inputs[P.R]
     seeds = torch.randn(7, *positions.shape, dtype=positions.dtype)
     products = seeded_products(
-        gradient, positions, seeds, True, chunk_size=3, retain_bytes=retain_bytes
+        gradient,
+        positions,
+        seeds,
+        PassPlan(create_graph=True, chunk_size=3, retain_bytes=retain_bytes),
     )
     top = products.grad_fn
     parts = [f for f, _ in top.next_functions] if "Cat" in top.name() else [top]
@@ -196,7 +211,7 @@ def test_retain_budget_splits_kept_and_recomputed_graphs(
     bounded = "_MemoryBoundedRowsBackward"
     assert (bounded in names) == recomputed
     assert any(n != bounded for n in names) == kept
-    direct = hessian_rows(gradient, positions, seeds, False)
+    direct = hessian_rows(gradient, positions, seeds, PassPlan(create_graph=False))
     torch.testing.assert_close(products.detach(), direct, rtol=0, atol=1e-12)
 
 
@@ -234,9 +249,12 @@ def test_clear_error_when_energy_key_is_missing(batch):
         {"mode": "exact"},
         {"probe": "sobol"},
         {"n_probes": 0},
-        {"chunk_size": 0},
-        {"retain_mb": -1},
-        {"chunk_size": "big"},
+        {"passes": {"chunk_size": 0}},
+        {"passes": {"retain_mb": -1}},
+        {"passes": {"chunk_size": "big"}},
+        {"passes": {"chunk": 4}},
+        {"schedule": {"training": "hvp"}},  # mode="full" makes no probe products
+        {"schedule": {"testing": "full"}},
     ],
 )
 def test_bad_configuration_is_rejected_at_construction(kwargs):
@@ -246,13 +264,19 @@ def test_bad_configuration_is_rejected_at_construction(kwargs):
 
 def test_passes_are_vectorised_on_small_cpu_batches_only(molecules, batch):
     """'auto' vectorises (16 seeds per pass) below the pair threshold, loops above."""
-    small = Hessian()._pass_settings(batch)
+
+    def settings(module, inputs):
+        plan = module.passes.plan(inputs, create_graph=False)
+        return plan.vectorize, plan.chunk_size
+
+    small = settings(Hessian(), batch)
     assert small == (True, 16)
     many = build_batch(molecules * 12)
     assert many[P.idx_i].shape[0] > CPU_VECTORIZE_MAX_PAIRS
-    assert Hessian()._pass_settings(many) == (False, 4)
-    assert Hessian(vectorize=False, chunk_size=None)._pass_settings(batch) == (
-        False,
-        None,
+    assert settings(Hessian(), many) == (False, 4)
+    loop = Hessian(passes={"vectorize": False, "chunk_size": None})
+    assert settings(loop, batch) == (False, None)
+    assert settings(Hessian(passes={"vectorize": True, "chunk_size": 3}), many) == (
+        True,
+        3,
     )
-    assert Hessian(vectorize=True, chunk_size=3)._pass_settings(many) == (True, 3)

@@ -181,7 +181,7 @@ def test_metrics_pool_all_entries_in_full_mode(batch):
 
 def test_validation_reports_full_metrics_while_training_uses_hvp(batch):
     model = make_potential(
-        "painn", [Hessian(mode="hvp", n_probes=1, full_in_eval=True)]
+        "painn", [Hessian(mode="hvp", n_probes=1, schedule={"evaluation": "full"})]
     )
     target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     train_pred = model.train()(clone_batch(batch))

@@ -9,7 +9,7 @@ import schnetpack as spk
 import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
-from schnetpack_hessian.hessian import full_hessian, hessian_rows
+from schnetpack_hessian.hessian import PassPlan, full_hessian, hessian_rows
 from schnetpack_hessian.rigid import rigid_basis, rigid_products
 from schnetpack_hessian.testing import (
     build_batch,
@@ -74,7 +74,7 @@ def test_rigid_products_equal_hessian_times_rigid_directions(rep, batch):
     inputs, gradient = energy_and_gradient(model, batch)
     basis = rigid_basis(inputs[P.R], inputs[P.n_atoms])
     products = rigid_products(gradient, basis)
-    direct = hessian_rows(gradient, inputs[P.R], basis.rigid, False)
+    direct = hessian_rows(gradient, inputs[P.R], basis.rigid, PassPlan(False))
     scale = hessian.abs().max()
     assert (products - direct).abs().max() < 1e-12 * scale
 
@@ -96,7 +96,10 @@ def test_rigid_columns_train_through_the_forces(efficient, batch):
     target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
     grads = [
         hessian_loss_gradients(
-            Hessian(chunk_size=4, memory_efficient=efficient, invariance=invariance),
+            Hessian(
+                passes={"chunk_size": 4, "memory_efficient": efficient},
+                invariance=invariance,
+            ),
             batch,
             target,
         )
@@ -156,9 +159,9 @@ def test_periodic_batches_use_translations_only(molecules):
 def test_full_hessian_function_with_and_without_basis(batch):
     inputs, gradient = energy_and_gradient(make_potential("schnet", []), batch)
     positions, n_atoms = inputs[P.R], inputs[P.n_atoms]
-    plain = full_hessian(gradient, positions, n_atoms, False)
+    plain = full_hessian(gradient, positions, n_atoms, PassPlan(False))
     basis = rigid_basis(positions, n_atoms)
-    reduced = full_hessian(gradient, positions, n_atoms, False, basis=basis)
+    reduced = full_hessian(gradient, positions, n_atoms, PassPlan(False), basis=basis)
     torch.testing.assert_close(reduced, plain, rtol=0, atol=1e-12)
     assert basis.complement.shape[0] == 3 * int(n_atoms.max()) - 6
 

@@ -11,6 +11,7 @@ import torch
 import schnetpack.properties as spk_properties
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.hessian import was_computed
 from schnetpack_hessian.losses import hessian_errors
 
 __all__ = ["evaluate"]
@@ -45,7 +46,7 @@ def evaluate(
     The model runs in eval mode without postprocessing, exactly as in validation, so
     predictions and targets share the data module's transforms and units.  Hessian
     errors are pooled over all entries of the structures that have a Hessian; they need
-    a full Hessian from the model (``Hessian(mode="full")`` or ``full_in_eval=True``).
+    a full Hessian from the model (``Hessian(mode="full")`` or ``schedule={"evaluation": "full"}``).
 
     Returns:
         ``{"energy_mae", "energy_rmse", "forces_mae", ..., "hessian_rmse", "n_structures"}``
@@ -68,11 +69,7 @@ def evaluate(
             for key in (energy_key, force_key):
                 if key in pred and key in batch:
                     _accumulate_differences(stats, key, pred[key] - batch[key])
-            if (
-                hessian_key in pred
-                and hessian_key in batch
-                and pred[hessian_key].numel()
-            ):
+            if hessian_key in batch and was_computed(pred, hessian_key):
                 err = hessian_errors(pred, batch[hessian_key], hessian_key)
                 v = err.valid
                 _accumulate(

@@ -1,0 +1,219 @@
+"""What the Hessian module computes, and how its seeded backward passes run.
+
+Policy, kept apart from the autograd machinery of :mod:`schnetpack_hessian.hessian`:
+
+- :class:`HessianSchedule`: what is computed in training and in evaluation
+  (``"none"``, ``"hvp"`` or ``"full"``); the module's ``model_outputs`` follow from it.
+- :class:`PassSettings`: the user's settings of the passes (chunking, vectorisation,
+  memory bound), one nested block in Hydra configs (``passes:``).
+- :class:`PassPlan`: those settings resolved for one batch (``"auto"`` decided, the
+  memory bound in bytes, whether to build a graph), handed to the engine functions.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+import schnetpack.properties as spk_properties
+
+__all__ = [
+    "COMPUTE",
+    "HessianSchedule",
+    "PassSettings",
+    "PassPlan",
+    "CPU_VECTORIZE_MAX_PAIRS",
+    "AUTO_CHUNK",
+]
+
+#: What a phase can compute: nothing, Hessian-vector products, the full Hessian.
+COMPUTE = ("none", "hvp", "full")
+#: On CPUs, vectorising the seeds pays off only for batches with few atom pairs, where
+#: per-operation overhead dominates (e.g. 4 small molecules, 122 pairs: 2× faster);
+#: above this, vmap's larger intermediates make it slower (16 molecules, 860 pairs).
+CPU_VECTORIZE_MAX_PAIRS = 512
+#: Seeds per vectorised pass and per step of the memory-bounded backward for
+#: ``chunk_size="auto"``: (vectorised, looped).
+AUTO_CHUNK = (16, 4)
+
+
+@dataclass(frozen=True)
+class HessianSchedule:
+    """What the :class:`~schnetpack_hessian.Hessian` module computes in each phase.
+
+    Attributes:
+        training: ``"none"`` (forces only: E and E+F baselines), or the module's mode
+            (``"full"``: the exact Hessian; ``"hvp"``: probe products).
+        evaluation: ``"none"``, the mode's product, or ``"full"`` also in HVP mode
+            (exact Hessian metrics in validation; the probes are drawn as well).
+    """
+
+    training: str
+    evaluation: str
+
+    @classmethod
+    def resolve(
+        cls, mode: str, schedule: Union["HessianSchedule", Mapping[str, Any], None]
+    ) -> "HessianSchedule":
+        """The schedule for ``mode`` from a schedule, a mapping (Hydra) or None.
+
+        In a mapping, ``True`` stands for the mode's product and ``False`` for
+        ``"none"`` (so ``training: ${globals.hessian_in_training}`` works); missing
+        entries default to the mode's product.
+
+        Raises:
+            ValueError: unknown phase or value, or a product the mode cannot make.
+        """
+        if isinstance(schedule, HessianSchedule):
+            values: Dict[str, Any] = {
+                "training": schedule.training,
+                "evaluation": schedule.evaluation,
+            }
+        else:
+            values = dict(schedule or {})
+        unknown = set(values) - {"training", "evaluation"}
+        if unknown:
+            raise ValueError(
+                f"Hessian: schedule has unknown phases {sorted(unknown)}; "
+                "expected 'training' and 'evaluation'"
+            )
+        resolved = {}
+        for phase in ("training", "evaluation"):
+            value = values.get(phase, True)
+            if isinstance(value, bool):
+                value = mode if value else "none"
+            if value not in COMPUTE:
+                raise ValueError(
+                    f"Hessian: schedule {phase}={value!r}, expected one of {COMPUTE} "
+                    "or a bool"
+                )
+            if mode == "full" and value == "hvp":
+                raise ValueError(
+                    f"Hessian: schedule {phase}='hvp' needs mode='hvp' (mode='full' "
+                    "writes no probe products)"
+                )
+            if mode == "hvp" and phase == "training" and value == "full":
+                raise ValueError(
+                    "Hessian: schedule training='full' needs mode='full' (in HVP mode "
+                    "the loss is trained on probe products)"
+                )
+            resolved[phase] = value
+        return cls(**resolved)
+
+    def computes(self, training: bool) -> str:
+        """What the phase (training or evaluation) computes."""
+        return self.training if training else self.evaluation
+
+    @property
+    def writes_full(self) -> bool:
+        """Whether any phase writes the full Hessian (its key is a model output)."""
+        return "full" in (self.training, self.evaluation)
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """How the seeded backward passes of one batch run.
+
+    Attributes:
+        create_graph: build the graph of the results (training on them).
+        chunk_size: seeds per vectorised pass and per step of the memory-bounded
+            backward (None: all at once).
+        vectorize: vectorise the seeds with ``is_grads_batched``.
+        retain_bytes: saved-tensor bytes the kept second-order graphs may hold in
+            training; the rest is recomputed in the backward (None: keep all).
+    """
+
+    create_graph: bool
+    chunk_size: Optional[int] = None
+    vectorize: bool = True
+    retain_bytes: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """The user's settings of the seeded passes (see :class:`PassPlan`).
+
+    Attributes:
+        chunk_size: seeds per pass chunk; ``"auto"``: 16 when vectorising, else 4;
+            None: all at once.
+        vectorize: vectorise with ``is_grads_batched``; None: on GPUs, and on CPUs for
+            batches with at most :data:`CPU_VECTORIZE_MAX_PAIRS` atom pairs.
+        memory_efficient: in training with full Hessians, bound the memory of the
+            second-order graphs by ``retain_mb`` (False keeps every graph).
+        retain_mb: MiB of saved tensors the kept graphs may hold (None: all; 0:
+            recompute all); the process grows by about 2.4× this.
+    """
+
+    chunk_size: Union[int, str, None] = "auto"
+    vectorize: Optional[bool] = None
+    memory_efficient: bool = True
+    retain_mb: Optional[float] = 256.0
+
+    def __post_init__(self):
+        chunk = self.chunk_size
+        if (
+            chunk is not None
+            and chunk != "auto"
+            and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1)
+        ):
+            raise ValueError(
+                f"Hessian: chunk_size must be 'auto', None or >= 1, got {chunk!r}"
+            )
+        if self.retain_mb is not None and self.retain_mb < 0:
+            raise ValueError(
+                f"Hessian: retain_mb must be None or >= 0, got {self.retain_mb}"
+            )
+
+    @classmethod
+    def resolve(
+        cls, passes: Union["PassSettings", Mapping[str, Any], None]
+    ) -> "PassSettings":
+        """Settings from an instance, a mapping (a Hydra ``passes:`` block) or None.
+
+        Raises:
+            ValueError: unknown keys or invalid values.
+        """
+        if isinstance(passes, PassSettings):
+            return passes
+        values = dict(passes or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(
+                f"Hessian: passes has unknown settings {sorted(unknown)}; expected "
+                f"{sorted(known)}"
+            )
+        return cls(**values)
+
+    @property
+    def retain_bytes(self) -> Optional[int]:
+        """The memory bound in bytes (None: unbounded)."""
+        if not self.memory_efficient or self.retain_mb is None:
+            return None
+        return int(self.retain_mb * 2**20)
+
+    def plan(self, inputs: Dict[str, torch.Tensor], create_graph: bool) -> PassPlan:
+        """The plan for one batch: ``"auto"`` and ``None`` decided from its device
+        and number of atom pairs."""
+        vectorize = self.vectorize
+        if vectorize is None:
+            if inputs[spk_properties.R].device.type != "cpu":
+                vectorize = True
+            else:
+                idx_i = inputs.get(spk_properties.idx_i)
+                n_atoms = inputs[spk_properties.n_atoms]
+                n_pairs = (
+                    int(idx_i.shape[0])
+                    if idx_i is not None
+                    else int((n_atoms**2).sum())
+                )
+                vectorize = n_pairs <= CPU_VECTORIZE_MAX_PAIRS
+        chunk_size = self.chunk_size
+        if chunk_size == "auto":
+            chunk_size = AUTO_CHUNK[0] if vectorize else AUTO_CHUNK[1]
+        return PassPlan(
+            create_graph=create_graph,
+            chunk_size=chunk_size,
+            vectorize=bool(vectorize),
+            retain_bytes=self.retain_bytes,
+        )

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import READERS, WRITERS, check, convert
+from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck
 from schnetpack_hessian.data.validation import SYMMETRY_RTOL, HessianDataError
 
 __all__ = ["build_parser", "run", "main"]
@@ -57,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--symmetrize", action="store_true", help="store (H + H^T)/2")
     p.add_argument(
+        "--physics",
+        choices=["error", "warn", "off"],
+        default="error",
+        help="sum rules (sum_j H_ij = 0, H (w x r) = w x g with the stored forces) and "
+        "plausible force constants: stop at the first failure (default), warn, or off",
+    )
+    p.add_argument(
+        "--physics-rtol",
+        type=float,
+        default=PHYSICS_RTOL,
+        help=f"tolerance of the sum rules (relative residual, default {PHYSICS_RTOL:g})",
+    )
+    p.add_argument(
         "--rtol",
         type=float,
         default=SYMMETRY_RTOL,
@@ -76,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing output"
+    )
+    p.add_argument(
+        "--mkdir", action="store_true", help="create a missing output directory"
     )
     p.add_argument(
         "--check", metavar="FILE", nargs="+", help="validate FILE(s), write nothing"
@@ -113,12 +130,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         FileExistsError: the output exists and ``--overwrite`` is not given.
     """
     progress = not args.quiet
+    physics = PhysicsCheck(args.physics, args.physics_rtol)
     if args.check:
         return check(
             args.check,
             args.format,
             rtol=args.rtol,
             progress=progress,
+            physics=physics,
             **_reader_options(args),
         )
     if not args.inputs or not args.output:
@@ -134,6 +153,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         precision="float32" if args.float32 else "float64",
         metadata=_metadata(args.metadata),
         progress=progress,
+        physics=physics,
+        mkdir=args.mkdir,
         **_reader_options(args),
     )
     return {
@@ -142,6 +163,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "hessians": report.n_hessians,
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
+        "physics": report.physics.as_dict(),
     }
 
 

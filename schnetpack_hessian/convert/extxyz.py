@@ -92,7 +92,14 @@ class ExtxyzReader(Reader):
     def entries(
         self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
     ) -> Iterator[Entry]:
-        for atoms in ase_iread(str(path), index=":", format="extxyz"):
+        frames = ase_iread(str(path), index=":", format="extxyz")
+        while True:
+            try:
+                atoms = next(frames)
+            except StopIteration:
+                return
+            except KeyError as err:  # ASE's symbol lookup
+                raise ConversionError(f"unknown element symbol {err}") from err
             yield None, lambda atoms=atoms: _frame_record(atoms)
 
 

@@ -102,7 +102,9 @@ def reaction_id(label: Any, source: Any = None, index: Optional[int] = None):
     if isinstance(label, (bytes, np.bytes_)):
         label = label.decode()
     if isinstance(label, np.ndarray) and label.size == 1:
-        label = label.reshape(-1)[0].item()
+        label = label.reshape(-1)[0]
+    if isinstance(label, np.generic):
+        label = label.item()
     if isinstance(label, str):
         text = label.strip()
         if not text:

@@ -37,7 +37,7 @@ from schnetpack_hessian.data.record import (
     ReactionIds,
     validate_record,
 )
-from schnetpack_hessian.data.units import derived_units, normalize_unit
+from schnetpack_hessian.data.units import complete_units, normalize_unit
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -156,19 +156,16 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
             "declared; drop the option (the stored units are declared in the output "
             "and converted when loading, e.g. HessianDataModule(property_units=...))"
         )
-    if all(k in stated for k in ("distance", "energy", "forces", P.hessian)):
-        return {k: normalize_unit(v) for k, (v, _) in stated.items()}
-    energy = stated["energy"][0] if "energy" in stated else options.get("energy_unit")
-    distance = (
-        stated["distance"][0] if "distance" in stated else options.get("distance_unit")
-    )
-    if energy is None or distance is None:
+    declared = {k: v for k, (v, _) in stated.items()}
+    for name in ("energy", "distance"):
+        declared.setdefault(name, options.get(f"{name}_unit"))
+    if declared["energy"] is None or declared["distance"] is None:
         raise ConversionError(
             f"{path}: {reader.name} files do not fix their units: declare them with "
             "--energy-unit and --distance-unit (e.g. --energy-unit eV --distance-unit "
             "Ang); units are never guessed"
         )
-    return derived_units(energy, distance)
+    return complete_units(declared)
 
 
 def _records(

@@ -88,9 +88,7 @@ class SpkdbReader(Reader):
             key = options[option]
             if key not in pud:
                 if name == P.hessian:
-                    d = units["distance"]
-                    units[name] = f"{pud[options['energy_key']]}/{d}/{d}"
-                    continue
+                    continue  # no Hessians: the driver derives the unit
                 raise ConversionError(
                     f"{path}: property {key!r} not in the file ({list(pud)})"
                 )

@@ -34,7 +34,7 @@ from schnetpack_hessian.data.storage import (
     record_to_storage,
     storage_to_record,
 )
-from schnetpack_hessian.data.units import ASE_UNITS, normalize_unit
+from schnetpack_hessian.data.units import ASE_UNITS, complete_units, normalize_unit
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -375,9 +375,7 @@ def file_units(path: PathLike) -> Dict[str, str]:
     for key in ("distance", "energy", "forces"):
         if units[key] is None:
             raise HessianDataError(f"{path}: no unit declared for {key}")
-    if units[P.hessian] is None:
-        units[P.hessian] = f"{units['energy']}/{units['distance']}/{units['distance']}"
-    return {k: normalize_unit(v) for k, v in units.items()}
+    return complete_units(units)
 
 
 def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]:

@@ -16,9 +16,9 @@ finite grid) has residuals up to 7e-3 (translation) and 3e-3 (rotation); the def
 tolerance :data:`PHYSICS_RTOL` = 2e-2 leaves room for that.
 """
 
-from dataclasses import dataclass
 import logging
 import math
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -93,13 +93,19 @@ def residuals(
     Forces, Hessian and positions are first brought to eV, Å so that the declared
     units are what is tested.  Periodic structures have no rotational rule (0).
     """
-    h = np.asarray(record.hessian) * conversion_factor(units[P.hessian], "eV/Ang/Ang")
-    g = -np.asarray(record.forces) * conversion_factor(units["forces"], "eV/Ang")
-    x = np.asarray(record.positions) * conversion_factor(units["distance"], "Ang")
+    h, x, g = _in_ev(record, units)
     rotations = not np.asarray(record.pbc).any()
     rho = _rho(h, x, g, rotations)
     rot = float(rho[3:].max()) if rotations else 0.0
     return float(rho[:3].max()), rot, float(np.max(np.diag(h)))
+
+
+def _in_ev(record: HessianRecord, units: Dict[str, str]):
+    """``(hessian [eV/Å²], positions [Å], gradient [eV/Å])`` in the declared units."""
+    h = np.asarray(record.hessian) * conversion_factor(units[P.hessian], "eV/Ang/Ang")
+    x = np.asarray(record.positions) * conversion_factor(units["distance"], "Ang")
+    g = -np.asarray(record.forces) * conversion_factor(units["forces"], "eV/Ang")
+    return h, x, g
 
 
 def _rho(h: np.ndarray, x: np.ndarray, g: np.ndarray, rotations: bool) -> np.ndarray:
@@ -198,9 +204,7 @@ def _guess_unit(diag: float, declared: str) -> str:
 
 def _diagnose(record: HessianRecord, units: Dict[str, str], rtol: float) -> str:
     """Which common mistake explains a failed rotational rule."""
-    h = np.asarray(record.hessian) * conversion_factor(units[P.hessian], "eV/Ang/Ang")
-    g = -np.asarray(record.forces) * conversion_factor(units["forces"], "eV/Ang")
-    x = np.asarray(record.positions) * conversion_factor(units["distance"], "Ang")
+    h, x, g = _in_ev(record, units)
     if _rho(h, x, -g, True)[3:].max() <= rtol:
         return "the forces have the wrong sign (gradients dE/dR stored as forces?)"
     transposed = blocks_to_square(np.transpose(square_to_blocks(h), (0, 2, 1)))
@@ -208,9 +212,9 @@ def _diagnose(record: HessianRecord, units: Dict[str, str], rtol: float) -> str:
         return "every 3x3 block is transposed (wrong block layout)"
     scale = _best_scale(h, x, g)
     if (
-        scale
+        scale is not None
         and abs(math.log10(scale)) > 0.3
-        and _rho(scale * h, x, g, True)[3:].max() <= max(rtol, 1e-12)
+        and _rho(scale * h, x, g, True)[3:].max() <= rtol
     ):
         return (
             f"the Hessian is {1 / scale:.3g}x off from the forces' units (Hessian "

@@ -37,6 +37,8 @@ def make_atoms(
 ) -> List[Atoms]:
     """Random H/C/N/O structures (eV, Å) with kinds cycling through all labels.
 
+    Energy, forces and Hessian of each structure come from its own
+    :func:`invariant_surface`, so they are consistent and pass the physics checks.
     Every ``missing_every``-th structure has no Hessian (``info["hessian"] = None``).
     """
     rng = np.random.default_rng(seed)
@@ -47,13 +49,12 @@ def make_atoms(
             numbers=rng.choice([1, 6, 7, 8], size=n),
             positions=rng.normal(size=(n, 3)) * 1.5,
         )
+        energy, forces, hessian = invariant_surface(rng, n)(atoms.positions)
         atoms.calc = SinglePointCalculator(
-            atoms,
-            energy=float(rng.normal() * 100.0),
-            forces=rng.normal(size=(n, 3)),
+            atoms, energy=float(energy - 100.0 * n), forces=forces
         )
         missing = missing_every and i % missing_every == missing_every - 1
-        atoms.info[P.hessian] = None if missing else random_hessian(rng, n)
+        atoms.info[P.hessian] = None if missing else hessian
         atoms.info[P.kind] = P.KINDS[i % len(P.KINDS)]
         atoms.info[P.reaction] = i % n_reactions
         out.append(atoms)

@@ -43,6 +43,14 @@ VARIANTS = {
         "the forces have the wrong sign",
     ),
 }
+#: a unit slip the magnitude check cannot see (still plausible force constants)
+FIXTURE_VARIANTS = dict(
+    VARIANTS,
+    tripled=(
+        lambda r: setattr(r, "hessian", 3.0 * r.hessian),
+        "the Hessian is 3x off from the forces' units",
+    ),
+)
 
 
 def test_exact_model_obeys_the_sum_rules():
@@ -95,13 +103,13 @@ def test_shipped_set_variants_fail(tmp_path, shipped_records, variant):
     assert report["physics"]["n_failed"] > 0
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(FIXTURE_VARIANTS))
 def test_fixture_variants_fail(tmp_path, quadratic_path, write_horm_lmdb, variant):
     recs = quadratic_path([6, 1, 8, 1, 7], 4, seed=2, step=0.05)
     good = tmp_path / "good.lmdb"
     write_horm_lmdb(good, recs)
     assert check([good])["physics"]["n_failed"] == 0
-    damage, message = VARIANTS[variant]
+    damage, message = FIXTURE_VARIANTS[variant]
     for r in recs:
         damage(r)
     path = tmp_path / "bad.lmdb"
@@ -143,3 +151,14 @@ def test_residuals_use_declared_units(quadratic_path):
     assert trans < 1e-12 and rot < 1e-12 and diag == pytest.approx(80.0, rel=0.5)
     mixed = dict(ev, hessian="Hartree/Bohr/Bohr")  # numbers unchanged: 97x off
     assert residuals(rec, mixed)[1] > 0.1
+
+
+def test_data_test_helpers_pass(tmp_path):
+    from schnetpack_hessian.data import write
+    from schnetpack_hessian.data.testing import make_atoms
+
+    path = tmp_path / "made.h5"
+    write(path, make_atoms(12))
+    report = check([path])["physics"]
+    assert report["n_checked"] == 9 and report["n_failed"] == 0
+    assert report["worst_rotation"] < 1e-10

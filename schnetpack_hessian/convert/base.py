@@ -122,7 +122,12 @@ class Reader:
         return None
 
     def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
-        """Look at all files before reading; returns metadata to store."""
+        """Look at all files before reading (cross-file labels, conventions).
+
+        Returns:
+            State handed to :meth:`entries`; its ``"metadata"`` entry (if any) is
+            stored in the output next to :attr:`metadata`.
+        """
         return {}
 
     def entries(

@@ -365,14 +365,15 @@ def file_units(path: PathLike) -> Dict[str, str]:
     """Declared units of a training file (keys as ``ASE_UNITS``).
 
     Raises:
-        HessianDataError: the file declares no unit for energy, forces or positions.
+        HessianDataError: the file declares no unit for energy or positions (forces
+            and Hessian units default to energy/distance and energy/distance²).
     """
     md = file_metadata(path)
     pud = md.get("_property_unit_dict", {})
     units = {"distance": md.get("_distance_unit")}
     for key in ("energy", "forces", P.hessian):
         units[key] = pud.get(key)
-    for key in ("distance", "energy", "forces"):
+    for key in ("distance", "energy"):
         if units[key] is None:
             raise HessianDataError(f"{path}: no unit declared for {key}")
     return complete_units(units)
@@ -436,7 +437,8 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     units = file_units(path)
     names = reaction_names(file_metadata(path))
     for i, record in enumerate(read_records(path)):
-        record, _ = validate_record(record, str(path), i, rtol=np.inf)
+        if record.forces is not None:  # plain SchNetPack files may hold energies only
+            record, _ = validate_record(record, str(path), i, rtol=np.inf)
         yield record_to_atoms(record, units, names)
 
 

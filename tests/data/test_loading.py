@@ -132,3 +132,25 @@ def test_no_split_file_needs_no_writable_directory(h5_file, tmp_path, monkeypatc
     dm.setup()
     assert len(dm.train_idx) == 2
     assert list(work.iterdir()) == []
+
+
+def test_energy_only_schnetpack_db_still_reads(tmp_path):
+    from schnetpack.data import ASEAtomsData
+
+    path = tmp_path / "qm9like.db"
+    ds = ASEAtomsData.create(
+        str(path), distance_unit="Ang", property_unit_dict={"energy": "eV"}
+    )
+    ds.add_systems(
+        [
+            {
+                "_atomic_numbers": np.array([8, 1, 1]),
+                "_positions": np.eye(3),
+                "_cell": np.zeros((3, 3)),
+                "_pbc": np.zeros(3, dtype=bool),
+                "energy": np.array([-2.5]),
+            }
+        ]
+    )
+    (atoms,) = iread(path)
+    assert atoms.get_potential_energy() == -2.5 and atoms.info["hessian"] is None

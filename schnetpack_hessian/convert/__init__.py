@@ -1,10 +1,13 @@
 """Converters from the Hessian data formats met in the field to training files.
 
-One module per format, each with ``detect(path)`` and ``read(paths, **options)``
-returning a :class:`~.base.Source` (records in the units the format declares);
-:mod:`.deepmd` and :mod:`.extxyz` also ``write``.  :func:`convert` ties a reader to
-the training-file writer (or an external writer) with streaming, validation and
-atomic output; ``spkhess-convert`` is a thin wrapper around it.
+One module per format, each with a :class:`~.base.Reader` (``READER``: name,
+detection, options, units, one entry per structure); :mod:`.deepmd` and
+:mod:`.extxyz` also ``write``.  The driver here does what every format shares:
+:func:`open_source` checks options and units, applies ``kind`` overrides, counts and
+locates every record (``"<input>: structure <k> (<group>)"``, parser failures
+included); :func:`convert` and :func:`check` add validation and the physics checks
+(:class:`~schnetpack_hessian.data.physics.PhysicsCheck`) and write atomically.
+``spkhess-convert`` is a thin wrapper around them.
 """
 
 from pathlib import Path

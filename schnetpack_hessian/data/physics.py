@@ -109,8 +109,9 @@ def _in_ev(record: HessianRecord, units: Dict[str, str]):
 
 
 def _rho(h: np.ndarray, x: np.ndarray, g: np.ndarray, rotations: bool) -> np.ndarray:
-    t = torch.from_numpy
-    return sum_rule_residuals(t(h), t(x), t(g), rotations).numpy()
+    """Sum-rule residuals in float64 (sources mix float32 and float64 arrays)."""
+    h, x, g = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (h, x, g))
+    return sum_rule_residuals(h, x, g, rotations).numpy()
 
 
 @dataclass(frozen=True)

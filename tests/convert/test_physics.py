@@ -162,3 +162,17 @@ def test_data_test_helpers_pass(tmp_path):
     report = check([path])["physics"]
     assert report["n_checked"] == 9 and report["n_failed"] == 0
     assert report["worst_rotation"] < 1e-10
+
+
+def test_mixed_precision_record(quadratic_path):
+    rec = quadratic_path([6, 1, 8], 1, seed=4)[0]
+    rec.hessian = rec.hessian.astype(np.float32)  # float32 Hessian, float64 positions
+    ev = {
+        "distance": "Ang",
+        "energy": "eV",
+        "forces": "eV/Ang",
+        "hessian": "eV/Ang/Ang",
+    }
+    trans, rot, _ = residuals(rec, ev)
+    assert trans < 1e-6 and rot < 1e-6
+    PhysicsCheck()(rec, ev)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -353,7 +354,22 @@ def open_dataset(path: PathLike, **kwargs):
         return HDF5AtomsData(str(path), **kwargs)
     if not Path(path).exists():
         raise HessianDataError(f"{path}: file does not exist")
-    return HessianASEAtomsData(str(path), **kwargs)
+    with _sqlite_errors(path):
+        dataset = HessianASEAtomsData(str(path), **kwargs)
+        dataset.metadata  # reads the file: a damaged one fails here, not in a worker
+    return dataset
+
+
+@contextlib.contextmanager
+def _sqlite_errors(path: PathLike) -> Iterator[None]:
+    """Turn SQLite's errors on a damaged ``.db`` into a HessianDataError."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        raise HessianDataError(
+            f"{path}: cannot read the SQLite file, it is truncated, corrupt or not an "
+            f"ASE database ({err})"
+        ) from err
 
 
 def file_metadata(path: PathLike) -> Dict[str, Any]:
@@ -406,7 +422,10 @@ def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]
         return
     if not Path(path).exists():
         raise HessianDataError(f"{path}: file does not exist")
-    with connect(str(path), type="db", use_lock_file=False) as conn:
+    with (
+        _sqlite_errors(path),
+        connect(str(path), type="db", use_lock_file=False) as conn,
+    ):
         for i, row in enumerate(conn.select(sort="id")):
             data = dict(row.data)
             data.update(

@@ -12,7 +12,8 @@ from schnetpack_hessian.convert import check, convert, open_source
 from schnetpack_hessian.convert.deepmd import write as write_deepmd
 from schnetpack_hessian.convert.extxyz import write as write_extxyz
 from schnetpack_hessian.convert.orca import write_hess
-from schnetpack_hessian.data import HessianDataError, derived_units, iread
+from schnetpack_hessian.data import HessianDataError, HessianDataModule
+from schnetpack_hessian.data import derived_units, iread
 from schnetpack_hessian.data import file_metadata, read_records, write_records
 
 EV = derived_units("eV", "Ang")
@@ -145,6 +146,38 @@ def test_corrupt_sqlite(tmp_path, path_records):
     bad = tmp_path / "bad.db"
     bad.write_bytes(bytes(raw))
     assert_fails(tmp_path, [bad], [str(bad), "cannot read it as spkdb"])
+
+
+def test_corrupt_training_files_fail_on_loading(tmp_path, path_records):
+    for suffix, cut in (("db", lambda raw: raw[:100] + b"\xff" * 4000), ("h5", None)):
+        good = tmp_path / f"train.{suffix}"
+        write_records(good, path_records, EV)
+        raw = good.read_bytes()
+        bad = tmp_path / f"bad.{suffix}"
+        bad.write_bytes(cut(raw) if cut else raw[: len(raw) // 2])
+        for load in (
+            lambda: next(iread(bad)),
+            lambda: HessianDataModule(
+                str(bad), batch_size=2, num_train=2, num_val=2, split_file=None
+            ).setup(),
+        ):
+            with pytest.raises(HessianDataError, match=f"bad.{suffix}: cannot "):
+                load()
+
+
+def test_validation_errors_name_the_input_not_the_output(
+    tmp_path, path_records, write_horm_lmdb
+):
+    path_records[4].hessian[0, :3] = np.nan
+    src = tmp_path / "in.lmdb"
+    write_horm_lmdb(src, path_records)
+    for out in ("out.h5", "out.db", "out.xyz"):
+        with pytest.raises(HessianDataError) as info:
+            convert([src], tmp_path / out)
+        message = str(info.value)
+        assert message.startswith(f"{src}: structure 4: Hessian is partially NaN")
+        assert out not in message
+    assert not [p for p in tmp_path.iterdir() if "out." in p.name]
 
 
 def test_refused_pickle_in_lmdb(tmp_path, path_records, write_horm_lmdb):

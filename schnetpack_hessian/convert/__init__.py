@@ -360,14 +360,17 @@ def convert(
             for rec in records:
                 w.add(rec)
         return report
-    reactions = ReactionIds(md)
+    reactions = ReactionIds(md)  # names given by the source or its metadata
 
     def labelled() -> Iterator[HessianRecord]:
         for rec in records:
             rec.reaction = reactions(rec.reaction, rec.origin)
             yield rec
 
-    WRITERS[kind](output, labelled(), source.units, overwrite=overwrite, mkdir=mkdir)
+    names = {"reaction_names": reactions.names} if kind == "extxyz" else {}
+    WRITERS[kind](
+        output, labelled(), source.units, overwrite=overwrite, mkdir=mkdir, **names
+    )
     return report
 
 

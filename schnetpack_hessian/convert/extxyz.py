@@ -4,7 +4,9 @@ A frame carries the Hessian either in the comment line, ``hessian="h11 h12 ..."`
 (9N² values, row-major (3N, 3N)), or as a per-atom array ``hessian`` of shape
 ``(N, 9N)`` whose row ``i`` is ``H[3i:3i+3, :]`` flattened (the three Hessian rows of
 atom ``i``).  Energy and forces as ASE reads them (``energy=...``, ``forces`` array),
-labels ``kind`` / ``reaction`` in the comment line.  Units are whatever the file says
+labels ``kind`` / ``reaction`` in the comment line (``reaction`` an id or a name such as
+``keto_enol_3``; our writer adds ``reaction_name="..."`` where the name is known, and
+the reader prefers it, so names survive a round trip).  Units are whatever the file says
 in ``energy_unit=... distance_unit=...`` keys (our writer adds them) or what the user
 declares (``--energy-unit``, ``--distance-unit``); they are never guessed.
 
@@ -12,7 +14,7 @@ The writer prints every float with 17 significant digits, so float64 round trips
 """
 
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -64,7 +66,7 @@ def _frame_record(atoms) -> HessianRecord:
         forces=np.asarray(forces, dtype=np.float64),
         hessian=_frame_hessian(atoms),
         kind=atoms.info.get(P.kind, "other"),
-        reaction=atoms.info.get(P.reaction, -1),
+        reaction=atoms.info.get(P.reaction_name) or atoms.info.get(P.reaction, -1),
         cell=np.asarray(atoms.cell[:], dtype=np.float64),
         pbc=atoms.pbc.copy(),
     )
@@ -106,6 +108,21 @@ class ExtxyzReader(Reader):
 READER = ExtxyzReader()
 
 
+def _quoted(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _reaction_fields(names: Optional[Mapping[int, str]], reaction) -> List[str]:
+    """``reaction=<id or "name">`` and, where the id has a name, ``reaction_name``."""
+    if isinstance(reaction, str):
+        return [f"{P.reaction}={_quoted(reaction)}"]
+    fields = [f"{P.reaction}={reaction}"]
+    if names and reaction in names:
+        fields.append(f"{P.reaction_name}={_quoted(names[reaction])}")
+    return fields
+
+
 def _f(x: float) -> str:
     return repr(float(x))
 
@@ -117,6 +134,7 @@ def write(
     overwrite: bool = False,
     per_atom: bool = False,
     mkdir: bool = True,
+    reaction_names: Optional[Mapping[int, str]] = None,
 ) -> int:
     """Write records as extxyz (units of the records, declared in every frame).
 
@@ -128,6 +146,9 @@ def write(
         per_atom: store the Hessian as per-atom array ``(N, 9N)`` instead of in the
             comment line.
         mkdir: create a missing output directory (else an error).
+        reaction_names: ``{id: name}``; a record whose id has a name is written with
+            ``reaction_name="<name>"`` as well (read at write time, so a mapping that
+            grows while records stream works).
 
     Returns:
         Number of frames written.
@@ -154,7 +175,7 @@ def write(
             pbc = " ".join("T" if b else "F" for b in rec.pbc)
             info += [
                 f"{P.kind}={rec.kind}",
-                f"{P.reaction}={rec.reaction}",
+                *_reaction_fields(reaction_names, rec.reaction),
                 f"energy_unit={target['energy']}",
                 f"distance_unit={target['distance']}",
                 f'pbc="{pbc}"',

@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "hessians": report.n_hessians,
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
+        "worst_asymmetry_at": report.worst_at,
         "physics": report.physics.as_dict(),
     }
 

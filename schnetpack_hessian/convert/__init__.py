@@ -292,7 +292,7 @@ def _validated(
     for i, rec in enumerate(_progress(source, progress)):
         rec, asym = validate_record(rec, rtol=rtol, symmetrize=symmetrize)
         physics(rec, source.units, report.physics)
-        report.update(i, rec.hessian is not None, asym)
+        report.update(i, rec.hessian is not None, asym, str(rec.origin))
         yield rec
 
 
@@ -404,6 +404,7 @@ def check(
         "hessians": report.n_hessians,
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
+        "worst_asymmetry_at": report.worst_at,
         "units": source.units,
         "metadata": {
             k: (

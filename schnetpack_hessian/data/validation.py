@@ -182,14 +182,23 @@ class SymmetryReport:
     n_hessians: int = 0
     worst_asymmetry: float = 0.0
     worst_index: Optional[int] = None
+    #: where the worst asymmetry is (input file and index within it), if known
+    worst_at: Optional[str] = None
     #: sum-rule summary (:class:`~.physics.PhysicsReport`) where physics was checked
     physics: Optional[Any] = None
 
-    def update(self, index: int, has_hessian: bool, asymmetry: float):
-        """Account for structure ``index``."""
+    def update(
+        self,
+        index: int,
+        has_hessian: bool,
+        asymmetry: float,
+        where: Optional[str] = None,
+    ):
+        """Account for structure ``index`` (running count; ``where`` names it)."""
         self.n_structures += 1
         if has_hessian:
             self.n_hessians += 1
             if self.worst_index is None or asymmetry > self.worst_asymmetry:
                 self.worst_asymmetry = asymmetry
                 self.worst_index = index
+                self.worst_at = where

@@ -269,3 +269,16 @@ def test_read_records_unchanged_by_origin(tmp_path, path_records):
     assert [r.origin for r in read_records(out)] == [None, None]
     recs = list(open_source([path]).records)
     assert [str(r.origin) for r in recs] == [f"{path}: structure {i}" for i in (0, 1)]
+
+
+def test_reports_name_the_input_of_the_worst_structure(tmp_path, path_records):
+    a, b = tmp_path / "a.xyz", tmp_path / "b.xyz"
+    write_extxyz(a, path_records[:3], EV)
+    path_records[4].hessian = path_records[4].hessian + np.triu(
+        np.full_like(path_records[4].hessian, 1e-3), 1
+    )
+    write_extxyz(b, path_records[3:6], EV)
+    report = check([a, b])
+    assert report["worst_index"] == 4  # running count over both inputs
+    assert report["worst_asymmetry_at"] == f"{b}: structure 1"
+    assert report["physics"]["worst_rotation_at"].startswith(str(tmp_path))

@@ -102,13 +102,14 @@ def check_stored(
     source: Optional[str] = None,
     index: Optional[int] = None,
 ) -> Any:
-    """Check a stored ``forces`` ``(N, 3)`` or ``hessian`` ``(N², 3, 3)`` as it is
-    loaded: shape against the atom count and, for the Hessian, complete or all NaN
-    (checked on the whole block set).  Other properties pass unchecked.
+    """Check a stored ``energy`` (one value), ``forces`` ``(N, 3)`` or ``hessian``
+    ``(N², 3, 3)`` as it is loaded: shape against the atom count, finite values and,
+    for the Hessian, complete or all NaN (checked on the whole block set).  Other
+    properties pass unchecked.
 
     Args:
         name: property name.
-        value: the stored array (numpy or torch).
+        value: the stored array (numpy).
         n_atoms: atoms of the structure.
         source: file for messages.
         index: structure index for messages.
@@ -117,25 +118,36 @@ def check_stored(
         ``value`` unchanged.
 
     Raises:
-        HessianDataError: wrong shape or a partly NaN Hessian.
+        HessianDataError: wrong shape, non-finite values or a partly NaN Hessian.
     """
-    shapes = {"forces": (n_atoms, 3), P.hessian: (n_atoms * n_atoms, 3, 3)}
+    shapes = {
+        "energy": (1,),
+        "forces": (n_atoms, 3),
+        P.hessian: (n_atoms * n_atoms, 3, 3),
+    }
     if name not in shapes:
         return value
     shape = tuple(value.shape)
-    if shape != shapes[name]:
+    if shape != shapes[name] and not (name == "energy" and value.size == 1):
         raise HessianDataError(
             f"{prefix(source, index)}stored {name} has shape {shape}, expected "
             f"{shapes[name]} for {n_atoms} atoms"
         )
+    array = np.asarray(value)
     if name == P.hessian:
-        nan = np.isnan(np.asarray(value))
-        if nan.any() and not nan.all():
+        nan = np.isnan(array)
+        if nan.all():
+            return value
+        if nan.any():
             raise HessianDataError(
                 f"{prefix(source, index)}stored Hessian is partially NaN "
                 f"({int(nan.sum())} of {nan.size} entries); a missing Hessian is all "
                 "NaN"
             )
+    if not np.isfinite(array).all():
+        raise HessianDataError(
+            f"{prefix(source, index)}stored {name} contains NaN or infinite values"
+        )
     return value
 
 
@@ -149,7 +161,7 @@ def storage_to_record(
             NaN Hessian (see :func:`check_stored`).
     """
     n = len(data["numbers"])
-    for name in ("forces", P.hessian):
+    for name in ("energy", "forces", P.hessian):
         if data.get(name) is not None:
             check_stored(name, np.asarray(data[name]), n, source, index)
     hessian = data.get(P.hessian)

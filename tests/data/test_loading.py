@@ -154,3 +154,16 @@ def test_energy_only_schnetpack_db_still_reads(tmp_path):
     )
     (atoms,) = iread(path)
     assert atoms.get_potential_energy() == -2.5 and atoms.info["hessian"] is None
+
+
+@pytest.mark.parametrize("name,value", [("forces", np.inf), ("energy", np.nan)])
+def test_non_finite_forces_or_energy_refused(h5_file, name, value):
+    with h5py.File(h5_file, "a") as f:
+        n = f["n_atoms"][:]
+        row = int(np.sum(n[:2])) if name == "forces" else 2
+        f[f"properties/{name}"][row] = value
+    pattern = f"data.h5, structure 2: stored {name} contains NaN or infinite"
+    with pytest.raises(HessianDataError, match=pattern):
+        list(iread(h5_file))
+    with pytest.raises(HessianDataError, match=pattern):
+        open_dataset(h5_file)[2]

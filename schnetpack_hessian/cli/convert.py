@@ -13,10 +13,11 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import READERS, WRITERS, check, convert
+from schnetpack_hessian.convert.base import Option
 from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck
 from schnetpack_hessian.data.validation import SYMMETRY_RTOL, HessianDataError
 
@@ -47,15 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kind", choices=list(P.KINDS), help="set the kind label of every structure"
     )
-    p.add_argument(
-        "--energy-key",
-        help="HORM: 'energy' (total, default) or 'ae'; SchNetPack .db: energy property name",
-    )
-    p.add_argument(
-        "--forces-sign",
-        choices=["auto", "forces", "gradient"],
-        help="OpenREACT: whether the stored 'forces' are -dE/dR or dE/dR (default: auto)",
-    )
+    for name, declared in _format_options().items():
+        choices = {o.choices for _, o in declared}
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            choices=(
+                list(choices.pop())
+                if len(choices) == 1 and None not in choices
+                else None
+            ),
+            help="; ".join(
+                f"{fmt}: {o.help} (default {o.default})" for fmt, o in declared
+            ),
+        )
     p.add_argument("--symmetrize", action="store_true", help="store (H + H^T)/2")
     p.add_argument(
         "--physics",
@@ -101,14 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _format_options() -> Dict[str, List[Tuple[str, Option]]]:
+    """Every option a format declares, with the formats that take it."""
+    out: Dict[str, List[Tuple[str, Option]]] = {}
+    for fmt, reader in READERS.items():
+        for name, option in reader.options.items():
+            out.setdefault(name, []).append((fmt, option))
+    return out
+
+
 def _reader_options(args: argparse.Namespace) -> Dict[str, Any]:
-    opts = {
-        "energy_unit": args.energy_unit,
-        "distance_unit": args.distance_unit,
-        "kind": args.kind,
-        "energy_key": args.energy_key,
-        "forces_sign": args.forces_sign,
-    }
+    """The options given on the command line (the format checks that it takes them)."""
+    names = ["energy_unit", "distance_unit", "kind", *_format_options()]
+    opts = {name: getattr(args, name) for name in names}
     return {k: v for k, v in opts.items() if v is not None}
 
 

@@ -13,6 +13,7 @@ from schnetpack_hessian.data import HessianDataError, file_units, read_records
 from schnetpack_hessian.data import write_records
 from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck, residuals
 from schnetpack_hessian.data.record import HessianRecord
+from schnetpack_hessian.data.units import ASE_UNITS
 from schnetpack_hessian.data.testing import invariant_surface
 from schnetpack_hessian.datasets import reactive_set_path
 from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
@@ -141,12 +142,7 @@ def test_modes_and_tolerance(tmp_path, quadratic_path, write_horm_lmdb, caplog):
 
 def test_residuals_use_declared_units(quadratic_path):
     rec = quadratic_path([6, 1, 8], 1, seed=4)[0]
-    ev = {
-        "distance": "Ang",
-        "energy": "eV",
-        "forces": "eV/Ang",
-        "hessian": "eV/Ang/Ang",
-    }
+    ev = ASE_UNITS
     trans, rot, diag = residuals(rec, ev)
     assert trans < 1e-12 and rot < 1e-12 and diag == pytest.approx(80.0, rel=0.5)
     mixed = dict(ev, hessian="Hartree/Bohr/Bohr")  # numbers unchanged: 97x off
@@ -167,12 +163,7 @@ def test_data_test_helpers_pass(tmp_path):
 def test_mixed_precision_record(quadratic_path):
     rec = quadratic_path([6, 1, 8], 1, seed=4)[0]
     rec.hessian = rec.hessian.astype(np.float32)  # float32 Hessian, float64 positions
-    ev = {
-        "distance": "Ang",
-        "energy": "eV",
-        "forces": "eV/Ang",
-        "hessian": "eV/Ang/Ang",
-    }
+    ev = ASE_UNITS
     trans, rot, _ = residuals(rec, ev)
     assert trans < 1e-6 and rot < 1e-6
     PhysicsCheck()(rec, ev)

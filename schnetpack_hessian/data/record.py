@@ -9,7 +9,7 @@ and from ``ase.Atoms`` in ASE units (eV, Å).
 
 import numbers as _numbers
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 from ase import Atoms

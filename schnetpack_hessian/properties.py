@@ -20,6 +20,10 @@ hessian_probes: Final[str] = "hessian_probes"
 kind: Final[str] = "kind"
 #: Per-structure label: integer id of the reaction the geometry belongs to (-1: none).
 reaction: Final[str] = "reaction"
+#: ``ase.Atoms.info`` key of the reaction's name where the source named it (the
+#: names live in the file metadata ``reactions``; :func:`~schnetpack_hessian.data.iread`
+#: gives them back).
+reaction_name: Final[str] = "reaction_name"
 
 #: Allowed values of :data:`kind`, in the order used for integer codes.
 KINDS: Final[Tuple[str, ...]] = ("reactant", "product", "ts", "irc", "nms", "other")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["RigidBasis", "rigid_basis", "rigid_products"]
+__all__ = ["RigidBasis", "rigid_basis", "rigid_products", "sum_rule_residuals"]
 
 #: singular values below this fraction of the largest one are not used as rigid
 #: directions (near-linear molecules: the ill-conditioned rotation goes to the passes)
@@ -150,3 +150,49 @@ def rigid_products(gradient: torch.Tensor, basis: RigidBasis) -> torch.Tensor:
         dim=1,
     )
     return torch.einsum("nkj,nkc->jnc", basis.rotation_coeffs, cross)
+
+
+def sum_rule_residuals(
+    hessian: torch.Tensor,
+    positions: torch.Tensor,
+    gradient: torch.Tensor,
+    rotations: bool = True,
+) -> torch.Tensor:
+    r"""Relative residuals of :math:`H t = 0` and :math:`H (\omega \times (r - c)) =
+    \omega \times g` for one molecule (reference data or a model).
+
+    For each rigid direction :math:`d_j` (three translations, then three rotations
+    about the centroid) with expected product :math:`b_j` (0, resp.
+    :math:`e_k \times g`):
+
+    .. math::
+
+        \rho_j = \frac{\lVert H d_j - b_j \rVert}{\lVert H \rVert_2 \lVert d_j \rVert
+        + \lVert b_j \rVert}
+
+    Args:
+        hessian: ``(3N, 3N)`` d²E/dR².
+        positions: ``(N, 3)``, in the distance unit of ``hessian`` and ``gradient``.
+        gradient: ``(N, 3)`` dE/dR (= −forces), in units consistent with ``hessian``.
+        rotations: include the rotations (False for periodic cells).
+
+    Returns:
+        ``(3,)`` or ``(6,)`` residuals; 0 for a direction of (near) zero length (the
+        axis of a linear molecule).
+    """
+    n = positions.shape[0]
+    directions = _rigid_directions(positions[None], rotations)[0]  # (3N, k)
+    eye = torch.eye(3, dtype=gradient.dtype, device=gradient.device)
+    expected = [torch.zeros(3 * n, dtype=gradient.dtype)] * 3
+    if rotations:
+        expected += [
+            torch.cross(eye[k].expand_as(gradient), gradient, dim=-1).reshape(-1)
+            for k in range(3)
+        ]
+    expected = torch.stack(expected, dim=1)  # (3N, k)
+    norm_h = torch.linalg.matrix_norm(hessian, ord=2)
+    length = torch.linalg.vector_norm(directions, dim=0)
+    misfit = torch.linalg.vector_norm(hessian @ directions - expected, dim=0)
+    scale = norm_h * length + torch.linalg.vector_norm(expected, dim=0)
+    degenerate = (length <= 1e-8 * length.max()) | (scale == 0)
+    return torch.where(degenerate, torch.zeros_like(misfit), misfit / scale)

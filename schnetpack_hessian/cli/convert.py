@@ -13,10 +13,12 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import READERS, WRITERS, check, convert
+from schnetpack_hessian.convert.base import Option
+from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck
 from schnetpack_hessian.data.validation import SYMMETRY_RTOL, HessianDataError
 
 __all__ = ["build_parser", "run", "main"]
@@ -46,16 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kind", choices=list(P.KINDS), help="set the kind label of every structure"
     )
-    p.add_argument(
-        "--energy-key",
-        help="HORM: 'energy' (total, default) or 'ae'; SchNetPack .db: energy property name",
-    )
-    p.add_argument(
-        "--forces-sign",
-        choices=["auto", "forces", "gradient"],
-        help="OpenREACT: whether the stored 'forces' are -dE/dR or dE/dR (default: auto)",
-    )
+    for name, declared in _format_options().items():
+        choices = {o.choices for _, o in declared}
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            choices=(
+                list(choices.pop())
+                if len(choices) == 1 and None not in choices
+                else None
+            ),
+            help="; ".join(
+                f"{fmt}: {o.help} (default {o.default})" for fmt, o in declared
+            ),
+        )
     p.add_argument("--symmetrize", action="store_true", help="store (H + H^T)/2")
+    p.add_argument(
+        "--physics",
+        choices=["error", "warn", "off"],
+        default="error",
+        help="sum rules (sum_j H_ij = 0, H (w x r) = w x g with the stored forces) and "
+        "plausible force constants: stop at the first failure (default), warn, or off",
+    )
+    p.add_argument(
+        "--physics-rtol",
+        type=float,
+        default=PHYSICS_RTOL,
+        help=f"tolerance of the sum rules (relative residual, default {PHYSICS_RTOL:g})",
+    )
     p.add_argument(
         "--rtol",
         type=float,
@@ -78,20 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing output"
     )
     p.add_argument(
+        "--mkdir", action="store_true", help="create a missing output directory"
+    )
+    p.add_argument(
         "--check", metavar="FILE", nargs="+", help="validate FILE(s), write nothing"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def _format_options() -> Dict[str, List[Tuple[str, Option]]]:
+    """Every option a format declares, with the formats that take it."""
+    out: Dict[str, List[Tuple[str, Option]]] = {}
+    for fmt, reader in READERS.items():
+        for name, option in reader.options.items():
+            out.setdefault(name, []).append((fmt, option))
+    return out
+
+
 def _reader_options(args: argparse.Namespace) -> Dict[str, Any]:
-    opts = {
-        "energy_unit": args.energy_unit,
-        "distance_unit": args.distance_unit,
-        "kind": args.kind,
-        "energy_key": args.energy_key,
-        "forces_sign": args.forces_sign,
-    }
+    """The options given on the command line (the format checks that it takes them)."""
+    names = ["energy_unit", "distance_unit", "kind", *_format_options()]
+    opts = {name: getattr(args, name) for name in names}
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -113,12 +141,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         FileExistsError: the output exists and ``--overwrite`` is not given.
     """
     progress = not args.quiet
+    physics = PhysicsCheck(args.physics, args.physics_rtol)
     if args.check:
         return check(
             args.check,
             args.format,
             rtol=args.rtol,
             progress=progress,
+            physics=physics,
             **_reader_options(args),
         )
     if not args.inputs or not args.output:
@@ -134,6 +164,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         precision="float32" if args.float32 else "float64",
         metadata=_metadata(args.metadata),
         progress=progress,
+        physics=physics,
+        mkdir=args.mkdir,
         **_reader_options(args),
     )
     return {
@@ -142,6 +174,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "hessians": report.n_hessians,
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
+        "worst_asymmetry_at": report.worst_at,
+        "physics": report.physics.as_dict(),
     }
 
 

@@ -1,17 +1,21 @@
 """Converters from the Hessian data formats met in the field to training files.
 
-One module per format, each with ``detect(path)`` and ``read(paths, **options)``
-returning a :class:`~.base.Source` (records in the units the format declares);
-:mod:`.deepmd` and :mod:`.extxyz` also ``write``.  :func:`convert` ties a reader to
-the training-file writer (or an external writer) with streaming, validation and
-atomic output; ``spkhess-convert`` is a thin wrapper around it.
+One module per format, each with a :class:`~.base.Reader` (``READER``: name,
+detection, options, units, one entry per structure); :mod:`.deepmd` and
+:mod:`.extxyz` also ``write``.  The driver here does what every format shares:
+:func:`open_source` checks options and units, applies ``kind`` overrides, counts and
+locates every record (``"<input>: structure <k> (<group>)"``, parser failures
+included); :func:`convert` and :func:`check` add validation and the physics checks
+(:class:`~schnetpack_hessian.data.physics.PhysicsCheck`) and write atomically.
+``spkhess-convert`` is a thin wrapper around them.
 """
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from tqdm import tqdm
 
+from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import (
     deepmd,
     extxyz,
@@ -21,13 +25,32 @@ from schnetpack_hessian.convert import (
     spkdb,
     training,
 )
-from schnetpack_hessian.convert.base import ConversionError, PathLike, Source
+from schnetpack_hessian.convert.base import (
+    COMMON_OPTIONS,
+    ConversionError,
+    PathLike,
+    Reader,
+    Source,
+)
 from schnetpack_hessian.data.io import H5_SUFFIXES, DB_SUFFIXES, RecordWriter
-from schnetpack_hessian.data.record import HessianRecord, validate_record
-from schnetpack_hessian.data.validation import SYMMETRY_RTOL, SymmetryReport
+from schnetpack_hessian.data.physics import PhysicsCheck, PhysicsReport
+from schnetpack_hessian.data.record import (
+    HessianRecord,
+    Origin,
+    ReactionIds,
+    validate_record,
+)
+from schnetpack_hessian.data.units import complete_units, normalize_unit
+from schnetpack_hessian.data.validation import (
+    SYMMETRY_RTOL,
+    HessianDataError,
+    SymmetryReport,
+)
 
 __all__ = [
     "ConversionError",
+    "PhysicsCheck",
+    "Reader",
     "Source",
     "READERS",
     "WRITERS",
@@ -38,14 +61,17 @@ __all__ = [
 ]
 
 #: Input formats, in the order :func:`guess_format` tries them.
-READERS: Dict[str, Any] = {
-    "training": training,
-    "openreact": openreact,
-    "horm": horm,
-    "deepmd": deepmd,
-    "orca": orca,
-    "extxyz": extxyz,
-    "spkdb": spkdb,
+READERS: Dict[str, Reader] = {
+    r.name: r
+    for r in (
+        training.READER,
+        openreact.READER,
+        horm.READER,
+        deepmd.READER,
+        orca.READER,
+        extxyz.READER,
+        spkdb.READER,
+    )
 }
 #: Output formats besides training files (``.db`` / ``.h5``).
 WRITERS: Dict[str, Callable[..., int]] = {
@@ -58,33 +84,165 @@ def guess_format(paths: Sequence[PathLike]) -> str:
     """Input format from the first path (contents for ``.h5``, else suffix/layout).
 
     Raises:
-        ConversionError: no reader recognises it.
+        ConversionError: no reader recognises it (or an HDF5 file is damaged).
     """
     first = Path(paths[0])
     if not first.exists():
         raise ConversionError(f"{first}: no such file or folder")
-    for name, module in READERS.items():
-        if module.detect(first):
+    for name, reader in READERS.items():
+        if reader.detect(first):
             return name
     raise ConversionError(
         f"{first}: cannot tell the format; pass --format ({', '.join(READERS)})"
     )
 
 
+def _foreign(err: Exception, reader: Reader) -> str:
+    """The problem an exception describes (parser failures say what failed)."""
+    if isinstance(err, HessianDataError):
+        return str(err)
+    return f"cannot read it as {reader.name}: {type(err).__name__}: {err}"
+
+
+def _file_step(reader: Reader, where: str, step: Callable[[], Any]) -> Any:
+    """Run a file-level reader step; foreign exceptions become ConversionError."""
+    try:
+        return step()
+    except HessianDataError:
+        raise
+    except Exception as err:
+        raise ConversionError(f"{where}: {_foreign(err, reader)}") from err
+
+
+def _options(reader: Reader, options: Dict[str, Any]) -> Dict[str, Any]:
+    """Defaults plus the given options; unknown ones and bad choices are errors."""
+    taken = set(COMMON_OPTIONS) | set(reader.options)
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise ConversionError(
+            f"format {reader.name} takes no option {', '.join(map(repr, unknown))}; it "
+            f"takes {', '.join(sorted(taken))}"
+        )
+    out = {k: o.default for k, o in reader.options.items()}
+    out.update(options)
+    for name, opt in reader.options.items():
+        if opt.choices is not None and out[name] not in opt.choices:
+            raise ConversionError(
+                f"format {reader.name}: {name} must be one of {list(opt.choices)}, not "
+                f"{out[name]!r}"
+            )
+    kind = out.get("kind")
+    if kind is not None and kind not in P.KINDS:
+        raise ConversionError(f"unknown kind {kind!r}, expected one of {P.KINDS}")
+    return out
+
+
+def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str]:
+    """Units of one input file: fixed by the format, declared in the file or by the
+    user (never guessed); a user option may only confirm a stated unit."""
+    stated = {k: (v, None) for k, v in (reader.units or {}).items()}
+    in_file = _file_step(reader, str(path), lambda: reader.file_units(path, options))
+    stated.update({k: (v, "file") for k, v in in_file.items() if v})
+    for name in ("energy", "distance"):
+        given = options.get(f"{name}_unit")
+        if given is None or name not in stated:
+            continue
+        value, by = stated[name]
+        if normalize_unit(given) == normalize_unit(value):
+            continue
+        if by == "file":
+            raise ConversionError(
+                f"{path}: file declares {name} in {value}, option says {given}"
+            )
+        raise ConversionError(
+            f"{path}: {reader.name} files store {name} in {value}, but {given!r} was "
+            "declared; drop the option (the stored units are declared in the output "
+            "and converted when loading, e.g. HessianDataModule(property_units=...))"
+        )
+    declared = {k: v for k, (v, _) in stated.items()}
+    for name in ("energy", "distance"):
+        declared.setdefault(name, options.get(f"{name}_unit"))
+    if declared["energy"] is None or declared["distance"] is None:
+        raise ConversionError(
+            f"{path}: {reader.name} files do not fix their units: declare them with "
+            "--energy-unit and --distance-unit (e.g. --energy-unit eV --distance-unit "
+            "Ang); units are never guessed"
+        )
+    return complete_units(declared)
+
+
+def _records(
+    reader: Reader,
+    files: Sequence[Path],
+    options: Dict[str, Any],
+    prepared: Dict[str, Any],
+) -> Iterator[HessianRecord]:
+    """Every structure with its :class:`Origin`; parser failures located."""
+    kind = options.get("kind")
+    for path in files:
+        entries = reader.entries(path, options, prepared)
+        index = 0
+        while True:
+            try:
+                label, load = next(entries)
+            except StopIteration:
+                break
+            except Exception as err:
+                origin = Origin(str(path), index)
+                raise ConversionError(f"{origin}: {_foreign(err, reader)}") from err
+            origin = Origin(str(path), index, label)
+            try:
+                record = load()
+            except Exception as err:
+                raise ConversionError(f"{origin}: {_foreign(err, reader)}") from err
+            record.origin = origin
+            if kind is not None:
+                record.kind = kind
+            yield record
+            index += 1
+
+
 def open_source(
     paths: Sequence[PathLike], fmt: Optional[str] = None, **options: Any
 ) -> Source:
-    """Reader for ``paths`` (format guessed if ``fmt`` is None).
+    """Records of ``paths`` in one format (guessed if ``fmt`` is None).
 
-    Options go to the reader: ``energy_unit``, ``distance_unit``, ``kind``,
-    ``energy_key`` (HORM: ``energy``/``ae``), ``forces_sign`` (OpenREACT), ...
+    Options: ``energy_unit``, ``distance_unit``, ``kind`` (every format) and those
+    the format declares (``READERS[fmt].options``: e.g. ``energy_key`` for HORM,
+    ``forces_sign`` for OpenREACT); an option the format does not take is an error.
+
+    Raises:
+        ConversionError: unknown format or option, units that are undeclared or
+            differ between inputs, unreadable files.
     """
     if not paths:
         raise ConversionError("no input given")
     fmt = fmt or guess_format(paths)
     if fmt not in READERS:
         raise ConversionError(f"unknown format {fmt!r}; choose from {list(READERS)}")
-    return READERS[fmt].read(list(paths), **options)
+    reader = READERS[fmt]
+    options = _options(reader, dict(options))
+    files: List[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConversionError(f"{p}: no such file or folder")
+        files.extend(_file_step(reader, str(p), lambda p=p: reader.files(p)))
+    units = None
+    for f in files:
+        u = _units(reader, f, options)
+        if units is not None and u != units:
+            raise ConversionError(
+                f"{f}: units {u} differ from the other inputs' {units}"
+            )
+        units = u
+    counts = [_file_step(reader, str(f), lambda f=f: reader.count(f)) for f in files]
+    total = None if None in counts else sum(counts)
+    name = ", ".join(map(str, paths))
+    prepared = _file_step(reader, name, lambda: reader.prepare(files, options))
+    metadata = dict(reader.metadata)
+    metadata.update(prepared.get("metadata", {}))
+    records = _records(reader, files, options, prepared)
+    return Source(records, units, metadata, total, name, fmt)
 
 
 def output_format(path: PathLike, fmt: Optional[str] = None) -> str:
@@ -122,6 +280,30 @@ def _progress(source: Source, show: bool) -> Iterator[HessianRecord]:
     )
 
 
+def _validated(
+    source: Source,
+    rtol: float,
+    symmetrize: bool,
+    physics: PhysicsCheck,
+    report: SymmetryReport,
+    progress: bool,
+) -> Iterator[HessianRecord]:
+    """Validate and physics-check every record (messages name its origin)."""
+    for i, rec in enumerate(_progress(source, progress)):
+        rec, asym = validate_record(rec, rtol=rtol, symmetrize=symmetrize)
+        physics(rec, source.units, report.physics)
+        report.update(i, rec.hessian is not None, asym, str(rec.origin))
+        yield rec
+
+
+def _check_rtol(rtol: float):
+    if not (isinstance(rtol, (int, float)) and 0.0 < rtol < 1.0):
+        raise ConversionError(
+            f"the symmetry tolerance must be a number in (0, 1), not {rtol!r} (default "
+            f"{SYMMETRY_RTOL:g}: max|H - H^T| / max|H|)"
+        )
+
+
 def convert(
     inputs: Sequence[PathLike],
     output: PathLike,
@@ -133,6 +315,8 @@ def convert(
     precision: str = "float64",
     metadata: Optional[Dict[str, Any]] = None,
     progress: bool = False,
+    physics: Optional[PhysicsCheck] = None,
+    mkdir: bool = False,
     **options: Any,
 ) -> SymmetryReport:
     """Convert ``inputs`` to ``output`` (streamed, validated, written atomically).
@@ -149,33 +333,44 @@ def convert(
             precision (lossless for float32 sources such as HORM).
         metadata: extra metadata for training files.
         progress: show a progress bar.
+        physics: sum-rule and magnitude checks (default: on, errors).
+        mkdir: create a missing output directory (else an error).
         **options: reader options (see :func:`open_source`).
 
     Returns:
-        Symmetry report (structures, Hessians, worst asymmetry and where).
+        Report (structures, Hessians, worst asymmetry and where; ``physics``: worst
+        sum-rule residuals and where).
+
+    Raises:
+        HessianDataError: the first bad structure, named by input file, index within
+            it and group/frame (nothing is written then).
     """
+    _check_rtol(rtol)
+    physics = physics or PhysicsCheck()
+    kind = output_format(output, out_format)
     source = open_source(inputs, fmt, **options)
     md = dict(source.metadata)
     md.update(metadata or {})
-    kind = output_format(output, out_format)
+    report = SymmetryReport(physics=PhysicsReport())
+    records = _validated(source, rtol, symmetrize, physics, report, progress)
     if kind == "training":
         with RecordWriter(
-            output, source.units, md, overwrite, precision, symmetrize, rtol
+            output, source.units, md, overwrite, precision, mkdir=mkdir
         ) as w:
-            for rec in _progress(source, progress):
+            for rec in records:
                 w.add(rec)
-        return w.report
-    report = SymmetryReport()
+        return report
+    reactions = ReactionIds(md)  # names given by the source or its metadata
 
-    def checked() -> Iterator[HessianRecord]:
-        for i, rec in enumerate(_progress(source, progress)):
-            rec, asym = validate_record(
-                rec, source.name, i, rtol=rtol, symmetrize=symmetrize
-            )
-            report.update(i, rec.hessian is not None, asym)
+    def labelled() -> Iterator[HessianRecord]:
+        for rec in records:
+            rec.reaction = reactions(rec.reaction, rec.origin)
             yield rec
 
-    WRITERS[kind](output, checked(), source.units, overwrite=overwrite)
+    names = {"reaction_names": reactions.names} if kind == "extxyz" else {}
+    WRITERS[kind](
+        output, labelled(), source.units, overwrite=overwrite, mkdir=mkdir, **names
+    )
     return report
 
 
@@ -184,32 +379,40 @@ def check(
     fmt: Optional[str] = None,
     rtol: float = SYMMETRY_RTOL,
     progress: bool = False,
+    physics: Optional[PhysicsCheck] = None,
     **options: Any,
 ) -> Dict[str, Any]:
-    """Validate inputs without writing anything.
+    """Validate inputs without writing anything (the same checks as :func:`convert`).
 
     Returns:
         ``{"format", "structures", "hessians", "worst_asymmetry", "worst_index",
-        "units"}``.
+        "units", "metadata", "physics"}``.
 
     Raises:
         HessianDataError: the first bad structure (file, index, problem).
     """
-    fmt = fmt or guess_format(inputs)
+    _check_rtol(rtol)
     source = open_source(inputs, fmt, **options)
-    report = SymmetryReport()
-    for i, rec in enumerate(_progress(source, progress)):
-        rec, asym = validate_record(rec, source.name, i, rtol=rtol)
-        report.update(i, rec.hessian is not None, asym)
+    report = SymmetryReport(physics=PhysicsReport())
+    for _ in _validated(
+        source, rtol, False, physics or PhysicsCheck(), report, progress
+    ):
+        pass
     return {
-        "format": fmt,
+        "format": source.format,
         "structures": report.n_structures,
         "hessians": report.n_hessians,
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
+        "worst_asymmetry_at": report.worst_at,
         "units": source.units,
         "metadata": {
-            k: (f"<{len(v)} entries>" if isinstance(v, list) and len(v) > 20 else v)
+            k: (
+                f"<{len(v)} entries>"
+                if isinstance(v, (list, dict)) and len(v) > 20
+                else v
+            )
             for k, v in source.metadata.items()
         },
+        "physics": report.physics.as_dict(),
     }

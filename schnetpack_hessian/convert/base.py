@@ -1,28 +1,40 @@
-"""What every converter shares: the error class, the :class:`Source` a reader returns,
-and helpers for labels and force conventions."""
+"""What every converter shares: the :class:`Reader` interface a format implements,
+the error class, and helpers for files, elements and force conventions."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Union
 
+import h5py
 import numpy as np
 
-from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import HessianRecord
-from schnetpack_hessian.data.units import derived_units, normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = [
+    "COMMON_OPTIONS",
     "ConversionError",
+    "Entry",
+    "Option",
+    "Reader",
     "Source",
     "PathLike",
-    "declared_units",
-    "check_kind",
+    "has_signature",
+    "is_hdf5",
+    "open_hdf5",
     "numbers_from_symbols",
     "force_sign_score",
 ]
 
 PathLike = Union[str, Path]
+
+#: Driver options every format takes (units and kind are handled by the driver).
+COMMON_OPTIONS = ("energy_unit", "distance_unit", "kind")
+#: HDF5 files start with this signature (at offset 0, 512, 1024, ...).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: SQLite files (ASE ``.db``) start with this header.
+SQLITE_SIGNATURE = b"SQLite format 3\x00"
 
 
 class ConversionError(HessianDataError):
@@ -31,15 +43,17 @@ class ConversionError(HessianDataError):
 
 @dataclass
 class Source:
-    """Records read from external files, with their declared units.
+    """Records read from inputs by :func:`~schnetpack_hessian.convert.open_source`.
 
     Attributes:
-        records: iterator of records (consumed once; streamed).
+        records: iterator of records (consumed once; streamed), each with its
+            :class:`~schnetpack_hessian.data.record.Origin`.
         units: units of the records (keys ``distance``, ``energy``, ``forces``,
-            ``hessian``).
+            ``hessian``), the same for every input.
         metadata: file metadata to store (``source``, ``level_of_theory``, ...).
         total: number of records if known cheaply (for the progress bar).
-        name: the input, for messages.
+        name: the inputs, for messages.
+        format: the format name.
     """
 
     records: Iterator[HessianRecord]
@@ -47,67 +61,122 @@ class Source:
     metadata: Dict[str, Any] = field(default_factory=dict)
     total: Optional[int] = None
     name: str = ""
+    format: str = ""
 
 
-def declared_units(
-    fmt: str,
-    fixed: Optional[Dict[str, str]] = None,
-    energy_unit: Optional[str] = None,
-    distance_unit: Optional[str] = None,
-) -> Dict[str, str]:
-    """Units of an input: fixed by its format, or declared by the user.
+#: One structure to come: ``(group/frame name or None, function that reads it)``.
+#: Readers hand out the reading as a function so that the driver can say which
+#: structure a parser failure belongs to.
+Entry = Tuple[Optional[str], Callable[[], HessianRecord]]
 
-    Args:
-        fmt: format name for messages.
-        fixed: the units the format prescribes (``None``: the user must declare them).
-        energy_unit: unit the user declared (``--energy-unit``).
-        distance_unit: unit the user declared (``--distance-unit``).
 
-    Returns:
-        Normalised units (keys as :data:`~schnetpack_hessian.data.ASE_UNITS`).
+@dataclass(frozen=True)
+class Option:
+    """A reader option: its default and what it means (for messages and ``--help``)."""
+
+    default: Any
+    help: str
+    choices: Optional[Tuple[Any, ...]] = None
+
+
+class Reader:
+    """One input format: what it is called, how it is found, its options and units.
+
+    A format declares
+
+    - ``name`` and ``detect(path)``;
+    - ``units``: the units the format fixes (keys ``distance``, ``energy``,
+      ``forces``, ``hessian``), or ``None`` when a file declares its own
+      (:meth:`file_units`) or the user must (``--energy-unit``/``--distance-unit``);
+    - ``options``: the options it takes besides :data:`COMMON_OPTIONS`; any other
+      option is an error;
+    - ``metadata``: what every converted file records about the source;
+
+    and reads: :meth:`files` expands an input into files, :meth:`count` counts their
+    structures if cheap, :meth:`prepare` sees all files before reading (cross-file
+    labels, conventions) and :meth:`entries` hands out one :data:`Entry` per
+    structure.  The driver (:func:`schnetpack_hessian.convert.open_source`) does
+    everything else: option and unit checks, kind overrides, counting, origins and
+    wrapping every parser failure as ``"<input>: structure <k> (<group>): <problem>"``.
+    """
+
+    name: str = ""
+    units: Optional[Dict[str, str]] = None
+    options: Dict[str, Option] = {}
+    metadata: Dict[str, Any] = {}
+
+    def detect(self, path: Path) -> bool:
+        """True if ``path`` is in this format."""
+        raise NotImplementedError
+
+    def files(self, path: Path) -> List[Path]:
+        """The files of one input (a folder may hold several)."""
+        return [path]
+
+    def file_units(self, path: Path, options: Dict[str, Any]) -> Dict[str, str]:
+        """Units a file declares itself (any of the four keys; empty if none)."""
+        return {}
+
+    def count(self, path: Path) -> Optional[int]:
+        """Number of structures in ``path`` if known cheaply."""
+        return None
+
+    def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
+        """Look at all files before reading (cross-file labels, conventions).
+
+        Returns:
+            State handed to :meth:`entries`; its ``"metadata"`` entry (if any) is
+            stored in the output next to :attr:`metadata`.
+        """
+        return {}
+
+    def entries(
+        self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
+    ) -> Iterator[Entry]:
+        """One :data:`Entry` per structure of ``path``, in file order."""
+        raise NotImplementedError
+
+
+def has_signature(path: PathLike, signature: bytes, offsets=(0,)) -> bool:
+    """True if the file starts with ``signature`` at one of ``offsets``."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        for offset in offsets:
+            fh.seek(offset)
+            if fh.read(len(signature)) == signature:
+                return True
+    return False
+
+
+def open_hdf5(path: PathLike) -> h5py.File:
+    """Open an HDF5 input for reading.
 
     Raises:
-        ConversionError: units undeclared, or contradicting the format.
+        ConversionError: the file has the HDF5 signature but cannot be opened
+            (truncated or corrupt), or is not HDF5 at all.
     """
-    if fixed is None:
-        if energy_unit is None or distance_unit is None:
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        if has_signature(path, HDF5_SIGNATURE, (0, 512, 1024, 2048)):
             raise ConversionError(
-                f"{fmt} files do not fix their units: declare them with --energy-unit and "
-                "--distance-unit (e.g. --energy-unit eV --distance-unit Ang); units are "
-                "never guessed"
-            )
-        return derived_units(energy_unit, distance_unit)
-    fixed = {k: normalize_unit(v) for k, v in fixed.items()}
-    for name, given in (("energy", energy_unit), ("distance", distance_unit)):
-        if given is not None and normalize_unit(given) != fixed[name]:
-            raise ConversionError(
-                f"{fmt} files store {name} in {fixed[name]}, but {given!r} was declared; "
-                "drop the option (the stored units are declared in the output and "
-                "converted when loading, e.g. HessianDataModule(property_units=...))"
-            )
-    return fixed
+                f"{path}: HDF5 file cannot be read, it is truncated or corrupt ({err})"
+            ) from err
+        raise ConversionError(f"{path}: not an HDF5 file ({err})") from err
 
 
-def check_kind(kind: Optional[str], source: str) -> Optional[str]:
-    """Validate a ``--kind`` override.
-
-    Raises:
-        ConversionError: unknown label.
-    """
-    if kind is not None and kind not in P.KINDS:
-        raise ConversionError(
-            f"{source}: unknown kind {kind!r}, expected one of {P.KINDS}"
-        )
-    return kind
+def is_hdf5(path: PathLike) -> bool:
+    """True for HDF5 files (by signature; a damaged one too)."""
+    return has_signature(path, HDF5_SIGNATURE, (0, 512, 1024, 2048))
 
 
-def numbers_from_symbols(
-    symbols: Sequence[Any], source: str, index: Optional[int] = None
-) -> np.ndarray:
+def numbers_from_symbols(symbols: Sequence[Any]) -> np.ndarray:
     """Atomic numbers from element symbols (str/bytes) or numbers.
 
     Raises:
-        ConversionError: unknown element.
+        ConversionError: unknown element (located by the driver).
     """
     from ase.data import atomic_numbers
 
@@ -117,8 +186,7 @@ def numbers_from_symbols(
             s = s.decode()
         if isinstance(s, str):
             if s not in atomic_numbers or atomic_numbers[s] == 0:
-                where = f", structure {index}" if index is not None else ""
-                raise ConversionError(f"{source}{where}: unknown element {s!r}")
+                raise ConversionError(f"unknown element {s!r}")
             out.append(atomic_numbers[s])
         else:
             out.append(int(s))

@@ -13,17 +13,16 @@ Atoms are kept in file order; the Hessian rows follow ``coord.npy``.
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from ase.data import chemical_symbols
 
 from schnetpack_hessian.convert.base import (
     ConversionError,
+    Entry,
     PathLike,
-    Source,
-    check_kind,
-    declared_units,
+    Reader,
     numbers_from_symbols,
 )
 from schnetpack_hessian.data.io import atomic_output
@@ -35,15 +34,9 @@ from schnetpack_hessian.data.record import (
     validate_record,
 )
 
-__all__ = ["UNITS", "detect", "find_systems", "read", "write"]
+__all__ = ["UNITS", "READER", "DeepmdReader", "find_systems", "write"]
 
 UNITS = {"distance": "Ang", "energy": "eV", "forces": "eV/Ang", "hessian": "eV/Ang/Ang"}
-
-
-def detect(path: PathLike) -> bool:
-    """True for a system folder (``type.raw``) or a folder of systems."""
-    path = Path(path)
-    return path.is_dir() and bool(find_systems(path, strict=False))
 
 
 def find_systems(path: PathLike, strict: bool = True) -> List[Path]:
@@ -59,7 +52,8 @@ def find_systems(path: PathLike, strict: bool = True) -> List[Path]:
     return systems
 
 
-def _system_frames(system: Path, kind: Optional[str]) -> Iterator[HessianRecord]:
+def _atoms(system: Path) -> np.ndarray:
+    """Atomic numbers of a system from ``type.raw`` and ``type_map.raw``."""
     types = np.loadtxt(system / "type.raw", dtype=np.int64, ndmin=1)
     type_map_file = system / "type_map.raw"
     if not type_map_file.exists():
@@ -69,101 +63,116 @@ def _system_frames(system: Path, kind: Optional[str]) -> Iterator[HessianRecord]
     type_map = type_map_file.read_text().split()
     if types.size and types.max() >= len(type_map):
         raise ConversionError(
-            f"{system}: type index {types.max()} but type_map.raw has {len(type_map)} names"
+            f"{system}: type index {types.max()} but type_map.raw has {len(type_map)} "
+            "names"
         )
-    numbers = numbers_from_symbols([type_map[t] for t in types], str(system))
+    try:
+        return numbers_from_symbols([type_map[t] for t in types])
+    except ConversionError as err:
+        raise ConversionError(f"{system}/type_map.raw: {err}") from None
+
+
+def _load_set(s: Path, n: int) -> Dict[str, np.ndarray]:
+    """The arrays of one ``set.*`` folder, shapes checked against ``n`` atoms."""
+    coord = np.load(s / "coord.npy", mmap_mode="r")
+    nf = coord.shape[0]
+    arrays = {"coord": coord, "energy": np.load(s / "energy.npy").reshape(-1)}
+    for name in ("force", "hessian", "box", "kind", "reaction"):
+        if (s / f"{name}.npy").exists():
+            arrays[name] = np.load(s / f"{name}.npy", mmap_mode="r")
+    expected = {
+        "coord": (nf, 3 * n),
+        "energy": (nf,),
+        "force": (nf, 3 * n),
+        "hessian": (nf, 9 * n * n),
+        "box": (nf, 9),
+        "kind": (nf,),
+        "reaction": (nf,),
+    }
+    for name, shape in expected.items():
+        if name not in arrays:
+            continue
+        a = arrays[name]
+        if a.shape[:1] != (nf,):
+            raise ConversionError(
+                f"{s.name}/{name}.npy has {a.shape[0] if a.ndim else 0} frames, "
+                f"coord.npy has {nf}"
+            )
+        arrays[name] = a.reshape(nf, -1) if len(shape) == 2 else a.reshape(nf)
+        if arrays[name].shape != shape:
+            raise ConversionError(
+                f"{s}/{name}.npy has shape {arrays[name].shape}, expected {shape} for "
+                f"{n} atoms (type.raw)"
+            )
+    if "force" not in arrays:
+        raise ConversionError(f"{s}: force.npy missing")
+    return arrays
+
+
+def _frame(arrays: Dict[str, np.ndarray], i: int, numbers, pbc: bool) -> HessianRecord:
     n = len(numbers)
-    pbc = not (system / "nopbc").exists()
-    sets = sorted(system.glob("set.*"))
-    if not sets:
-        raise ConversionError(f"{system}: no set.* folders")
-    for s in sets:
-        coord = np.load(s / "coord.npy", mmap_mode="r")
-        nf = coord.shape[0]
-        arrays = {"coord": coord, "energy": np.load(s / "energy.npy").reshape(-1)}
-        for name in ("force", "hessian", "box", "kind", "reaction"):
-            if (s / f"{name}.npy").exists():
-                arrays[name] = np.load(s / f"{name}.npy", mmap_mode="r")
-        expected = {
-            "coord": (nf, 3 * n),
-            "energy": (nf,),
-            "force": (nf, 3 * n),
-            "hessian": (nf, 9 * n * n),
-            "box": (nf, 9),
-        }
-        for name, shape in expected.items():
-            if name in arrays:
-                arrays[name] = (
-                    arrays[name].reshape(nf, -1) if name != "energy" else arrays[name]
-                )
-                if arrays[name].shape != shape:
-                    raise ConversionError(
-                        f"{s}/{name}.npy has shape {arrays[name].shape}, expected {shape} "
-                        f"for {n} atoms (type.raw)"
-                    )
-        if "force" not in arrays:
-            raise ConversionError(f"{s}: force.npy missing")
-        for i in range(nf):
-            box = (
-                arrays["box"][i].reshape(3, 3) if "box" in arrays else np.zeros((3, 3))
-            )
-            hessian = (
-                arrays["hessian"][i].reshape(3 * n, 3 * n)
-                if "hessian" in arrays
-                else None
-            )
-            yield HessianRecord(
-                numbers=numbers,
-                positions=arrays["coord"][i].reshape(n, 3),
-                energy=float(arrays["energy"][i]),
-                forces=arrays["force"][i].reshape(n, 3),
-                hessian=hessian,
-                kind=kind
-                or (
-                    kind_name(arrays["kind"].reshape(-1)[i], str(s), i)
-                    if "kind" in arrays
-                    else "other"
-                ),
-                reaction=(
-                    int(arrays["reaction"].reshape(-1)[i])
-                    if "reaction" in arrays
-                    else -1
-                ),
-                cell=box,
-                pbc=np.array([pbc and "box" in arrays] * 3),
-            )
-
-
-def read(
-    paths: Sequence[PathLike],
-    energy_unit: Optional[str] = None,
-    distance_unit: Optional[str] = None,
-    kind: Optional[str] = None,
-    **_: Any,
-) -> Source:
-    """Read deepmd-kit systems (folders, searched recursively for ``type.raw``).
-
-    Units are deepmd-kit's eV / Å convention (``--energy-unit`` may only confirm it).
-
-    Raises:
-        ConversionError: missing files or shapes that do not fit ``type.raw``.
-    """
-    units = declared_units("deepmd", UNITS, energy_unit, distance_unit)
-    check_kind(kind, ", ".join(map(str, paths)))
-    systems = [s for p in paths for s in find_systems(p)]
-    total = sum(
-        int(np.load(s / "coord.npy", mmap_mode="r").shape[0])
-        for sys_ in systems
-        for s in sorted(sys_.glob("set.*"))
+    return HessianRecord(
+        numbers=numbers,
+        positions=np.asarray(arrays["coord"][i]).reshape(n, 3),
+        energy=float(arrays["energy"][i]),
+        forces=np.asarray(arrays["force"][i]).reshape(n, 3),
+        hessian=(
+            np.asarray(arrays["hessian"][i]).reshape(3 * n, 3 * n)
+            if "hessian" in arrays
+            else None
+        ),
+        kind=kind_name(arrays["kind"][i]) if "kind" in arrays else "other",
+        reaction=int(arrays["reaction"][i]) if "reaction" in arrays else -1,
+        cell=(
+            np.asarray(arrays["box"][i]).reshape(3, 3)
+            if "box" in arrays
+            else np.zeros((3, 3))
+        ),
+        pbc=np.array([pbc and "box" in arrays] * 3),
     )
 
-    def records() -> Iterator[HessianRecord]:
-        for system in systems:
-            yield from _system_frames(system, kind)
 
-    return Source(
-        records(), units, {"source": "deepmd"}, total, ", ".join(map(str, paths))
-    )
+class DeepmdReader(Reader):
+    """deepmd-kit system folders (searched recursively for ``type.raw``), eV / Å;
+    each system is one input file, frames counted over its sets in order."""
+
+    name = "deepmd"
+    units = UNITS
+    metadata = {"source": "deepmd"}
+
+    def detect(self, path: Path) -> bool:
+        """True for a system folder (``type.raw``) or a folder of systems."""
+        path = Path(path)
+        return path.is_dir() and bool(find_systems(path, strict=False))
+
+    def files(self, path: Path) -> List[Path]:
+        return find_systems(path)
+
+    def count(self, path: Path) -> Optional[int]:
+        sets = sorted(path.glob("set.*"))
+        if not sets:
+            raise ConversionError(f"{path}: no set.* folders")
+        return sum(int(np.load(s / "coord.npy", mmap_mode="r").shape[0]) for s in sets)
+
+    def entries(
+        self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
+    ) -> Iterator[Entry]:
+        numbers = _atoms(path)
+        pbc = not (path / "nopbc").exists()
+        for s in sorted(path.glob("set.*")):
+            nf = int(np.load(s / "coord.npy", mmap_mode="r").shape[0])
+            loaded: Dict[str, Dict[str, np.ndarray]] = {}
+
+            def load(i: int, s: Path = s, loaded=loaded) -> HessianRecord:
+                if "arrays" not in loaded:
+                    loaded["arrays"] = _load_set(s, len(numbers))
+                return _frame(loaded["arrays"], i, numbers, pbc)
+
+            for i in range(nf):
+                yield f"{s.name} frame {i}", lambda i=i, load=load: load(i)
+
+
+READER = DeepmdReader()
 
 
 class _SystemBuffer:
@@ -217,12 +226,13 @@ def write(
     units: Dict[str, str],
     overwrite: bool = False,
     set_size: int = 5000,
-    **_: Any,
+    mkdir: bool = True,
 ) -> int:
     """Write records as deepmd-kit systems under the folder ``path``, in eV / Å.
 
     One system per atom list (``sys-0000``, ...); frames without Hessian go to sets
-    without ``hessian.npy``.  The folder appears only when complete.
+    without ``hessian.npy``.  The folder appears only when complete (``mkdir``:
+    create a missing parent directory, else an error).
 
     Returns:
         Number of frames written.
@@ -232,9 +242,9 @@ def write(
     """
     systems: "OrderedDict[Tuple[int, ...], _SystemBuffer]" = OrderedDict()
     n = 0
-    with atomic_output(path, overwrite, directory=True) as tmp:
+    with atomic_output(path, overwrite, directory=True, mkdir=mkdir) as tmp:
         for i, rec in enumerate(records):
-            rec, _ = validate_record(rec, str(path), i)
+            rec, _ = validate_record(rec, *((None, None) if rec.origin else (path, i)))
             if rec.pbc.any():
                 raise ConversionError(
                     f"{path}, structure {i}: periodic structures are not supported"

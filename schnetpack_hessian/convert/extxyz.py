@@ -4,7 +4,9 @@ A frame carries the Hessian either in the comment line, ``hessian="h11 h12 ..."`
 (9N² values, row-major (3N, 3N)), or as a per-atom array ``hessian`` of shape
 ``(N, 9N)`` whose row ``i`` is ``H[3i:3i+3, :]`` flattened (the three Hessian rows of
 atom ``i``).  Energy and forces as ASE reads them (``energy=...``, ``forces`` array),
-labels ``kind`` / ``reaction`` in the comment line.  Units are whatever the file says
+labels ``kind`` / ``reaction`` in the comment line (``reaction`` an id or a name such as
+``keto_enol_3``; our writer adds ``reaction_name="..."`` where the name is known, and
+the reader prefers it, so names survive a round trip).  Units are whatever the file says
 in ``energy_unit=... distance_unit=...`` keys (our writer adds them) or what the user
 declares (``--energy-unit``, ``--distance-unit``); they are never guessed.
 
@@ -12,20 +14,14 @@ The writer prints every float with 17 significant digits, so float64 round trips
 """
 
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 from ase.data import chemical_symbols
 from ase.io import iread as ase_iread
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.convert.base import (
-    ConversionError,
-    PathLike,
-    Source,
-    check_kind,
-    declared_units,
-)
+from schnetpack_hessian.convert.base import ConversionError, Entry, PathLike, Reader
 from schnetpack_hessian.data.io import atomic_output
 from schnetpack_hessian.data.record import (
     HessianRecord,
@@ -33,101 +29,98 @@ from schnetpack_hessian.data.record import (
     hessian_to_square,
     validate_record,
 )
-from schnetpack_hessian.data.units import derived_units, normalize_unit
+from schnetpack_hessian.data.units import derived_units
 
-__all__ = ["detect", "read", "write", "SUFFIXES"]
+__all__ = ["READER", "ExtxyzReader", "write", "SUFFIXES"]
 
 SUFFIXES = (".xyz", ".extxyz")
-_UNIT_KEYS = ("energy_unit", "distance_unit")
+_UNIT_KEYS = {"energy": "energy_unit", "distance": "distance_unit"}
 
 
-def detect(path: PathLike) -> bool:
-    """True for ``*.xyz`` / ``*.extxyz`` files."""
-    return Path(path).suffix.lower() in SUFFIXES
-
-
-def _file_units(path: Path) -> Dict[str, Optional[str]]:
-    """Units declared in the first frame's comment line."""
-    frame = next(ase_iread(str(path), index=":", format="extxyz"), None)
-    if frame is None:
-        raise ConversionError(f"{path}: no frames")
-    return {k: frame.info.get(k) for k in _UNIT_KEYS}
-
-
-def _frame_hessian(atoms, source: str, index: int) -> Optional[np.ndarray]:
+def _frame_hessian(atoms) -> "np.ndarray | None":
     n = len(atoms)
     if P.hessian in atoms.arrays:
         arr = np.asarray(atoms.arrays[P.hessian], dtype=np.float64)
         if arr.shape != (n, 9 * n):
             raise ConversionError(
-                f"{source}, structure {index}: per-atom hessian has shape {arr.shape}, "
-                f"expected (N, 9N) = {(n, 9 * n)}"
+                f"per-atom hessian has shape {arr.shape}, expected (N, 9N) = "
+                f"{(n, 9 * n)}"
             )
         return arr.reshape(3 * n, 3 * n)
     value = atoms.info.get(P.hessian)
     if value is None:
         return None
-    return hessian_to_square(np.asarray(value, dtype=np.float64), n, source, index)
+    return hessian_to_square(np.asarray(value, dtype=np.float64), n)
 
 
-def read(
-    paths: Sequence[PathLike],
-    energy_unit: Optional[str] = None,
-    distance_unit: Optional[str] = None,
-    kind: Optional[str] = None,
-    **_: Any,
-) -> Source:
-    """Read extxyz files (streamed frame by frame).
-
-    Raises:
-        ConversionError: undeclared or inconsistent units, missing energy/forces.
-    """
-    check_kind(kind, ", ".join(map(str, paths)))
-    declared = None
-    for p in map(Path, paths):
-        in_file = _file_units(p)
-        e = energy_unit or in_file["energy_unit"]
-        d = distance_unit or in_file["distance_unit"]
-        for name, given, stored in (
-            ("energy", energy_unit, in_file["energy_unit"]),
-            ("distance", distance_unit, in_file["distance_unit"]),
-        ):
-            if given and stored and normalize_unit(given) != normalize_unit(stored):
-                raise ConversionError(
-                    f"{p}: file declares {name} in {stored}, option says {given}"
-                )
-        units = declared_units(f"extxyz ({p})", None, e, d)
-        if declared is not None and units != declared:
-            raise ConversionError(
-                f"{p}: units {units} differ from the other inputs' {declared}"
-            )
-        declared = units
-
-    def records() -> Iterator[HessianRecord]:
-        for p in map(Path, paths):
-            for i, atoms in enumerate(ase_iread(str(p), index=":", format="extxyz")):
-                results = getattr(atoms.calc, "results", {}) or {}
-                energy = results.get("energy", atoms.info.get("energy"))
-                forces = results.get("forces", atoms.arrays.get("forces"))
-                if energy is None or forces is None:
-                    raise ConversionError(
-                        f"{p}, structure {i}: energy or forces missing"
-                    )
-                yield HessianRecord(
-                    numbers=atoms.numbers.copy(),
-                    positions=atoms.positions.copy(),
-                    energy=float(energy),
-                    forces=np.asarray(forces, dtype=np.float64),
-                    hessian=_frame_hessian(atoms, str(p), i),
-                    kind=kind or atoms.info.get(P.kind, "other"),
-                    reaction=int(atoms.info.get(P.reaction, -1)),
-                    cell=np.asarray(atoms.cell[:], dtype=np.float64),
-                    pbc=atoms.pbc.copy(),
-                )
-
-    return Source(
-        records(), declared, {"source": "extxyz"}, None, ", ".join(map(str, paths))
+def _frame_record(atoms) -> HessianRecord:
+    results = getattr(atoms.calc, "results", {}) or {}
+    energy = results.get("energy", atoms.info.get("energy"))
+    forces = results.get("forces", atoms.arrays.get("forces"))
+    if energy is None or forces is None:
+        raise ConversionError("energy or forces missing")
+    return HessianRecord(
+        numbers=atoms.numbers.copy(),
+        positions=atoms.positions.copy(),
+        energy=float(energy),
+        forces=np.asarray(forces, dtype=np.float64),
+        hessian=_frame_hessian(atoms),
+        kind=atoms.info.get(P.kind, "other"),
+        reaction=atoms.info.get(P.reaction_name) or atoms.info.get(P.reaction, -1),
+        cell=np.asarray(atoms.cell[:], dtype=np.float64),
+        pbc=atoms.pbc.copy(),
     )
+
+
+class ExtxyzReader(Reader):
+    """Extended XYZ frames; units from ``energy_unit=``/``distance_unit=`` in the
+    first frame or declared by the user; ``reaction`` labels may be ids or names."""
+
+    name = "extxyz"
+    metadata = {"source": "extxyz"}
+
+    def detect(self, path: Path) -> bool:
+        """True for ``*.xyz`` / ``*.extxyz`` files."""
+        return Path(path).suffix.lower() in SUFFIXES
+
+    def file_units(self, path: Path, options: Dict[str, Any]) -> Dict[str, str]:
+        frame = next(ase_iread(str(path), index=":", format="extxyz"), None)
+        if frame is None:
+            raise ConversionError(f"{path}: no frames")
+        return {
+            k: frame.info[key] for k, key in _UNIT_KEYS.items() if key in frame.info
+        }
+
+    def entries(
+        self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
+    ) -> Iterator[Entry]:
+        frames = ase_iread(str(path), index=":", format="extxyz")
+        while True:
+            try:
+                atoms = next(frames)
+            except StopIteration:
+                return
+            except KeyError as err:  # ASE's symbol lookup
+                raise ConversionError(f"unknown element symbol {err}") from err
+            yield None, lambda atoms=atoms: _frame_record(atoms)
+
+
+READER = ExtxyzReader()
+
+
+def _quoted(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _reaction_fields(names: Optional[Mapping[int, str]], reaction) -> List[str]:
+    """``reaction=<id or "name">`` and, where the id has a name, ``reaction_name``."""
+    if isinstance(reaction, str):
+        return [f"{P.reaction}={_quoted(reaction)}"]
+    fields = [f"{P.reaction}={reaction}"]
+    if names and reaction in names:
+        fields.append(f"{P.reaction_name}={_quoted(names[reaction])}")
+    return fields
 
 
 def _f(x: float) -> str:
@@ -140,7 +133,8 @@ def write(
     units: Dict[str, str],
     overwrite: bool = False,
     per_atom: bool = False,
-    **_: Any,
+    mkdir: bool = True,
+    reaction_names: Optional[Mapping[int, str]] = None,
 ) -> int:
     """Write records as extxyz (units of the records, declared in every frame).
 
@@ -151,15 +145,19 @@ def write(
         overwrite: replace an existing file.
         per_atom: store the Hessian as per-atom array ``(N, 9N)`` instead of in the
             comment line.
+        mkdir: create a missing output directory (else an error).
+        reaction_names: ``{id: name}``; a record whose id has a name is written with
+            ``reaction_name="<name>"`` as well (read at write time, so a mapping that
+            grows while records stream works).
 
     Returns:
         Number of frames written.
     """
     target = derived_units(units["energy"], units["distance"])
     n_frames = 0
-    with atomic_output(path, overwrite) as tmp, open(tmp, "w") as fh:
+    with atomic_output(path, overwrite, mkdir=mkdir) as tmp, open(tmp, "w") as fh:
         for i, rec in enumerate(records):
-            rec, _ = validate_record(rec, str(path), i)
+            rec, _ = validate_record(rec, *((None, None) if rec.origin else (path, i)))
             rec = convert_record(rec, units, target)
             n = rec.n_atoms
             props = "species:S:1:pos:R:3:forces:R:3"
@@ -177,7 +175,7 @@ def write(
             pbc = " ".join("T" if b else "F" for b in rec.pbc)
             info += [
                 f"{P.kind}={rec.kind}",
-                f"{P.reaction}={rec.reaction}",
+                *_reaction_fields(reaction_names, rec.reaction),
                 f"energy_unit={target['energy']}",
                 f"distance_unit={target['distance']}",
                 f'pbc="{pbc}"',

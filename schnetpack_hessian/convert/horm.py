@@ -31,14 +31,21 @@ import numpy as np
 
 from schnetpack_hessian.convert.base import (
     ConversionError,
+    Entry,
+    Option,
     PathLike,
-    Source,
-    check_kind,
-    declared_units,
+    Reader,
 )
 from schnetpack_hessian.data.record import HessianRecord
 
-__all__ = ["UNITS", "HormUnpickler", "detect", "read", "load_record", "lmdb_files"]
+__all__ = [
+    "UNITS",
+    "READER",
+    "HormReader",
+    "HormUnpickler",
+    "load_record",
+    "lmdb_files",
+]
 
 UNITS = {"distance": "Ang", "energy": "eV", "forces": "eV/Ang", "hessian": "eV/Ang/Ang"}
 METADATA = {"source": "HORM", "level_of_theory": "wB97X/6-31G(d)"}
@@ -60,7 +67,10 @@ class HormUnpickler(pickle.Unpickler):
             return _PygObject
         if module.split(".")[0] in _ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        raise pickle.UnpicklingError(
+            f"refusing to unpickle {module}.{name} (only torch_geometric, torch and "
+            "numpy classes are loaded from HORM records)"
+        )
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -91,12 +101,6 @@ def lmdb_files(path: PathLike) -> List[Path]:
     return [path]
 
 
-def detect(path: PathLike) -> bool:
-    """True for ``*.lmdb`` files or folders of them."""
-    path = Path(path)
-    return path.suffix == ".lmdb" or (path.is_dir() and any(path.glob("*.lmdb")))
-
-
 def _open(path: Path):
     try:
         import lmdb
@@ -114,101 +118,100 @@ def _open(path: Path):
     )
 
 
-def _length(env, path: Path) -> int:
+def _length(env) -> int:
     with env.begin() as txn:
         raw = txn.get(b"length")
     if raw is not None:
-        return int(pickle.loads(raw))
+        return int(HormUnpickler(io.BytesIO(raw)).load())
     return int(env.stat()["entries"])
 
 
-def read(
-    paths: Sequence[PathLike],
-    energy_unit: Optional[str] = None,
-    distance_unit: Optional[str] = None,
-    kind: Optional[str] = None,
-    energy_key: str = "energy",
-    reaction_key: Optional[str] = None,
-    **_: Any,
-) -> Source:
-    """Read HORM LMDB files.
-
-    Args:
-        paths: ``.lmdb`` files or folders of them.
-        energy_unit: must be eV if given.
-        distance_unit: must be Å if given.
-        kind: ``kind`` label of every structure (default ``other``).
-        energy_key: ``"energy"`` (total energy) or ``"ae"`` (minus element offsets).
-        reaction_key: record key to use as ``reaction`` label (default: none, -1).
-
-    Raises:
-        ConversionError: missing keys or shapes that do not fit the atom count.
-    """
-    units = declared_units("HORM", UNITS, energy_unit, distance_unit)
-    check_kind(kind, ", ".join(map(str, paths)))
-    if energy_key not in ("energy", "ae"):
-        raise ConversionError(
-            f"energy_key must be 'energy' or 'ae', not {energy_key!r}"
-        )
-    files = [f for p in paths for f in lmdb_files(p)]
-    total = 0
-    for f in files:
-        env = _open(f)
-        total += _length(env, f)
-        env.close()
-
-    def records() -> Iterator[HessianRecord]:
-        for f in files:
-            env = _open(f)
-            try:
-                n_records = _length(env, f)
-                with env.begin() as txn:
-                    for i in range(n_records):
-                        raw = txn.get(str(i).encode("ascii"))
-                        if raw is None:
-                            raise ConversionError(f"{f}: record {i} missing")
-                        yield _to_record(
-                            load_record(raw), f, i, energy_key, reaction_key, kind
-                        )
-            finally:
-                env.close()
-
-    metadata = dict(METADATA, energy_key=energy_key)
-    return Source(records(), units, metadata, total, ", ".join(map(str, paths)))
-
-
 def _to_record(
-    d: Dict[str, np.ndarray],
-    path: Path,
-    index: int,
-    energy_key: str,
-    reaction_key: Optional[str],
-    kind: Optional[str],
+    d: Dict[str, np.ndarray], energy_key: str, reaction_key: Optional[str]
 ) -> HessianRecord:
     missing = [k for k in ("pos", "charges", energy_key, "forces") if k not in d]
     if missing:
-        raise ConversionError(f"{path}, structure {index}: record lacks {missing}")
+        raise ConversionError(f"record lacks {missing}")
     pos = d["pos"]
     n = pos.shape[0]
     hessian = d.get("hessian")
     if hessian is not None:
         if hessian.size != 9 * n * n:
             raise ConversionError(
-                f"{path}, structure {index}: hessian has {hessian.size} values, expected "
-                f"9N² = {9 * n * n} for {n} atoms"
+                f"hessian has {hessian.size} values, expected 9N² = {9 * n * n} for "
+                f"{n} atoms"
             )
         hessian = hessian.reshape(3 * n, 3 * n)
     reaction = -1
     if reaction_key is not None:
         if reaction_key not in d:
-            raise ConversionError(f"{path}, structure {index}: no {reaction_key!r} key")
-        reaction = int(np.asarray(d[reaction_key]).reshape(-1)[0])
+            raise ConversionError(f"no {reaction_key!r} key")
+        reaction = np.asarray(d[reaction_key]).reshape(-1)[0].item()
     return HessianRecord(
         numbers=np.asarray(d["charges"]).astype(np.int64).reshape(-1),
         positions=pos,
         energy=float(np.asarray(d[energy_key]).reshape(-1)[0]),
         forces=d["forces"],
         hessian=hessian,
-        kind=kind or "other",
         reaction=reaction,
     )
+
+
+class HormReader(Reader):
+    """HORM LMDB files (or folders of them): pickled PyG ``Data``, eV / Å."""
+
+    name = "horm"
+    units = UNITS
+    metadata = METADATA
+    options = {
+        "energy_key": Option(
+            "energy",
+            "'energy' (total) or 'ae' (minus element offsets)",
+            ("energy", "ae"),
+        ),
+        "reaction_key": Option(None, "record key to use as reaction label"),
+    }
+
+    def detect(self, path: Path) -> bool:
+        """True for ``*.lmdb`` files or folders of them."""
+        path = Path(path)
+        return path.suffix == ".lmdb" or (path.is_dir() and any(path.glob("*.lmdb")))
+
+    def files(self, path: Path) -> List[Path]:
+        return lmdb_files(path)
+
+    def count(self, path: Path) -> Optional[int]:
+        env = _open(path)
+        try:
+            return _length(env)
+        finally:
+            env.close()
+
+    def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
+        return {"metadata": {"energy_key": options["energy_key"]}}
+
+    def entries(
+        self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
+    ) -> Iterator[Entry]:
+        env = _open(path)
+        try:
+            n_records = _length(env)
+            with env.begin() as txn:
+                for i in range(n_records):
+
+                    def load(i: int = i, txn=txn) -> HessianRecord:
+                        raw = txn.get(str(i).encode("ascii"))
+                        if raw is None:
+                            raise ConversionError(f"record {i} missing")
+                        return _to_record(
+                            load_record(raw),
+                            options["energy_key"],
+                            options["reaction_key"],
+                        )
+
+                    yield None, load
+        finally:
+            env.close()
+
+
+READER = HormReader()

@@ -36,6 +36,7 @@ normal-mode displacements) are checked with :func:`~.base.force_sign_score`
 
 import logging
 import re
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import h5py
@@ -43,17 +44,19 @@ import numpy as np
 
 from schnetpack_hessian.convert.base import (
     ConversionError,
+    Entry,
+    Option,
     PathLike,
-    Source,
-    check_kind,
-    declared_units,
+    Reader,
     force_sign_score,
+    is_hdf5,
     numbers_from_symbols,
+    open_hdf5,
 )
 from schnetpack_hessian.data.hdf5 import FORMAT_NAME
 from schnetpack_hessian.data.record import HessianRecord
 
-__all__ = ["UNITS", "detect", "read", "subset_of"]
+__all__ = ["UNITS", "READER", "OpenReactReader", "subset_of"]
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +84,6 @@ _KIND_TOKENS = {
     "transition_state": "ts",
 }
 _PAD_SPECIES = {"", "X", "0"}
-
-
-def detect(path: PathLike) -> bool:
-    """True for an HDF5 file with pyanitools-style groups (not our training files)."""
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") == FORMAT_NAME:
-                return False
-            return next(_data_groups(f), None) is not None
-    except (OSError, ValueError):
-        return False
 
 
 def subset_of(path: PathLike, kind: Optional[str] = None) -> Optional[str]:
@@ -158,7 +150,6 @@ def _critical_kind(hessian: Optional[np.ndarray], seen_minimum: bool) -> str:
 def _group_records(
     path: str,
     group: h5py.Group,
-    source: str,
     subset: Optional[str],
     reaction: int,
     sign: float,
@@ -167,20 +158,20 @@ def _group_records(
     coords = np.asarray(group["coordinates"][()], dtype=np.float64)
     if coords.ndim != 3 or coords.shape[-1] != 3:
         raise ConversionError(
-            f"{source}:{path}: coordinates have shape {coords.shape}, expected (M, N, 3)"
+            f"{path}: coordinates have shape {coords.shape}, expected (M, N, 3)"
         )
     m, width = coords.shape[:2]
     species = np.asarray(group["species"][()])
     if species.shape not in ((width,), (m, width)):
         raise ConversionError(
-            f"{source}:{path}: species shape {species.shape} does not match coordinates "
+            f"{path}: species shape {species.shape} does not match coordinates "
             f"{coords.shape}"
         )
     mask = _atom_mask(species, coords)
     energies = np.asarray(group["energies"][()], dtype=np.float64).reshape(-1)
     if energies.shape != (m,):
         raise ConversionError(
-            f"{source}:{path}: {energies.shape[0]} energies for {m} conformers"
+            f"{path}: {energies.shape[0]} energies for {m} conformers"
         )
     forces = group["forces"][()] if "forces" in group else None
     hessians = group["hessian"] if "hessian" in group else None
@@ -189,13 +180,14 @@ def _group_records(
     for c in range(m):
         atoms = np.flatnonzero(mask[c])
         sp = species if species.ndim == 1 else species[c]
-        numbers = numbers_from_symbols(sp[atoms], f"{source}:{path}", c)
+        numbers = numbers_from_symbols(sp[atoms])
         n = len(atoms)
         f_c = None
         if forces is not None:
             if forces.shape[:2] != (m, width):
                 raise ConversionError(
-                    f"{source}:{path}: forces shape {forces.shape} does not match coordinates {coords.shape}"
+                    f"{path}: forces shape {forces.shape} does not match coordinates "
+                    f"{coords.shape}"
                 )
             f_c = sign * np.asarray(forces[c], dtype=np.float64)[atoms]
         h_c = None
@@ -205,7 +197,7 @@ def _group_records(
                 h = h.reshape(3 * width, 3 * width)
             if h.shape != (3 * width, 3 * width):
                 raise ConversionError(
-                    f"{source}:{path}, conformer {c}: Hessian shape {h.shape}, expected "
+                    f"{path}, conformer {c}: Hessian shape {h.shape}, expected "
                     f"{(3 * width, 3 * width)}"
                 )
             idx = (3 * atoms[:, None] + np.arange(3)).ravel()
@@ -230,24 +222,18 @@ def _group_records(
     return records
 
 
-def _decide_sign(
-    paths: Sequence[PathLike], forces_sign: str, reactions: Dict[str, int]
-) -> Tuple[float, str]:
+def _decide_sign(paths: Sequence[PathLike], forces_sign: str) -> Tuple[float, str]:
     if forces_sign == "forces":
         return 1.0, "forces (-dE/dR), declared"
     if forces_sign == "gradient":
         return -1.0, "gradient (dE/dR) in source, negated; declared"
-    if forces_sign != "auto":
-        raise ConversionError(
-            f"forces_sign must be auto, forces or gradient, not {forces_sign!r}"
-        )
     scores, votes = [], 0
     for p in paths:
-        with h5py.File(p, "r") as f:
+        with open_hdf5(p) as f:
             for i, (path, group) in enumerate(_data_groups(f)):
                 if i >= 50 or votes >= 200:
                     break
-                recs = _group_records(path, group, str(p), "other", 0, 1.0, "other")
+                recs = _group_records(path, group, "other", 0, 1.0, "other")
                 score, n = force_sign_score(recs)
                 if n:
                     scores.append(score * n)
@@ -276,60 +262,87 @@ def _decide_sign(
     )
 
 
-def read(
-    paths: Sequence[PathLike],
-    energy_unit: Optional[str] = None,
-    distance_unit: Optional[str] = None,
-    kind: Optional[str] = None,
-    forces_sign: str = "auto",
-    **_: Any,
-) -> Source:
-    """Read OpenREACT-CHON-EFH files as one data set.
+class OpenReactReader(Reader):
+    """OpenREACT-CHON-EFH files (RTP, IRC, NMS) as one data set, Hartree / Å.
 
-    Args:
-        paths: ``molecules-RTP.h5``, ``molecules-IRC.h5``, ``molecules-NMS.h5`` (any).
-        energy_unit: must be Hartree if given (the files fix their units).
-        distance_unit: must be Å if given.
-        kind: override the ``kind`` of every structure.
-        forces_sign: ``auto`` (check the data), ``forces`` or ``gradient``.
-
-    Returns:
-        A :class:`~.base.Source` in Hartree / Å.
-
-    Raises:
-        ConversionError: layout problems, ambiguous force sign, unknown subset.
+    ``reaction`` ids index the sorted union of group paths of all inputs (metadata
+    ``reactions``); the force convention is checked once over all inputs.
     """
-    units = declared_units("OpenREACT", UNITS, energy_unit, distance_unit)
-    check_kind(kind, ", ".join(map(str, paths)))
-    subsets = {str(p): subset_of(p, kind) for p in paths}
-    names = set()
-    total = 0
-    for p in paths:
-        with h5py.File(p, "r") as f:
-            for path, group in _data_groups(f):
-                names.add(path)
-                total += int(group["coordinates"].shape[0])
-    reactions = {name: i for i, name in enumerate(sorted(names))}
-    sign, convention = _decide_sign(paths, forces_sign, reactions)
 
-    def records() -> Iterator[HessianRecord]:
-        for p in paths:
-            with h5py.File(p, "r") as f:
+    name = "openreact"
+    units = UNITS
+    metadata = METADATA
+    options = {
+        "forces_sign": Option(
+            "auto",
+            "whether the stored 'forces' are -dE/dR ('forces') or dE/dR ('gradient')",
+            ("auto", "forces", "gradient"),
+        ),
+    }
+
+    def detect(self, path: Path) -> bool:
+        """True for an HDF5 file with pyanitools-style groups (not our training
+        files); a damaged HDF5 file is an error, not an unknown format."""
+        if not is_hdf5(path):
+            return False
+        with open_hdf5(path) as f:
+            if f.attrs.get("format") == FORMAT_NAME:
+                return False
+            return next(_data_groups(f), None) is not None
+
+    def count(self, path: Path) -> Optional[int]:
+        with open_hdf5(path) as f:
+            return sum(int(g["coordinates"].shape[0]) for _, g in _data_groups(f))
+
+    def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
+        kind = options.get("kind")
+        subsets = {str(p): subset_of(p, kind) for p in files}
+        names = set()
+        for p in files:
+            with open_hdf5(p) as f:
                 for path, group in _data_groups(f):
-                    yield from _group_records(
-                        path,
-                        group,
-                        str(p),
-                        subsets[str(p)],
-                        reactions[path],
-                        sign,
-                        kind,
-                    )
+                    names.add(path)
+                    if "hessian" not in group:
+                        log.warning(
+                            "%s:%s has no hessian dataset; its %d conformers are "
+                            "stored without Hessian",
+                            p,
+                            path,
+                            group["coordinates"].shape[0],
+                        )
+        sign, convention = _decide_sign(files, options["forces_sign"])
+        return {
+            "subsets": subsets,
+            "reactions": {name: i for i, name in enumerate(sorted(names))},
+            "sign": sign,
+            "metadata": {
+                "forces_convention": convention,
+                "reactions": sorted(names),
+                "inputs": [p.name for p in files],
+            },
+        }
 
-    metadata = dict(METADATA)
-    metadata.update(
-        forces_convention=convention,
-        reactions=sorted(names),
-        inputs=[str(p).rsplit("/", 1)[-1] for p in paths],
-    )
-    return Source(records(), units, metadata, total, ", ".join(map(str, paths)))
+    def entries(
+        self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
+    ) -> Iterator[Entry]:
+        with open_hdf5(path) as f:
+            for name, group in _data_groups(f):
+                cache: Dict[str, List[HessianRecord]] = {}
+
+                def load(c: int, name=name, group=group, cache=cache) -> HessianRecord:
+                    if "records" not in cache:
+                        cache["records"] = _group_records(
+                            name,
+                            group,
+                            prepared["subsets"][str(path)],
+                            prepared["reactions"][name],
+                            prepared["sign"],
+                            options.get("kind"),
+                        )
+                    return cache["records"][c]
+
+                for c in range(int(group["coordinates"].shape[0])):
+                    yield f"{name} conformer {c}", lambda c=c, load=load: load(c)
+
+
+READER = OpenReactReader()

@@ -8,21 +8,20 @@ Records keep ORCA's units (Hartree, Bohr), declared in the output.
 """
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from schnetpack_hessian.convert.base import (
     ConversionError,
+    Entry,
     PathLike,
-    Source,
-    check_kind,
-    declared_units,
+    Reader,
     numbers_from_symbols,
 )
 from schnetpack_hessian.data.record import HessianRecord
 
-__all__ = ["UNITS", "detect", "read", "parse_hess", "parse_engrad", "write_hess"]
+__all__ = ["UNITS", "READER", "OrcaReader", "parse_hess", "parse_engrad", "write_hess"]
 
 UNITS = {
     "distance": "Bohr",
@@ -30,12 +29,6 @@ UNITS = {
     "forces": "Hartree/Bohr",
     "hessian": "Hartree/Bohr/Bohr",
 }
-
-
-def detect(path: PathLike) -> bool:
-    """True for ``*.hess`` files or folders holding them."""
-    path = Path(path)
-    return path.suffix == ".hess" or (path.is_dir() and any(path.glob("*.hess")))
 
 
 def _blocks(text: str) -> Dict[str, List[str]]:
@@ -51,44 +44,77 @@ def _blocks(text: str) -> Dict[str, List[str]]:
     return blocks
 
 
+def _hessian_block(lines: List[str], dim: int) -> np.ndarray:
+    """The (dim, dim) matrix of a ``$hessian`` block printed in column blocks."""
+    hessian = np.full((dim, dim), np.nan)
+    k = 1
+    while k < len(lines):
+        try:
+            cols = [int(c) for c in lines[k].split()]
+        except ValueError:
+            raise ConversionError(
+                f"$hessian: expected a line of column numbers, got {lines[k]!r}"
+            ) from None
+        if not cols or min(cols) < 0 or max(cols) >= dim:
+            raise ConversionError(
+                f"$hessian: column numbers {cols} outside 0..{dim - 1}"
+            )
+        for r in range(dim):
+            if k + 1 + r >= len(lines) or lines[k + 1 + r].startswith("$"):
+                raise ConversionError(
+                    f"$hessian: rows missing: columns {cols[0]}-{cols[-1]} end after "
+                    f"{r} of {dim} rows"
+                )
+            parts = lines[k + 1 + r].split()
+            if parts[0] != str(r):
+                raise ConversionError(
+                    f"$hessian: malformed row {parts[0]!r} (expected row {r}) in columns "
+                    f"{cols[0]}-{cols[-1]}"
+                )
+            values = parts[1:]
+            if len(values) != len(cols):
+                raise ConversionError(
+                    f"$hessian: row {r} has {len(values)} values for {len(cols)} columns"
+                )
+            try:
+                hessian[r, cols] = [float(v) for v in values]
+            except ValueError:
+                raise ConversionError(
+                    f"$hessian: row {r} has a non-numeric entry in {values}"
+                ) from None
+        k += dim + 1
+    if np.isnan(hessian).any():
+        raise ConversionError("$hessian block is incomplete")
+    return hessian
+
+
 def parse_hess(path: PathLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(numbers (N,), positions (N, 3) [Bohr], hessian (3N, 3N) [Hartree/Bohr²])``.
 
     Raises:
-        ConversionError: missing blocks or sizes that do not match.
+        ConversionError: missing blocks, sizes that do not match, missing rows or
+            non-numeric entries.
     """
     blocks = _blocks(Path(path).read_text())
     for name in ("hessian", "atoms"):
         if name not in blocks:
-            raise ConversionError(f"{path}: no ${name} block")
+            raise ConversionError(f"no ${name} block")
     atoms = blocks["atoms"]
-    n = int(atoms[0])
-    if len(atoms) < n + 1:
-        raise ConversionError(
-            f"{path}: $atoms announces {n} atoms but lists {len(atoms) - 1}"
-        )
-    rows = [a.split() for a in atoms[1 : n + 1]]
-    numbers = numbers_from_symbols([r[0] for r in rows], str(path))
-    positions = np.array([[float(x) for x in r[2:5]] for r in rows])
-    lines = blocks["hessian"]
-    dim = int(lines[0])
+    try:
+        n = int(atoms[0])
+        rows = [a.split() for a in atoms[1 : n + 1]]
+        if len(rows) < n:
+            raise ConversionError(
+                f"$atoms announces {n} atoms but lists {len(atoms) - 1}"
+            )
+        numbers = numbers_from_symbols([r[0] for r in rows])
+        positions = np.array([[float(x) for x in r[2:5]] for r in rows]).reshape(n, 3)
+        dim = int(blocks["hessian"][0])
+    except (ValueError, IndexError) as err:
+        raise ConversionError(f"malformed $atoms or $hessian header ({err})") from err
     if dim != 3 * n:
-        raise ConversionError(
-            f"{path}: $hessian is {dim}x{dim} but $atoms has {n} atoms"
-        )
-    hessian = np.full((dim, dim), np.nan)
-    k = 1
-    while k < len(lines):
-        cols = [int(c) for c in lines[k].split()]
-        for r in range(dim):
-            parts = lines[k + 1 + r].split()
-            if int(parts[0]) != r:
-                raise ConversionError(f"{path}: malformed $hessian row {parts[0]}")
-            hessian[r, cols] = [float(v) for v in parts[1 : 1 + len(cols)]]
-        k += dim + 1
-    if np.isnan(hessian).any():
-        raise ConversionError(f"{path}: $hessian block is incomplete")
-    return numbers, positions, hessian
+        raise ConversionError(f"$hessian is {dim}x{dim} but $atoms has {n} atoms")
+    return numbers, positions, _hessian_block(blocks["hessian"], dim)
 
 
 def parse_engrad(path: PathLike) -> Tuple[float, np.ndarray, np.ndarray]:
@@ -110,53 +136,53 @@ def parse_engrad(path: PathLike) -> Tuple[float, np.ndarray, np.ndarray]:
     return energy, gradient, positions
 
 
-def _hess_files(paths: Sequence[PathLike]) -> List[Path]:
-    files: List[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(p.glob("*.hess")) if p.is_dir() else [p])
-    return files
+def _structure(path: Path) -> HessianRecord:
+    numbers, positions, hessian = parse_hess(path)
+    engrad = path.with_suffix(".engrad")
+    if not engrad.exists():
+        raise ConversionError(
+            f"no {engrad.name} next to it; energy and gradient are required"
+        )
+    energy, gradient, pos_engrad = parse_engrad(engrad)
+    if gradient.shape != positions.shape or not np.allclose(
+        pos_engrad, positions, atol=1e-5
+    ):
+        raise ConversionError(f"{engrad}: geometry differs from {path.name}")
+    return HessianRecord(
+        numbers=numbers,
+        positions=positions,
+        energy=energy,
+        forces=-gradient,
+        hessian=hessian,
+    )
 
 
-def read(
-    paths: Sequence[PathLike],
-    energy_unit: Optional[str] = None,
-    distance_unit: Optional[str] = None,
-    kind: Optional[str] = None,
-    **_: Any,
-) -> Source:
-    """Read ORCA ``.hess`` files (or folders of them) with their ``.engrad`` files.
+class OrcaReader(Reader):
+    """ORCA ``.hess`` files (or folders of them), each with its ``.engrad``; one
+    structure per file, in ORCA's units (Hartree, Bohr)."""
 
-    Raises:
-        ConversionError: a ``.engrad`` is missing or disagrees with the ``.hess``.
-    """
-    units = declared_units("ORCA", UNITS, energy_unit, distance_unit)
-    check_kind(kind, ", ".join(map(str, paths)))
-    files = _hess_files(paths)
+    name = "orca"
+    units = UNITS
+    metadata = {"source": "ORCA"}
 
-    def records() -> Iterator[HessianRecord]:
-        for i, f in enumerate(files):
-            numbers, positions, hessian = parse_hess(f)
-            engrad = f.with_suffix(".engrad")
-            if not engrad.exists():
-                raise ConversionError(
-                    f"{f}: no {engrad.name} next to it; energy and gradient are required"
-                )
-            energy, gradient, pos_engrad = parse_engrad(engrad)
-            if gradient.shape != positions.shape or not np.allclose(
-                pos_engrad, positions, atol=1e-5
-            ):
-                raise ConversionError(f"{engrad}: geometry differs from {f.name}")
-            yield HessianRecord(
-                numbers=numbers,
-                positions=positions,
-                energy=energy,
-                forces=-gradient,
-                hessian=hessian,
-                kind=kind or "other",
-            )
+    def detect(self, path: Path) -> bool:
+        """True for ``*.hess`` files or folders holding them."""
+        path = Path(path)
+        return path.suffix == ".hess" or (path.is_dir() and any(path.glob("*.hess")))
 
-    meta = {"source": "ORCA"}
-    return Source(records(), units, meta, len(files), ", ".join(map(str, paths)))
+    def files(self, path: Path) -> List[Path]:
+        return sorted(path.glob("*.hess")) if path.is_dir() else [path]
+
+    def count(self, path: Path) -> Optional[int]:
+        return 1
+
+    def entries(
+        self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
+    ) -> Iterator[Entry]:
+        yield None, lambda: _structure(path)
+
+
+READER = OrcaReader()
 
 
 def write_hess(

@@ -5,7 +5,8 @@ Public entry points:
 - :func:`iread` / :func:`write`: any training file ↔ ``ase.Atoms`` in ASE units.
 - :class:`HDF5AtomsData`, :class:`HessianASEAtomsData`, :func:`open_dataset`.
 - :class:`HessianDataModule` and the split strategies.
-- :class:`HessianDataError` and the validation helpers.
+- :class:`HessianDataError` and the validation helpers; :class:`PhysicsCheck` (sum
+  rules and force-constant magnitudes against the stored forces).
 """
 
 from schnetpack_hessian.data.validation import (
@@ -24,6 +25,9 @@ from schnetpack_hessian.data.units import (
 )
 from schnetpack_hessian.data.record import (
     HessianRecord,
+    Origin,
+    ReactionIds,
+    reaction_names,
     convert_record,
     kind_code,
     kind_name,
@@ -31,6 +35,7 @@ from schnetpack_hessian.data.record import (
     record_to_atoms,
     validate_record,
 )
+from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck, PhysicsReport
 from schnetpack_hessian.data.hdf5 import HDF5AtomsData
 from schnetpack_hessian.data.ase_db import HessianASEAtomsData
 from schnetpack_hessian.data.splitting import (
@@ -64,6 +69,12 @@ __all__ = [
     "HessianASEAtomsData",
     "HessianDataError",
     "HessianRecord",
+    "Origin",
+    "PHYSICS_RTOL",
+    "PhysicsCheck",
+    "PhysicsReport",
+    "ReactionIds",
+    "reaction_names",
     "RecordWriter",
     "SymmetryReport",
     "atomic_output",

@@ -19,7 +19,7 @@ from schnetpack.data import ASEAtomsData
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import kind_name
-from schnetpack_hessian.data.storage import to_tensor
+from schnetpack_hessian.data.storage import check_stored, to_tensor
 from schnetpack_hessian.data.units import normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
@@ -58,9 +58,12 @@ class HessianASEAtomsData(ASEAtomsData):
     ):
         row = conn.get(idx + 1)
         props: Dict[str, Any] = {structure.idx: torch.tensor([idx])}
-        for name in load_properties:
-            props[name] = to_tensor(row.data[name], self.conversions[name])
         numbers = row["numbers"]
+        for name in load_properties:
+            value = check_stored(
+                name, np.asarray(row.data[name]), len(numbers), self.datapath, idx
+            )
+            props[name] = to_tensor(value, self.conversions[name])
         props[structure.n_atoms] = torch.tensor([numbers.shape[0]])
         if load_structure:
             props[structure.Z] = torch.tensor(numbers, dtype=torch.long)

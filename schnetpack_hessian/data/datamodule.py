@@ -12,7 +12,7 @@ from schnetpack.data import AtomsDataFormat, AtomsDataModule, AtomsLoader
 from schnetpack.data import SplittingStrategy
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.io import backend_of, open_dataset
+from schnetpack_hessian.data.io import atomic_output, backend_of, open_dataset
 from schnetpack_hessian.data.splitting import dataset_labels, resolve_splitting
 from schnetpack_hessian.data.units import normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
@@ -149,37 +149,47 @@ class HessianDataModule(AtomsDataModule):
             self._setup_transforms()
 
     def _load_partitions(self):
-        lock_path = (self.split_file or "split") + ".lock"
+        if self.split_file is not None and os.path.exists(self.split_file):
+            self._read_split_file()
+            return
+        if self.num_train is None or self.num_val is None:
+            raise HessianDataError(
+                "no split file found: set num_train and num_val to create a split"
+            )
+        if self.split_file is None:
+            # nothing is written: no lock, so read-only directories work
+            self._split()
+            return
+        lock_path = self.split_file + ".lock"
         with fasteners.InterProcessLock(lock_path):
-            if self.split_file is not None and os.path.exists(self.split_file):
+            if os.path.exists(self.split_file):
                 self._read_split_file()
             else:
-                if self.num_train is None or self.num_val is None:
-                    raise HessianDataError(
-                        "no split file found: set num_train and num_val to create a split"
-                    )
-                parts = self.splitting.split(
-                    self.dataset, self.num_train, self.num_val, self.num_test
-                )
-                self.train_idx, self.val_idx, self.test_idx = (
-                    list(map(int, p)) for p in parts
-                )
-                self.extrapolation_idx = self._find_extrapolation()
-                if self.split_file is not None:
-                    np.savez(
-                        self.split_file,
-                        train_idx=np.asarray(self.train_idx, dtype=np.int64),
-                        val_idx=np.asarray(self.val_idx, dtype=np.int64),
-                        test_idx=np.asarray(self.test_idx, dtype=np.int64),
-                        **{
-                            f"extrapolation_{k}_idx": np.asarray(v, dtype=np.int64)
-                            for k, v in self.extrapolation_idx.items()
-                        },
-                    )
+                self._split()
+                # written whole and renamed: readers without the lock never see half
+                with atomic_output(self.split_file, overwrite=True) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez(
+                            fh,
+                            train_idx=np.asarray(self.train_idx, dtype=np.int64),
+                            val_idx=np.asarray(self.val_idx, dtype=np.int64),
+                            test_idx=np.asarray(self.test_idx, dtype=np.int64),
+                            **{
+                                f"extrapolation_{k}_idx": np.asarray(v, dtype=np.int64)
+                                for k, v in self.extrapolation_idx.items()
+                            },
+                        )
         try:
             os.remove(lock_path)
         except FileNotFoundError:
             pass
+
+    def _split(self):
+        parts = self.splitting.split(
+            self.dataset, self.num_train, self.num_val, self.num_test
+        )
+        self.train_idx, self.val_idx, self.test_idx = (list(map(int, p)) for p in parts)
+        self.extrapolation_idx = self._find_extrapolation()
 
     def _read_split_file(self):
         split = np.load(self.split_file)

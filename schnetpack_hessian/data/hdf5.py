@@ -32,7 +32,7 @@ import schnetpack.properties as structure
 from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.storage import to_tensor
+from schnetpack_hessian.data.storage import check_stored, to_tensor
 from schnetpack_hessian.data.units import conversion_factor, normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
@@ -168,6 +168,17 @@ class H5Appender:
         ds[start:] = values
 
 
+def _open(path: str) -> h5py.File:
+    """Open a training file for reading; a damaged file is a HessianDataError."""
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        raise HessianDataError(
+            f"{path}: cannot open the HDF5 file, it is truncated, corrupt or not "
+            f"HDF5 ({err})"
+        ) from err
+
+
 class HDF5AtomsData(BaseAtomsData):
     """SchNetPack dataset on an HDF5 file of this package's schema.
 
@@ -203,7 +214,7 @@ class HDF5AtomsData(BaseAtomsData):
         self._datasets: Dict[str, Any] = {}
         if not os.path.exists(self.datapath):
             raise HessianDataError(f"{self.datapath}: HDF5 file does not exist")
-        with h5py.File(self.datapath, "r") as f:
+        with _open(self.datapath) as f:
             if f.attrs.get("format") != FORMAT_NAME:
                 raise HessianDataError(
                     f"{self.datapath}: not a {FORMAT_NAME} HDF5 file (attribute "
@@ -249,7 +260,7 @@ class HDF5AtomsData(BaseAtomsData):
     def file(self) -> h5py.File:
         """The open file of this process (opened on first use, reopened after fork)."""
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.datapath, "r")
+            self._file = _open(self.datapath)
             self._pid = os.getpid()
             self._datasets = {
                 name: (ds, ds.attrs["per"])
@@ -308,7 +319,10 @@ class HDF5AtomsData(BaseAtomsData):
         a0, a1 = self._atom_off[idx], self._atom_off[idx + 1]
         props: Dict[str, torch.Tensor] = {structure.idx: torch.tensor([idx])}
         for name in load_properties:
-            props[name] = to_tensor(self._read(*ds[name], idx), self.conversions[name])
+            value = check_stored(
+                name, self._read(*ds[name], idx), n, self.datapath, idx
+            )
+            props[name] = to_tensor(value, self.conversions[name])
         props[structure.n_atoms] = torch.tensor([n])
         if load_structure:
             props[structure.Z] = torch.from_numpy(
@@ -361,16 +375,29 @@ class HDF5AtomsData(BaseAtomsData):
         return values.astype(np.int64)
 
     def has_hessian(self) -> np.ndarray:
-        """Boolean mask ``(len(self),)``: structures with a (non-NaN) Hessian."""
+        """Boolean mask ``(len(self),)``: structures with a Hessian (checked on each
+        structure's whole block set).
+
+        Raises:
+            HessianDataError: a partly NaN Hessian (file and index named).
+        """
         ds = self.file["properties"][P.hessian]
         idx = (
             self.subset_idx
             if self.subset_idx is not None
             else range(len(self._n_atoms))
         )
-        return np.array(
-            [not np.isnan(ds[self._pair_off[i]][0, 0]) for i in idx], dtype=bool
-        )
+        out = []
+        for i in idx:
+            blocks = check_stored(
+                P.hessian,
+                self._read(ds, "atom_pair", i),
+                int(self._n_atoms[i]),
+                self.datapath,
+                i,
+            )
+            out.append(not np.isnan(blocks).all())
+        return np.array(out, dtype=bool)
 
     # -- metadata ------------------------------------------------------------------
     @property

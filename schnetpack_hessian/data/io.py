@@ -6,10 +6,13 @@ output's directory that is renamed onto the output only when everything succeede
 """
 
 import contextlib
+import json
 import os
+import re
 import shutil
+import sqlite3
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import h5py
 import numpy as np
@@ -21,6 +24,8 @@ from schnetpack_hessian.data.ase_db import DBAppender, HessianASEAtomsData
 from schnetpack_hessian.data.hdf5 import H5Appender, HDF5AtomsData
 from schnetpack_hessian.data.record import (
     HessianRecord,
+    ReactionIds,
+    reaction_names,
     record_from_atoms,
     record_to_atoms,
     validate_record,
@@ -30,7 +35,7 @@ from schnetpack_hessian.data.storage import (
     record_to_storage,
     storage_to_record,
 )
-from schnetpack_hessian.data.units import ASE_UNITS, normalize_unit
+from schnetpack_hessian.data.units import ASE_UNITS, complete_units, normalize_unit
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -41,6 +46,8 @@ __all__ = [
     "DB_SUFFIXES",
     "H5_SUFFIXES",
     "atomic_output",
+    "partial_path",
+    "remove_stale_partials",
     "backend_of",
     "RecordWriter",
     "write",
@@ -76,28 +83,38 @@ def backend_of(path: PathLike) -> str:
 
 @contextlib.contextmanager
 def atomic_output(
-    path: PathLike, overwrite: bool = False, directory: bool = False
+    path: PathLike, overwrite: bool = False, directory: bool = False, mkdir: bool = True
 ) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` that replaces ``path`` on success.
 
     The temporary name (``.<name>.partial-<pid>``) never looks like a finished file; on
-    an exception it is removed and an existing ``path`` stays untouched.
+    an exception it is removed and an existing ``path`` stays untouched.  Partial files
+    (and SQLite journals) that a killed run left for the same output are removed.
 
     Args:
         path: final file (or directory with ``directory=True``).
         overwrite: allow replacing an existing ``path``.
         directory: the output is a directory (created empty for the caller).
+        mkdir: create a missing parent directory (else an error).
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
+        HessianDataError: the parent directory is missing and ``mkdir`` is False.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} exists; pass overwrite=True (--overwrite) to replace it"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    if not path.parent.is_dir():
+        if not mkdir:
+            raise HessianDataError(
+                f"{path}: the output directory {path.parent} does not exist; create it "
+                "or pass --mkdir"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
+    tmp = partial_path(path)
     _remove(tmp)
     if directory:
         tmp.mkdir()
@@ -105,10 +122,51 @@ def atomic_output(
         yield tmp
     except BaseException:
         _remove(tmp)
+        for extra in tmp.parent.glob(f"{tmp.name}-*"):
+            _remove(extra)
         raise
     if directory and path.exists():
         _remove(path)
     os.replace(tmp, path)
+
+
+def partial_path(path: PathLike, pid: Optional[int] = None) -> Path:
+    """``.<name>.partial-<pid>``: where :func:`atomic_output` writes ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial-{os.getpid() if pid is None else pid}")
+
+
+_PARTIAL = re.compile(r"\.partial-(\d+)(?:-\w+)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: PathLike) -> List[Path]:
+    """Remove the partial files of ``path`` whose writing process is gone.
+
+    Returns:
+        The removed paths (partial files, folders and ``-journal`` files).
+    """
+    path = Path(path)
+    removed = []
+    for candidate in sorted(path.parent.glob(f".{path.name}.partial-*")):
+        match = _PARTIAL.search(candidate.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and _alive(pid):
+            continue
+        _remove(candidate)
+        removed.append(candidate)
+    return removed
 
 
 def _remove(path: Path):
@@ -132,6 +190,11 @@ class RecordWriter:
             (``"float64"`` or ``"float32"``; ``.db`` always stores float64).
         symmetrize: store ``(H + Hᵀ)/2``.
         rtol: symmetry tolerance (relative to ``max|H|``).
+        mkdir: create a missing output directory (else an error).
+
+    Reaction labels given as names are mapped to integer ids; the names are stored
+    in the metadata table ``reactions`` (see
+    :class:`~schnetpack_hessian.data.record.ReactionIds`).
 
     Example::
 
@@ -149,8 +212,10 @@ class RecordWriter:
         precision: str = "float64",
         symmetrize: bool = False,
         rtol: float = SYMMETRY_RTOL,
+        mkdir: bool = True,
     ):
         self.path = Path(path)
+        self.mkdir = mkdir
         self.backend = backend_of(self.path)
         self.units = {k: normalize_unit(v) for k, v in (units or ASE_UNITS).items()}
         missing = set(ASE_UNITS) - set(self.units)
@@ -167,6 +232,7 @@ class RecordWriter:
         )
         self.symmetrize = symmetrize
         self.rtol = rtol
+        self.reactions = ReactionIds(self.metadata)
         self.report = SymmetryReport()
         self._output = None
         self._tmp: Optional[Path] = None
@@ -174,7 +240,7 @@ class RecordWriter:
         self._appender = None
 
     def __enter__(self) -> "RecordWriter":
-        self._output = atomic_output(self.path, self.overwrite)
+        self._output = atomic_output(self.path, self.overwrite, mkdir=self.mkdir)
         self._tmp = self._output.__enter__()
         if self.backend == "h5":
             self._handle = h5py.File(self._tmp, "w")
@@ -189,22 +255,40 @@ class RecordWriter:
         return self
 
     def add(self, record: HessianRecord, source: Optional[str] = None):
-        """Validate and queue one record (``source`` names its origin in errors)."""
+        """Validate and queue one record.
+
+        Errors name the record's :class:`~.record.Origin` (its input file and index)
+        if it has one, else ``source`` (default: the output) and the running index.
+        """
         index = self.report.n_structures
+        if source is None and record.origin is not None:
+            where: Any = record.origin
+            at = None
+        else:
+            where, at = source or str(self.path), index
         record, asym = validate_record(
-            record,
-            source=source or str(self.path),
-            index=index,
-            rtol=self.rtol,
-            symmetrize=self.symmetrize,
+            record, where, at, rtol=self.rtol, symmetrize=self.symmetrize
         )
+        record.reaction = self.reactions(record.reaction, where, at)
         self.report.update(index, record.hessian is not None, asym)
         self._appender.add(record_to_storage(record, self.dtype))
+
+    def _store_reaction_names(self):
+        extra = self.reactions.metadata()
+        if not extra:
+            return
+        self.metadata.update(extra)
+        if self.backend == "h5":
+            self._handle.attrs["metadata"] = json.dumps(self.metadata)
+        else:
+            with self._handle:
+                self._handle.metadata = self.metadata
 
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
                 self._appender.flush()
+                self._store_reaction_names()
         except BaseException as err:
             exc_type, exc, tb = type(err), err, err.__traceback__
             raise
@@ -270,7 +354,22 @@ def open_dataset(path: PathLike, **kwargs):
         return HDF5AtomsData(str(path), **kwargs)
     if not Path(path).exists():
         raise HessianDataError(f"{path}: file does not exist")
-    return HessianASEAtomsData(str(path), **kwargs)
+    with _sqlite_errors(path):
+        dataset = HessianASEAtomsData(str(path), **kwargs)
+        dataset.metadata  # reads the file: a damaged one fails here, not in a worker
+    return dataset
+
+
+@contextlib.contextmanager
+def _sqlite_errors(path: PathLike) -> Iterator[None]:
+    """Turn SQLite's errors on a damaged ``.db`` into a HessianDataError."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        raise HessianDataError(
+            f"{path}: cannot read the SQLite file, it is truncated, corrupt or not an "
+            f"ASE database ({err})"
+        ) from err
 
 
 def file_metadata(path: PathLike) -> Dict[str, Any]:
@@ -282,30 +381,33 @@ def file_units(path: PathLike) -> Dict[str, str]:
     """Declared units of a training file (keys as ``ASE_UNITS``).
 
     Raises:
-        HessianDataError: the file declares no unit for energy, forces or positions.
+        HessianDataError: the file declares no unit for energy or positions (forces
+            and Hessian units default to energy/distance and energy/distance²).
     """
     md = file_metadata(path)
     pud = md.get("_property_unit_dict", {})
     units = {"distance": md.get("_distance_unit")}
     for key in ("energy", "forces", P.hessian):
         units[key] = pud.get(key)
-    for key in ("distance", "energy", "forces"):
+    for key in ("distance", "energy"):
         if units[key] is None:
             raise HessianDataError(f"{path}: no unit declared for {key}")
-    if units[P.hessian] is None:
-        units[P.hessian] = f"{units['energy']}/{units['distance']}/{units['distance']}"
-    return {k: normalize_unit(v) for k, v in units.items()}
+    return complete_units(units)
 
 
-def read_records(path: PathLike) -> Iterator[HessianRecord]:
+def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]:
     """Stream the records of a training file in its stored units (:func:`file_units`).
 
     Works on files written by this package and on plain SchNetPack ``.db`` files
     (without Hessian or labels: Hessian ``None``, kind ``other``, reaction -1).
+
+    Args:
+        path: the file.
+        locate: name file and index in errors (False: the caller adds them).
     """
-    source = str(path)
+    source = str(path) if locate else None
     if backend_of(path) == "h5":
-        ds = HDF5AtomsData(source)
+        ds = HDF5AtomsData(str(path))
         try:
             for i in range(len(ds)):
                 props = ds._get_properties(i, ds.available_properties, True)
@@ -314,13 +416,16 @@ def read_records(path: PathLike) -> Iterator[HessianRecord]:
                 data["positions"] = data.pop("_positions")
                 data["cell"] = data.pop("_cell")[0]
                 data["pbc"] = data.pop("_pbc")
-                yield storage_to_record(data, source, i)
+                yield storage_to_record(data, source, i if locate else None)
         finally:
             ds.close()
         return
     if not Path(path).exists():
         raise HessianDataError(f"{path}: file does not exist")
-    with connect(source, type="db", use_lock_file=False) as conn:
+    with (
+        _sqlite_errors(path),
+        connect(str(path), type="db", use_lock_file=False) as conn,
+    ):
         for i, row in enumerate(conn.select(sort="id")):
             data = dict(row.data)
             data.update(
@@ -329,20 +434,31 @@ def read_records(path: PathLike) -> Iterator[HessianRecord]:
                 cell=row.cell[:],
                 pbc=row.pbc,
             )
-            yield storage_to_record(data, source, i)
+            yield storage_to_record(data, source, i if locate else None)
 
 
 def iread(path: PathLike) -> Iterator[Atoms]:
     """Read any training file (``.db`` / ``.h5``) as ``ase.Atoms`` in ASE units.
 
+    Every structure is checked as it is read (shapes, finite values, a Hessian
+    complete or all NaN); a bad one raises with the file and its index.
+
     Yields:
         ``ase.Atoms`` with energy [eV] and forces [eV/Å] on a ``SinglePointCalculator``,
         ``info["hessian"]``: ``(3N, 3N)`` [eV/Å²] or ``None`` when the structure has no
-        Hessian, ``info["kind"]``: label string, ``info["reaction"]``: int.
+        Hessian, ``info["kind"]``: label string, ``info["reaction"]``: int,
+        ``info["reaction_name"]``: the reaction's name from the metadata table
+        ``reactions`` (``None`` where the file names none).
+
+    Raises:
+        HessianDataError: a malformed structure (file, index, problem).
     """
     units = file_units(path)
-    for record in read_records(path):
-        yield record_to_atoms(record, units)
+    names = reaction_names(file_metadata(path))
+    for i, record in enumerate(read_records(path)):
+        if record.forces is not None:  # plain SchNetPack files may hold energies only
+            record, _ = validate_record(record, str(path), i, rtol=np.inf)
+        yield record_to_atoms(record, units, names)
 
 
 def check_file(

@@ -7,8 +7,9 @@ round trips are exact; :func:`record_to_atoms` / :func:`record_from_atoms` trans
 and from ``ase.Atoms`` in ASE units (eV, Å).
 """
 
+import numbers as _numbers
 from dataclasses import dataclass, field, replace
-from typing import Dict, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 from ase import Atoms
@@ -22,11 +23,15 @@ from schnetpack_hessian.data.validation import (
     check_array,
     check_hessian,
     check_numbers,
-    where,
+    prefix,
 )
 
 __all__ = [
     "HessianRecord",
+    "Origin",
+    "ReactionIds",
+    "reaction_id",
+    "reaction_names",
     "kind_code",
     "kind_name",
     "record_to_atoms",
@@ -48,7 +53,7 @@ def kind_code(
         return P.KINDS.index(kind)
     except ValueError:
         raise HessianDataError(
-            f"{where(source, index)}: unknown kind {kind!r}, expected one of {P.KINDS}"
+            f"{prefix(source, index)}unknown kind {kind!r}, expected one of {P.KINDS}"
         ) from None
 
 
@@ -63,9 +68,147 @@ def kind_name(
     code = int(code)
     if not 0 <= code < len(P.KINDS):
         raise HessianDataError(
-            f"{where(source, index)}: kind code {code} is not in 0..{len(P.KINDS) - 1}"
+            f"{prefix(source, index)}kind code {code} is not in 0..{len(P.KINDS) - 1}"
         )
     return P.KINDS[code]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record comes from: input file, index within it, group or frame name.
+
+    Prints as ``"<file>: structure <index> (<label>)"``, the prefix of every message
+    about the record.
+    """
+
+    file: str
+    index: int
+    label: Optional[str] = None
+
+    def __str__(self) -> str:
+        label = f" ({self.label})" if self.label else ""
+        return f"{self.file}: structure {self.index}{label}"
+
+
+def reaction_id(label: Any, source: Any = None, index: Optional[int] = None):
+    """A reaction label as an ``int`` id, or the name ``str`` it is given as.
+
+    Integers and integral floats (``2.0``) are ids; strings of digits too; other
+    strings are names (mapped to ids by :class:`ReactionIds`).
+
+    Raises:
+        HessianDataError: a non-integral number (``1.7``), a bool, or an empty name.
+    """
+    if isinstance(label, (bytes, np.bytes_)):
+        label = label.decode()
+    if isinstance(label, np.ndarray) and label.size == 1:
+        label = label.reshape(-1)[0]
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, str):
+        text = label.strip()
+        if not text:
+            raise HessianDataError(f"{prefix(source, index)}empty reaction label")
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        label = number
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, _numbers.Real):
+        raise HessianDataError(
+            f"{prefix(source, index)}reaction label {label!r} is neither an integer id "
+            "nor a name"
+        )
+    if not np.isfinite(label) or int(label) != label:
+        raise HessianDataError(
+            f"{prefix(source, index)}reaction label {label!r} is not an integer; give "
+            "integer ids or names (e.g. reaction=keto_enol_3)"
+        )
+    return int(label)
+
+
+def reaction_names(metadata: Mapping[str, Any]) -> Dict[int, str]:
+    """``{id: name}`` from a file's ``reactions`` metadata.
+
+    Two forms exist: a list of names (index = id; OpenREACT, named labels) and a
+    mapping ``{"<id>": {"name": ...}}`` (the generator's table).
+    """
+    table = metadata.get("reactions") or {}
+    if isinstance(table, list):
+        return {i: str(name) for i, name in enumerate(table)}
+    out = {}
+    for key, value in table.items():
+        name = value.get("name") if isinstance(value, Mapping) else value
+        if name is not None:
+            out[int(key)] = str(name)
+    return out
+
+
+class ReactionIds:
+    """Maps reaction labels to integer ids while records stream by.
+
+    Names get ids in the order they first appear (after the names already known from
+    ``metadata``); :meth:`metadata` gives them back as the ``reactions`` table.  Ids
+    and new names do not mix in one file: an id could clash with a name's id.
+
+    Args:
+        metadata: file metadata whose ``reactions`` table declares known names.
+    """
+
+    def __init__(self, metadata: Optional[Mapping[str, Any]] = None):
+        self.table = metadata.get("reactions") if metadata else None
+        self.names: Dict[int, str] = reaction_names(metadata or {})
+        self._ids = {name: i for i, name in self.names.items()}
+        self._new = False
+        self._max_id = -1
+
+    def __call__(self, label: Any, source: Any = None, index: Optional[int] = None):
+        """Integer id of ``label`` (an id or a name).
+
+        Raises:
+            HessianDataError: bad label, or ids mixed with new names.
+        """
+        value = reaction_id(label, source, index)
+        if isinstance(value, int):
+            if value < -1:
+                raise HessianDataError(
+                    f"{prefix(source, index)}reaction id {value} < -1 (-1 = none)"
+                )
+            if self._new and value >= 0 and value not in self.names:
+                raise HessianDataError(
+                    f"{prefix(source, index)}reaction id {value} among reaction names; "
+                    "label all structures by name or all by id"
+                )
+            self._max_id = max(self._max_id, value)
+            return value
+        if value not in self._ids:
+            if self._max_id >= 0 and not self._new and not self.names:
+                raise HessianDataError(
+                    f"{prefix(source, index)}reaction name {value!r} among integer "
+                    "reaction ids; label all structures by name or all by id"
+                )
+            new = max(self.names, default=-1) + 1
+            self._ids[value] = new
+            self.names[new] = value
+            self._new = True
+        return self._ids[value]
+
+    def metadata(self) -> Dict[str, Any]:
+        """``{"reactions": table}`` when names were mapped here, else ``{}``."""
+        if not self._new:
+            return {}
+        if isinstance(self.table, Mapping):
+            table: Dict[str, Any] = dict(self.table)
+            for i, name in self.names.items():
+                table.setdefault(str(i), {"name": name})
+            return {"reactions": table}
+        return {
+            "reactions": {str(i): {"name": n} for i, n in sorted(self.names.items())}
+        }
 
 
 @dataclass
@@ -79,9 +222,11 @@ class HessianRecord:
         forces: forces ``(N, 3)`` = −dE/dR [force unit].
         hessian: square Hessian ``(3N, 3N)`` d²E/dR² [Hessian unit], ``None`` if missing.
         kind: one of :data:`properties.KINDS`.
-        reaction: reaction id, ``-1`` if none.
+        reaction: reaction id, ``-1`` if none (readers may give a name; writers map
+            names to ids, see :class:`ReactionIds`).
         cell: unit cell ``(3, 3)`` [distance unit].
         pbc: periodic boundary conditions ``(3,)``.
+        origin: input file, index and group/frame the record was read from.
     """
 
     numbers: np.ndarray
@@ -90,9 +235,10 @@ class HessianRecord:
     forces: Optional[np.ndarray]
     hessian: Optional[np.ndarray] = None
     kind: str = "other"
-    reaction: int = -1
+    reaction: Union[int, str] = -1
     cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
     pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
+    origin: Optional[Origin] = None
 
     @property
     def n_atoms(self) -> int:
@@ -111,18 +257,21 @@ def validate_record(
 
     Args:
         record: the structure.
-        source: file name for messages.
+        source: file name for messages (default: the record's :class:`Origin`).
         index: structure index for messages.
         rtol: symmetry tolerance, see :func:`~.validation.check_hessian`.
         symmetrize: replace the Hessian by ``(H + Hᵀ)/2``.
 
     Returns:
         ``(record, asymmetry)``: the normalised record (arrays as numpy, Hessian ``None``
-        when missing, possibly symmetrised) and the Hessian's relative asymmetry.
+        when missing, possibly symmetrised, reaction an ``int`` id or a name) and the
+        Hessian's relative asymmetry.
 
     Raises:
         HessianDataError: on any problem, naming file, structure and problem.
     """
+    if source is None and index is None:
+        source = record.origin
     numbers = np.asarray(record.numbers)
     check_numbers(numbers, source, index)
     n = len(numbers)
@@ -139,10 +288,7 @@ def validate_record(
         record.hessian, n, source, index, rtol=rtol, fix_symmetry=symmetrize
     )
     kind_code(record.kind, source, index)
-    if int(record.reaction) != record.reaction:
-        raise HessianDataError(
-            f"{where(source, index)}: reaction id {record.reaction!r} is not an integer"
-        )
+    reaction = reaction_id(record.reaction, source, index)
     cell = check_array("cell", record.cell, (3, 3), source, index)
     pbc = np.asarray(record.pbc, dtype=bool).reshape(3)
     return (
@@ -153,7 +299,7 @@ def validate_record(
             energy=float(energy[0]),
             forces=forces,
             hessian=hessian,
-            reaction=int(record.reaction),
+            reaction=reaction,
             cell=cell,
             pbc=pbc,
         ),
@@ -191,12 +337,17 @@ def convert_record(
     )
 
 
-def record_to_atoms(record: HessianRecord, units: Dict[str, str]) -> Atoms:
+def record_to_atoms(
+    record: HessianRecord,
+    units: Dict[str, str],
+    names: Optional[Mapping[int, str]] = None,
+) -> Atoms:
     """``ase.Atoms`` in ASE units (Å, eV, eV/Å, eV/Å²) from a record in ``units``.
 
     Energy and forces sit on a :class:`SinglePointCalculator`; ``info["hessian"]`` is
     the square Hessian ``(3N, 3N)`` or ``None``, ``info["kind"]`` and
-    ``info["reaction"]`` the labels.
+    ``info["reaction"]`` the labels; with ``names`` (see :func:`reaction_names`)
+    ``info["reaction_name"]`` is the reaction's name (``None`` if it has none).
     """
     record = convert_record(record, units, ASE_UNITS)
     atoms = Atoms(
@@ -217,6 +368,8 @@ def record_to_atoms(record: HessianRecord, units: Dict[str, str]) -> Atoms:
     atoms.info[P.hessian] = hessian
     atoms.info[P.kind] = record.kind
     atoms.info[P.reaction] = int(record.reaction)
+    if names is not None:
+        atoms.info[P.reaction_name] = names.get(int(record.reaction))
     return atoms
 
 
@@ -234,7 +387,7 @@ def record_from_atoms(
     results = getattr(atoms.calc, "results", None) or {}
     if "energy" not in results:
         raise HessianDataError(
-            f"{where(source, index)}: Atoms has no energy; attach a SinglePointCalculator"
+            f"{prefix(source, index)}Atoms has no energy; attach a SinglePointCalculator"
             " with energy and forces (eV, eV/Ang)"
         )
     n = len(atoms)
@@ -255,7 +408,10 @@ def record_from_atoms(
 
 
 def hessian_to_square(
-    hessian: np.ndarray, n_atoms: int, source: Optional[str], index: Optional[int]
+    hessian: np.ndarray,
+    n_atoms: int,
+    source: Optional[str] = None,
+    index: Optional[int] = None,
 ) -> np.ndarray:
     """A Hessian given flat ``(9N²,)``, square ``(3N, 3N)`` or as blocks ``(N², 3, 3)``
     → square ``(3N, 3N)``.
@@ -271,6 +427,6 @@ def hessian_to_square(
     if hessian.shape == (n_atoms * n_atoms, 3, 3):
         return blocks_to_square(hessian)
     raise HessianDataError(
-        f"{where(source, index)}: Hessian has shape {hessian.shape}; for {n_atoms} atoms "
+        f"{prefix(source, index)}Hessian has shape {hessian.shape}; for {n_atoms} atoms "
         f"expected {(n3, n3)}, {(n3 * n3,)} or {(n_atoms * n_atoms, 3, 3)}"
     )

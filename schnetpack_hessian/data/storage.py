@@ -13,6 +13,7 @@ import torch
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import HessianRecord, kind_code, kind_name
+from schnetpack_hessian.data.validation import HessianDataError, prefix
 from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "property_unit_dict",
     "record_to_storage",
     "storage_to_record",
+    "check_stored",
     "to_tensor",
     "base_metadata",
 ]
@@ -93,10 +95,75 @@ def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.n
     }
 
 
+def check_stored(
+    name: str,
+    value: Any,
+    n_atoms: int,
+    source: Optional[str] = None,
+    index: Optional[int] = None,
+) -> Any:
+    """Check a stored ``energy`` (one value), ``forces`` ``(N, 3)`` or ``hessian``
+    ``(N², 3, 3)`` as it is loaded: shape against the atom count, finite values and,
+    for the Hessian, complete or all NaN (checked on the whole block set).  Other
+    properties pass unchecked.
+
+    Args:
+        name: property name.
+        value: the stored array (numpy).
+        n_atoms: atoms of the structure.
+        source: file for messages.
+        index: structure index for messages.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        HessianDataError: wrong shape, non-finite values or a partly NaN Hessian.
+    """
+    shapes = {
+        "energy": (1,),
+        "forces": (n_atoms, 3),
+        P.hessian: (n_atoms * n_atoms, 3, 3),
+    }
+    if name not in shapes:
+        return value
+    shape = tuple(value.shape)
+    if shape != shapes[name] and not (name == "energy" and value.size == 1):
+        raise HessianDataError(
+            f"{prefix(source, index)}stored {name} has shape {shape}, expected "
+            f"{shapes[name]} for {n_atoms} atoms"
+        )
+    array = np.asarray(value)
+    if name == P.hessian:
+        nan = np.isnan(array)
+        if nan.all():
+            return value
+        if nan.any():
+            raise HessianDataError(
+                f"{prefix(source, index)}stored Hessian is partially NaN "
+                f"({int(nan.sum())} of {nan.size} entries); a missing Hessian is all "
+                "NaN"
+            )
+    if not np.isfinite(array).all():
+        raise HessianDataError(
+            f"{prefix(source, index)}stored {name} contains NaN or infinite values"
+        )
+    return value
+
+
 def storage_to_record(
     data: Dict[str, Any], source: Optional[str] = None, index: Optional[int] = None
 ) -> HessianRecord:
-    """Record from storage arrays (labels default to ``other``/-1 when absent)."""
+    """Record from storage arrays (labels default to ``other``/-1 when absent).
+
+    Raises:
+        HessianDataError: stored forces or Hessian of the wrong shape, or a partly
+            NaN Hessian (see :func:`check_stored`).
+    """
+    n = len(data["numbers"])
+    for name in ("energy", "forces", P.hessian):
+        if data.get(name) is not None:
+            check_stored(name, np.asarray(data[name]), n, source, index)
     hessian = data.get(P.hessian)
     if hessian is not None:
         hessian = np.asarray(hessian)

@@ -21,6 +21,7 @@ __all__ = [
     "normalize_unit",
     "conversion_factor",
     "derived_units",
+    "complete_units",
 ]
 
 #: Units of the ASE convention (what :func:`~schnetpack_hessian.data.iread` returns).
@@ -131,3 +132,26 @@ def derived_units(
         "forces": normalize_unit(forces) if forces else f"{energy}/{distance}",
         P.hessian: f"{energy}/{distance}/{distance}",
     }
+
+
+def complete_units(units: Dict[str, Optional[str]]) -> Dict[str, str]:
+    """Fill in the units a source leaves out: forces ``energy/distance`` and Hessian
+    ``energy/distance/distance`` (the one place for these fallbacks).
+
+    Args:
+        units: keys ``distance`` and ``energy`` required; ``forces``, ``hessian``
+            optional (absent or ``None``: derived).
+
+    Returns:
+        All four units, normalised.
+
+    Raises:
+        HessianDataError: energy or distance unit missing.
+    """
+    for key in ("distance", "energy"):
+        if not units.get(key):
+            raise HessianDataError(f"no {key} unit declared")
+    out = derived_units(units["energy"], units["distance"], units.get("forces"))
+    if units.get(P.hessian):
+        out[P.hessian] = normalize_unit(units[P.hessian])
+    return out

@@ -4,8 +4,9 @@ All problems raise :class:`HessianDataError` with a message that names the file,
 structure index and what is wrong, so a user can find the bad record in a large file.
 """
 
+import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -19,6 +20,7 @@ __all__ = [
     "check_array",
     "is_missing",
     "where",
+    "prefix",
     "SymmetryReport",
 ]
 
@@ -35,12 +37,26 @@ class HessianDataError(Exception):
     """A Hessian data file or structure is malformed (shape, value, unit or label)."""
 
 
-def where(source: Optional[str], index: Optional[int]) -> str:
-    """``"file.h5, structure 12"``: the location prefix of every error message."""
+def where(source: Any, index: Optional[int]) -> str:
+    """``"file.h5, structure 12"``: the location prefix of every error message.
+
+    ``source`` may also be an :class:`~.record.Origin` (then ``index`` is ignored),
+    which prints as ``"input.xyz: structure 3 (frame name)"``.
+    """
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        return str(source)
     parts = [str(source) if source else "<data>"]
     if index is not None:
         parts.append(f"structure {index}")
     return ", ".join(parts)
+
+
+def prefix(source: Any, index: Optional[int]) -> str:
+    """``"<where>: "`` to put before a problem, or ``""`` when no location is known
+    (readers leave the location to the conversion driver, which adds it)."""
+    if source is None and index is None:
+        return ""
+    return f"{where(source, index)}: "
 
 
 def is_missing(hessian: Optional[np.ndarray]) -> bool:
@@ -74,7 +90,7 @@ def check_numbers(numbers: np.ndarray, source: Optional[str], index: Optional[in
     bad = (numbers < 1) | (numbers > _MAX_Z)
     if numbers.ndim != 1 or numbers.size == 0 or bad.any():
         raise HessianDataError(
-            f"{where(source, index)}: unknown elements / atomic numbers "
+            f"{prefix(source, index)}unknown elements / atomic numbers "
             f"{sorted(set(numbers[bad].tolist())) if numbers.ndim == 1 else numbers}"
         )
 
@@ -104,13 +120,13 @@ def check_hessian(
     Raises:
         HessianDataError: wrong shape, partially NaN, infinite, or asymmetric beyond rtol.
     """
-    loc = where(source, index)
+    loc = prefix(source, index)
     if hessian is None:
         return None, 0.0
     hessian = np.asarray(hessian)
     if hessian.shape != (3 * n_atoms, 3 * n_atoms):
         raise HessianDataError(
-            f"{loc}: Hessian has shape {hessian.shape}, expected "
+            f"{loc}Hessian has shape {hessian.shape}, expected "
             f"{(3 * n_atoms, 3 * n_atoms)} for {n_atoms} atoms"
         )
     nan = np.isnan(hessian)
@@ -118,15 +134,15 @@ def check_hessian(
         return None, 0.0
     if nan.any():
         raise HessianDataError(
-            f"{loc}: Hessian is partially NaN ({int(nan.sum())} of {nan.size} entries); "
+            f"{loc}Hessian is partially NaN ({int(nan.sum())} of {nan.size} entries); "
             "a missing Hessian must be all NaN"
         )
     if not np.isfinite(hessian).all():
-        raise HessianDataError(f"{loc}: Hessian contains infinite values")
+        raise HessianDataError(f"{loc}Hessian contains infinite values")
     asym = hessian_asymmetry(hessian)
     if asym > rtol:
         raise HessianDataError(
-            f"{loc}: Hessian is not symmetric: max|H - H^T| / max|H| = {asym:.3g} > "
+            f"{loc}Hessian is not symmetric: max|H - H^T| / max|H| = {asym:.3g} > "
             f"{rtol:g}; a wrong reshape or transposed (N*N, 3, 3) block layout looks "
             "like this (for small real asymmetry raise the tolerance or symmetrize)"
         )
@@ -147,16 +163,14 @@ def check_array(
     Raises:
         HessianDataError: missing, wrong shape or non-finite.
     """
-    loc = where(source, index)
+    loc = prefix(source, index)
     if value is None:
-        raise HessianDataError(f"{loc}: {name} is missing")
+        raise HessianDataError(f"{loc}{name} is missing")
     value = np.asarray(value)
     if value.shape != shape:
-        raise HessianDataError(
-            f"{loc}: {name} has shape {value.shape}, expected {shape}"
-        )
+        raise HessianDataError(f"{loc}{name} has shape {value.shape}, expected {shape}")
     if not np.isfinite(value).all():
-        raise HessianDataError(f"{loc}: {name} contains NaN or infinite values")
+        raise HessianDataError(f"{loc}{name} contains NaN or infinite values")
     return value
 
 
@@ -168,12 +182,23 @@ class SymmetryReport:
     n_hessians: int = 0
     worst_asymmetry: float = 0.0
     worst_index: Optional[int] = None
+    #: where the worst asymmetry is (input file and index within it), if known
+    worst_at: Optional[str] = None
+    #: sum-rule summary (:class:`~.physics.PhysicsReport`) where physics was checked
+    physics: Optional[Any] = None
 
-    def update(self, index: int, has_hessian: bool, asymmetry: float):
-        """Account for structure ``index``."""
+    def update(
+        self,
+        index: int,
+        has_hessian: bool,
+        asymmetry: float,
+        where: Optional[str] = None,
+    ):
+        """Account for structure ``index`` (running count; ``where`` names it)."""
         self.n_structures += 1
         if has_hessian:
             self.n_hessians += 1
             if self.worst_index is None or asymmetry > self.worst_asymmetry:
                 self.worst_asymmetry = asymmetry
                 self.worst_index = index
+                self.worst_at = where

@@ -14,6 +14,7 @@ import torch
 from ase.data import chemical_symbols
 
 from schnetpack_hessian.data.record import HessianRecord
+from schnetpack_hessian.data.testing import invariant_surface
 
 
 def quadratic_path(
@@ -24,26 +25,27 @@ def quadratic_path(
     kind: str = "irc",
     reaction: int = 0,
 ) -> List[HessianRecord]:
-    """Frames along a line on ``E = E0 + g·d + ½ dᵀ A d`` (d = x − x0): exact E, F, H."""
+    """Frames along a line on a smooth rigid-motion-invariant surface
+    (:func:`~schnetpack_hessian.data.testing.invariant_surface`): exact E, F, H that
+    pass the physics checks (the name is historical)."""
     rng = np.random.default_rng(seed)
     n = len(numbers)
+    surface = invariant_surface(rng, n)
     x0 = rng.normal(size=3 * n) * 1.2
-    a = rng.normal(size=(3 * n, 3 * n))
-    a = 0.5 * (a + a.T) + 3 * n * np.eye(3 * n)
-    g = rng.normal(size=3 * n)
     v = rng.normal(size=3 * n)
     v /= np.linalg.norm(v)
     e0 = -100.0 * n
     out = []
     for k in range(n_frames):
-        d = k * step * np.sqrt(3 * n) * v
+        x = x0 + k * step * np.sqrt(3 * n) * v
+        energy, forces, hessian = surface(x)
         out.append(
             HessianRecord(
                 numbers=np.asarray(numbers),
-                positions=(x0 + d).reshape(n, 3),
-                energy=float(e0 + g @ d + 0.5 * d @ a @ d),
-                forces=-(g + a @ d).reshape(n, 3),
-                hessian=a.copy(),
+                positions=x.reshape(n, 3),
+                energy=float(e0 + energy),
+                forces=forces,
+                hessian=hessian,
                 kind=kind,
                 reaction=reaction,
             )

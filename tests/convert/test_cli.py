@@ -98,3 +98,16 @@ def test_converted_file_loads_in_datamodule(tmp_path, horm_file):
     batch = next(iter(dm.train_dataloader()))
     assert batch["hessian"].shape == (2 * 16, 3, 3)
     assert len(list(dm.extrapolation_dataloader("nms"))) == 4
+
+
+def test_format_options_come_from_the_readers(tmp_path, horm_file, capsys):
+    out = tmp_path / "o.h5"
+    argv = [str(horm_file), "-o", str(out), "--quiet", "--forces-sign", "gradient"]
+    assert main(argv) == 1
+    assert "format horm takes no option 'forces_sign'" in capsys.readouterr().err
+    assert not out.exists()
+    assert (
+        main([str(horm_file), "-o", str(out), "--quiet", "--reaction-key", "rxn"]) == 0
+    )
+    assert {a.info["reaction"] for a in iread(out)} == {7}
+    assert "--hessian-key" in build_parser().format_help()

@@ -78,3 +78,25 @@ def test_bad_hessian_shape(tmp_path, path_records):
         HessianDataError, match="structure 1: Hessian has shape \\(10,\\)"
     ):
         list(open_source([path], energy_unit="eV", distance_unit="Ang").records)
+
+
+def test_reaction_names_survive_extxyz_export(tmp_path, path_records):
+    from schnetpack_hessian.data import derived_units, iread
+    from schnetpack_hessian.convert.extxyz import write
+
+    names = ["HCN -> HNC (1,2-H shift)", 'say "hi"', "HCN -> HNC (1,2-H shift)"]
+    for rec, name in zip(path_records, names):
+        rec.reaction = name
+    src = tmp_path / "named.xyz"
+    write(src, path_records[:3], derived_units("eV", "Ang"))
+    first = tmp_path / "a.h5"
+    convert([src], first)
+    exported = tmp_path / "export.xyz"
+    convert([first], exported)
+    assert 'reaction_name="say \\"hi\\""' in exported.read_text()
+    again = tmp_path / "b.db"
+    convert([exported], again)
+    for path in (first, again):
+        atoms = list(iread(path))
+        assert [a.info["reaction_name"] for a in atoms] == names
+        assert [a.info["reaction"] for a in atoms] == [0, 1, 0]

@@ -6,19 +6,23 @@ import pytest
 
 from schnetpack_hessian.convert import ConversionError, convert, open_source
 from schnetpack_hessian.data import file_metadata, file_units, read_records
+from schnetpack_hessian.data.testing import internal_projector
 
 
 def _critical(quadratic_path, numbers, seed, reaction):
-    """Reactant (minimum), TS (one negative eigenvalue), product, with F = 0."""
+    """Reactant (minimum), TS (one negative eigenvalue), product, with F = 0 and
+    Hessians without rigid-motion components (so the sum rules hold)."""
     rng = np.random.default_rng(seed)
     n = len(numbers)
     recs = []
     for kind, n_neg in (("reactant", 0), ("ts", 1), ("product", 0)):
-        q, _ = np.linalg.qr(rng.normal(size=(3 * n, 3 * n)))
-        eig = rng.uniform(0.2, 2.0, size=3 * n)
+        rec = quadratic_path(numbers, 1, seed=seed)[0]
+        u, s, _ = np.linalg.svd(internal_projector(rec.positions))
+        q = u[:, s > 0.5]  # orthonormal internal directions (3N - 6)
+        eig = rng.uniform(0.2, 2.0, size=q.shape[1])
         eig[:n_neg] *= -1
         h = (q * eig) @ q.T
-        recs.append(quadratic_path(numbers, 1, seed=seed)[0])
+        recs.append(rec)
         recs[-1].hessian = 0.5 * (h + h.T)
         recs[-1].forces = np.zeros((n, 3))
         recs[-1].kind = kind

@@ -103,3 +103,17 @@ def test_missing_hessian_is_all_nan(tmp_path):
     with pytest.raises(HessianDataError, match="no energy"):
         atoms[1].calc = None
         record_from_atoms(atoms[1], "x.db", 1)
+
+
+def test_complete_units_fills_only_what_is_missing():
+    from schnetpack_hessian.data.units import complete_units
+
+    got = complete_units({"distance": "Å", "energy": "kcal/mol", "forces": "eV/Bohr"})
+    assert got == {
+        "distance": "Ang",
+        "energy": "kcal/mol",
+        "forces": "eV/Bohr",
+        "hessian": "kcal/mol/Ang/Ang",
+    }
+    with pytest.raises(HessianDataError, match="no energy unit declared"):
+        complete_units({"distance": "Ang", "energy": None})

@@ -1,0 +1,169 @@
+"""Loading is as strict as --check, and files are left tidy: partly-NaN or misshapen
+stored Hessians are refused with file and index; stale partial files of killed runs
+are removed; missing output folders and read-only places behave."""
+
+import os
+import subprocess
+import sys
+
+import fasteners
+import h5py
+import numpy as np
+import pytest
+from ase.db import connect
+
+from schnetpack_hessian.cli.convert import main
+from schnetpack_hessian.data import (
+    HessianDataError,
+    HessianDataModule,
+    iread,
+    open_dataset,
+    write,
+)
+from schnetpack_hessian.data.io import partial_path, remove_stale_partials
+from schnetpack_hessian.data.testing import make_atoms
+
+
+@pytest.fixture
+def h5_file(tmp_path):
+    path = tmp_path / "data.h5"
+    write(path, make_atoms(6, missing_every=0))
+    return path
+
+
+def _dm(path, **kwargs):
+    args = dict(batch_size=2, num_train=2, num_val=2, num_workers=0)
+    args.update(kwargs)
+    return HessianDataModule(str(path), **args)
+
+
+def test_partly_nan_hessian_in_h5_refused(h5_file):
+    with h5py.File(h5_file, "a") as f:
+        n = f["n_atoms"][:]
+        start = int(np.sum(n[:3] ** 2))  # first block of structure 3
+        f["properties/hessian"][start + 1] = np.nan
+    with pytest.raises(HessianDataError, match="data.h5, structure 3: .*partially NaN"):
+        list(iread(h5_file))
+    ds = open_dataset(h5_file)
+    ds[2]
+    with pytest.raises(HessianDataError, match="data.h5, structure 3: .*partially NaN"):
+        ds[3]
+    with pytest.raises(HessianDataError, match="structure 3"):
+        ds.has_hessian()
+    dm = _dm(h5_file, split_file=None, splitting="random")
+    dm.setup()
+    with pytest.raises(HessianDataError, match="structure 3: .*partially NaN"):
+        dm.dataset[3]
+
+
+def test_only_all_nan_means_missing(h5_file):
+    with h5py.File(h5_file, "a") as f:
+        n = f["n_atoms"][:]
+        start, stop = int(np.sum(n[:1] ** 2)), int(np.sum(n[:2] ** 2))
+        f["properties/hessian"][start:stop] = np.nan
+    assert open_dataset(h5_file).has_hessian().tolist() == [1, 0, 1, 1, 1, 1]
+    assert (
+        next(a for i, a in enumerate(iread(h5_file)) if i == 1).info["hessian"] is None
+    )
+
+
+def test_wrong_stored_shape_in_db_refused(tmp_path):
+    path = tmp_path / "data.db"
+    write(path, make_atoms(4, missing_every=0))
+    with connect(str(path), use_lock_file=False) as conn:
+        row = conn.get(id=3)
+        data = dict(row.data)
+        data["hessian"] = data["hessian"][:-1]
+        conn.update(3, data=data)
+    with pytest.raises(HessianDataError, match="data.db, structure 2: stored hessian"):
+        list(iread(path))
+    with pytest.raises(HessianDataError, match="data.db, structure 2: stored hessian"):
+        open_dataset(path)[2]
+
+
+def test_stale_partials_of_a_killed_run_are_removed(tmp_path):
+    out = tmp_path / "out.h5"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [
+        partial_path(out, dead.pid),
+        tmp_path / f".out.h5.partial-{dead.pid}-journal",
+    ]
+    for p in stale:
+        p.write_text("half")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        running = partial_path(out, alive.pid)
+        running.write_text("in progress")
+        write(out, make_atoms(2))
+        assert not any(p.exists() for p in stale)
+        assert running.exists()  # another run still writes it
+        assert remove_stale_partials(out) == []
+    finally:
+        alive.kill()
+        alive.wait()
+    assert remove_stale_partials(out) == [running]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]
+
+
+def test_missing_output_directory_needs_mkdir(tmp_path, capsys):
+    src = tmp_path / "in.h5"
+    write(src, make_atoms(2, missing_every=0))
+    out = tmp_path / "new" / "out.h5"
+    assert main(["--quiet", "--physics", "off", str(src), "-o", str(out)]) == 1
+    assert "does not exist; create it or pass --mkdir" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert (
+        main(["--quiet", "--physics", "off", str(src), "-o", str(out), "--mkdir"]) == 0
+    )
+    assert out.exists()
+
+
+def test_no_split_file_needs_no_writable_directory(h5_file, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only directory")
+
+    monkeypatch.setattr(fasteners, "InterProcessLock", refuse)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    os.chmod(h5_file, 0o444)
+    dm = _dm(h5_file, split_file=None, splitting="random")
+    dm.setup()
+    assert len(dm.train_idx) == 2
+    assert list(work.iterdir()) == []
+
+
+def test_energy_only_schnetpack_db_still_reads(tmp_path):
+    from schnetpack.data import ASEAtomsData
+
+    path = tmp_path / "qm9like.db"
+    ds = ASEAtomsData.create(
+        str(path), distance_unit="Ang", property_unit_dict={"energy": "eV"}
+    )
+    ds.add_systems(
+        [
+            {
+                "_atomic_numbers": np.array([8, 1, 1]),
+                "_positions": np.eye(3),
+                "_cell": np.zeros((3, 3)),
+                "_pbc": np.zeros(3, dtype=bool),
+                "energy": np.array([-2.5]),
+            }
+        ]
+    )
+    (atoms,) = iread(path)
+    assert atoms.get_potential_energy() == -2.5 and atoms.info["hessian"] is None
+
+
+@pytest.mark.parametrize("name,value", [("forces", np.inf), ("energy", np.nan)])
+def test_non_finite_forces_or_energy_refused(h5_file, name, value):
+    with h5py.File(h5_file, "a") as f:
+        n = f["n_atoms"][:]
+        row = int(np.sum(n[:2])) if name == "forces" else 2
+        f[f"properties/{name}"][row] = value
+    pattern = f"data.h5, structure 2: stored {name} contains NaN or infinite"
+    with pytest.raises(HessianDataError, match=pattern):
+        list(iread(h5_file))
+    with pytest.raises(HessianDataError, match=pattern):
+        open_dataset(h5_file)[2]

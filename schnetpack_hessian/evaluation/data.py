@@ -11,25 +11,16 @@ from ase import Atoms
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import open_source
-from schnetpack_hessian.data.record import record_to_atoms, validate_record
+from schnetpack_hessian.data.physics import PhysicsCheck
+from schnetpack_hessian.data.record import (
+    reaction_names,
+    record_to_atoms,
+    validate_record,
+)
 
-__all__ = ["load_structures", "reaction_names"]
+__all__ = ["load_structures"]
 
 PathLike = Union[str, Path]
-
-
-def reaction_names(metadata: Dict[str, Any]) -> Dict[int, str]:
-    """Reaction id → name from a file's metadata (``reaction_names`` or the
-    generator's ``reactions`` table)."""
-    names: Dict[int, str] = {}
-    for rid, name in (metadata.get("reaction_names") or {}).items():
-        names[int(rid)] = str(name)
-    reactions = metadata.get("reactions")
-    if isinstance(reactions, dict):
-        for rid, entry in reactions.items():
-            if isinstance(entry, dict) and entry.get("name"):
-                names.setdefault(int(rid), str(entry["name"]))
-    return names
 
 
 def load_structures(
@@ -37,15 +28,18 @@ def load_structures(
     fmt: Optional[str] = None,
     kinds: Optional[Sequence[str]] = None,
     max_structures: Optional[int] = None,
+    physics: Optional[PhysicsCheck] = None,
     **options: Any,
 ) -> Tuple[List[Atoms], Dict[int, str], str]:
-    """Read and validate reference structures.
+    """Read and validate reference structures, as strictly as ``spkhess-convert``
+    (shapes, finite values, symmetry, sum rules against the forces).
 
     Args:
         paths: input files of one format.
         fmt: format (guessed if None), as for ``spkhess-convert``.
         kinds: keep only these kinds (e.g. ``["ts", "irc"]``).
         max_structures: keep at most this many (after the kind filter).
+        physics: the physics check (default: on, raising on failure).
         **options: reader options (``energy_unit``, ``distance_unit``, ...).
 
     Returns:
@@ -55,10 +49,12 @@ def load_structures(
         ConversionError / HessianDataError: unreadable or malformed input.
     """
     source = open_source(list(paths), fmt, **options)
+    physics = physics or PhysicsCheck()
     wanted = set(kinds) if kinds else None
     structures: List[Atoms] = []
     for i, record in enumerate(source.records):
-        record, _ = validate_record(record, source.name, i)
+        record, _ = validate_record(record)
+        physics(record, source.units)
         if wanted is not None and record.kind not in wanted:
             continue
         atoms = record_to_atoms(record, source.units)

@@ -139,7 +139,7 @@ def test_elements_the_model_never_saw_are_one_clear_line(runs, capsys):
     root, _ = runs
     h2s = molecule("SH2")
     h2s.calc = SinglePointCalculator(h2s, energy=-10.0, forces=np.zeros((3, 3)))
-    h2s.info.update(kind="reactant", reaction=0, hessian=np.zeros((9, 9)))
+    h2s.info.update(kind="reactant", reaction=0, hessian=None)
     data = root / "h2s.h5"
     write(data, [h2s])
     assert main([str(root / "runs/ef"), str(data), "-o", str(root / "x")]) == 2

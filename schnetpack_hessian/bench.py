@@ -36,7 +36,7 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import Hessian, HessianOutput
-from schnetpack_hessian.nn import SmoothstepCutoff
+from schnetpack_hessian.models import build_potential
 from schnetpack_hessian.testing import build_batch
 
 __all__ = [
@@ -152,54 +152,39 @@ def _alkane(n_carbon: int) -> Atoms:
 
 
 def build_model(cfg: BenchConfig) -> spk.model.NeuralNetworkPotential:
-    """The PaiNN/SchNet energy model with the output modules of ``cfg.kind``."""
-    radial = spk.nn.GaussianRBF(n_rbf=20, cutoff=cfg.cutoff)
-    cutoff_fn = SmoothstepCutoff(cfg.cutoff)
-    if cfg.representation == "painn":
-        rep = spk.representation.PaiNN(
-            n_atom_basis=cfg.features,
-            n_interactions=cfg.interactions,
-            radial_basis=radial,
-            cutoff_fn=cutoff_fn,
-            epsilon=1e-4,
-        )
-    else:
-        rep = spk.representation.SchNet(
-            n_atom_basis=cfg.features,
-            n_interactions=cfg.interactions,
-            radial_basis=radial,
-            cutoff_fn=cutoff_fn,
-        )
-    outputs: List[torch.nn.Module] = [
-        spk.atomistic.Atomwise(n_in=cfg.features, output_key="energy")
-    ]
+    """The shipped PaiNN/SchNet config (:func:`~schnetpack_hessian.models.build_potential`,
+    20 radial functions) with the output module of ``cfg.kind``."""
     if cfg.kind == "ef":
-        outputs.append(spk.atomistic.Forces())
+        derivative: torch.nn.Module = spk.atomistic.Forces()
     elif cfg.kind == "response":
-        outputs.append(spk.atomistic.Response("energy", ["forces", "hessian"]))
+        derivative = spk.atomistic.Response("energy", ["forces", "hessian"])
     elif cfg.kind == "full":
-        outputs.append(
-            Hessian(
-                mode="full",
-                passes=dict(
-                    chunk_size=cfg.chunk_size,
-                    memory_efficient=cfg.memory_efficient,
-                    retain_mb=cfg.retain_mb,
-                ),
-                invariance=cfg.invariance,
-            )
+        derivative = Hessian(
+            mode="full",
+            passes=dict(
+                chunk_size=cfg.chunk_size,
+                memory_efficient=cfg.memory_efficient,
+                retain_mb=cfg.retain_mb,
+            ),
+            invariance=cfg.invariance,
         )
     elif cfg.kind in ("hvp", "rows"):
         probe = "rows" if cfg.kind == "rows" else "gaussian"
-        outputs.append(Hessian(mode="hvp", n_probes=cfg.n_probes, probe=probe, seed=0))
+        derivative = Hessian(mode="hvp", n_probes=cfg.n_probes, probe=probe, seed=0)
     else:
         raise ValueError(f"unknown benchmark kind {cfg.kind!r}")
-    model = spk.model.NeuralNetworkPotential(
-        representation=rep,
-        input_modules=[spk.atomistic.PairwiseDistances()],
-        output_modules=outputs,
+    return build_potential(
+        cfg.representation,
+        [derivative],
+        cutoff=cfg.cutoff,
+        n_atom_basis=cfg.features,
+        n_interactions=cfg.interactions,
+        n_rbf=20,
+        smooth=True,
+        dtype=getattr(torch, cfg.dtype),
+        device=cfg.device,
+        seed=None,
     )
-    return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
 
 
 def _batch(cfg: BenchConfig) -> Dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ import schnetpack.transform as trn
 from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import energy_gradient
 from schnetpack_hessian.layout import square_to_blocks
-from schnetpack_hessian.nn import SmoothstepCutoff
+from schnetpack_hessian.models import build_potential
 
 __all__ = [
     "reference_molecules",
@@ -33,6 +33,7 @@ __all__ = [
     "hessian_loss_gradients",
     "energy_and_gradient",
     "run_spktrain",
+    "graph_functions",
 ]
 
 
@@ -79,43 +80,29 @@ def make_potential(
     dtype: torch.dtype = torch.float64,
     seed: int = 0,
 ) -> spk.model.NeuralNetworkPotential:
-    """A small SchNet or PaiNN energy model followed by ``output_modules``.
+    """A small float64 SchNet or PaiNN energy model followed by ``output_modules``
+    (:func:`~schnetpack_hessian.models.build_potential` with the tests' defaults:
+    SchNetPack's plain cutoff and epsilon unless ``smooth``, 12 radial functions).
 
     Args:
         representation: ``"painn"`` or ``"schnet"``.
         output_modules: modules after the energy ``Atomwise`` (e.g. ``Hessian``).
-        smooth: use the C² :class:`SmoothstepCutoff` instead of ``CosineCutoff``.
-        epsilon: PaiNN's norm epsilon (SchNetPack's default 1e-8 when None).
+        smooth: the shipped C² cutoff and PaiNN epsilon instead of SchNetPack's.
+        epsilon: PaiNN's norm epsilon, overriding ``smooth``'s.
         seed: torch seed for the initial weights.
     """
-    torch.manual_seed(seed)
-    cutoff_fn = SmoothstepCutoff(cutoff) if smooth else spk.nn.CosineCutoff(cutoff)
-    radial = spk.nn.GaussianRBF(n_rbf=12, cutoff=cutoff)
-    if representation == "painn":
-        kwargs = {} if epsilon is None else {"epsilon": epsilon}
-        rep = spk.representation.PaiNN(
-            n_atom_basis=n_atom_basis,
-            n_interactions=n_interactions,
-            radial_basis=radial,
-            cutoff_fn=cutoff_fn,
-            **kwargs,
-        )
-    elif representation == "schnet":
-        rep = spk.representation.SchNet(
-            n_atom_basis=n_atom_basis,
-            n_interactions=n_interactions,
-            radial_basis=radial,
-            cutoff_fn=cutoff_fn,
-        )
-    else:
-        raise ValueError(f"unknown representation {representation!r}")
-    model = spk.model.NeuralNetworkPotential(
-        representation=rep,
-        input_modules=[spk.atomistic.PairwiseDistances()],
-        output_modules=[spk.atomistic.Atomwise(n_in=n_atom_basis, output_key="energy")]
-        + list(output_modules or []),
+    return build_potential(
+        representation,
+        output_modules,
+        cutoff=cutoff,
+        n_atom_basis=n_atom_basis,
+        n_interactions=n_interactions,
+        n_rbf=12,
+        smooth=smooth,
+        epsilon=epsilon,
+        dtype=dtype,
+        seed=seed,
     )
-    return model.to(dtype)
 
 
 def _forces(model: torch.nn.Module, batch: Dict[str, torch.Tensor], key: str):
@@ -227,3 +214,17 @@ def run_spktrain(
         text=True,
         timeout=timeout,
     )
+
+
+def graph_functions(tensor: torch.Tensor) -> set:
+    """Names of every autograd function in the graph of ``tensor`` (e.g. to check that
+    ``_MemoryBoundedRowsBackward``, the recomputing backward, is really used)."""
+    names, seen, stack = set(), set(), [tensor.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names

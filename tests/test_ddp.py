@@ -7,7 +7,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from schnetpack_hessian import Hessian, HessianOutput, properties
-from schnetpack_hessian.testing import build_batch, make_potential, reference_molecules
+from schnetpack_hessian.testing import (
+    build_batch,
+    graph_functions,
+    make_potential,
+    reference_molecules,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +40,20 @@ def loss_of(model, batch):
     return loss
 
 
-def worker(rank, init_file, memory_efficient, out_file):
+#: pass settings under test: every graph kept, every graph recomputed in the backward,
+#: and a budget that keeps the first chunk and recomputes the rest
+PASSES = {
+    "keep": {"chunk_size": 3, "memory_efficient": False},
+    "recompute": {"chunk_size": 3, "retain_mb": 0.0},
+    "split": {"chunk_size": 3, "retain_mb": 0.02},
+}
+
+
+def worker(rank, init_file, passes, out_file):
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
     )
-    hessian = Hessian(
-        mode="full",
-        passes={"chunk_size": 3, "memory_efficient": memory_efficient},
-    )
+    hessian = Hessian(mode="full", passes=PASSES[passes])
     model = make_potential("painn", [hessian])
     # plain DDP does not all-reduce when forward calls autograd.grad (forces)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -53,21 +64,20 @@ def worker(rank, init_file, memory_efficient, out_file):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("memory_efficient", [True, False])
-def test_ddp_gradients_equal_the_single_process_average(memory_efficient, tmp_path):
+@pytest.mark.parametrize("passes", list(PASSES))
+def test_ddp_gradients_equal_the_single_process_average(passes, tmp_path):
+    """DDP over two processes, whatever the memory bound, equals single-process
+    training with every graph kept."""
+    probe = make_potential("painn", [Hessian(mode="full", passes=PASSES[passes])])
+    hessian = probe.train()(dict(shard_batches()[0]))[properties.hessian]
+    assert ("_MemoryBoundedRowsBackward" in graph_functions(hessian)) == (
+        passes != "keep"
+    )
     out_file = tmp_path / "grads.pt"
-    args = (str(tmp_path / "init"), memory_efficient, str(out_file))
+    args = (str(tmp_path / "init"), passes, str(out_file))
     mp.spawn(worker, args=args, nprocs=2)
     ddp_grads = torch.load(out_file)
-    model = make_potential(
-        "painn",
-        [
-            Hessian(
-                mode="full",
-                passes={"chunk_size": 3, "memory_efficient": memory_efficient},
-            )
-        ],
-    )
+    model = make_potential("painn", [Hessian(mode="full", passes=PASSES["keep"])])
     total = sum(loss_of(model, b) for b in shard_batches()) / 2
     total.backward()
     for name, p in model.named_parameters():

@@ -21,7 +21,9 @@ def test_setup_section_has_the_install_and_test_commands():
         'pip install ".[test]" && python -m pytest',
     ]
     ci = (README.parent / ".ci" / "run").read_text()
-    assert 'pip install ".[test]" && run_suite' in ci
+    # CI runs the same two steps, each of which fails the script under set -e
+    assert "set -euo pipefail" in ci
+    assert '\npip install ".[test]"\nrun_suite "plain install"\n' in ci
 
 
 @pytest.mark.integration

@@ -16,6 +16,7 @@ from schnetpack_hessian.testing import (
     clone_batch,
     energy_and_gradient,
     finite_difference_hessian,
+    graph_functions,
     hessian_loss_gradients,
     make_potential,
 )
@@ -90,20 +91,30 @@ def test_every_symmetry_gives_the_hessian_of_all_rows(rep, invariance, shapes, b
         torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("efficient", [True, False])
-def test_rigid_columns_train_through_the_forces(efficient, batch):
-    """Parameter gradients of a Hessian loss do not depend on the symmetry used."""
+@pytest.mark.parametrize(
+    "passes",
+    [
+        {"chunk_size": 4, "memory_efficient": False},  # every graph kept
+        {"chunk_size": 4, "retain_mb": 0.0},  # every graph recomputed in the backward
+        {"chunk_size": 4, "retain_mb": 0.02},  # first chunk kept, the rest recomputed
+    ],
+)
+def test_rigid_columns_train_through_the_forces(passes, batch):
+    """Parameter gradients of a Hessian loss equal those of all-rows training with
+    every graph kept, whatever the symmetry and the memory bound."""
+    module = Hessian(passes=passes, invariance="rigid")
+    hessian = make_potential("painn", [module]).train()(clone_batch(batch))
+    bounded = "_MemoryBoundedRowsBackward" in graph_functions(
+        hessian[properties.hessian]
+    )
+    assert bounded == passes.get("memory_efficient", True)
     target = torch.randn(int((batch[P.n_atoms] ** 2).sum()), 3, 3, dtype=torch.float64)
+    reference = Hessian(passes={"memory_efficient": False}, invariance="none")
     grads = [
         hessian_loss_gradients(
-            Hessian(
-                passes={"chunk_size": 4, "memory_efficient": efficient},
-                invariance=invariance,
-            ),
-            batch,
-            target,
-        )
-        for invariance in ("rigid", "none")
+            Hessian(passes=passes, invariance="rigid"), batch, target
+        ),
+        hessian_loss_gradients(reference, batch, target),
     ]
     assert grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():

@@ -257,18 +257,23 @@ def _repeat(call: Callable[[], object], cfg: BenchConfig) -> List[float]:
 
 
 def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
-    """Median training-step time (s) and memory (MiB) of one configuration."""
+    """Median training-step time (s) and memory (MiB) of one configuration, with the
+    last step's loss and parameter-gradient norm (a step that trains nothing shows)."""
     model = build_model(cfg).train()
     outputs = _outputs(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     batch = _batch(cfg)
     targets = {k: batch[k] for k in ("energy", "forces", "hessian")}
+    last: Dict[str, float] = {}
 
     def step() -> None:
         optimizer.zero_grad()
         pred = model(dict(batch))
         loss = sum(o.calculate_loss(pred, targets) for o in outputs)
         loss.backward()
+        grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+        last["loss"] = float(loss)
+        last["grad_norm"] = float(torch.stack(grads).norm()) if grads else 0.0
         optimizer.step()
 
     if cfg.device.startswith("cuda"):
@@ -279,6 +284,8 @@ def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
         "step_s": statistics.median(times),
         "step_s_min": min(times),
         "n_atoms_total": int(batch[spk_properties.n_atoms].sum()),
+        "loss": last["loss"],
+        "grad_norm": last["grad_norm"],
     }
     if cfg.device.startswith("cuda"):
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -198,14 +198,21 @@ def energy_and_gradient(
 
 
 def run_spktrain(
-    args: Sequence[str], cwd: Path, timeout: float = 900
+    args: Sequence[str],
+    cwd: Path,
+    timeout: float = 900,
+    env: Optional[Dict[str, str]] = None,
 ) -> "subprocess.CompletedProcess[str]":
     """Run the ``spktrain`` of this interpreter's environment in ``cwd`` (created),
-    single-threaded, with Hydra's full errors; output captured as text."""
+    single-threaded, with Hydra's full errors; output captured as text.
+
+    Args:
+        env: extra environment variables on top of the current environment.
+    """
     cwd = Path(cwd)
     cwd.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("spktrain")
-    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1", **(env or {}))
     return subprocess.run(
         [str(exe), *args],
         cwd=cwd,

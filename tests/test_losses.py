@@ -1,14 +1,18 @@
 """HessianOutput: normalisation, HVP estimator, masking, gradients, metrics."""
 
+import math
+
 import pytest
 import torch
 
+import schnetpack as spk
 import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, HessianOutput, properties
+from schnetpack_hessian.hessian import PassPlan, hessian_rows, sample_probes
 from schnetpack_hessian.layout import blocks_to_square
-from schnetpack_hessian.losses import HessianMAE, HessianRMSE
-from schnetpack_hessian.testing import clone_batch, make_potential
+from schnetpack_hessian.losses import HessianMAE, HessianRMSE, hessian_errors
+from schnetpack_hessian.testing import clone_batch, energy_and_gradient, make_potential
 
 
 def perturbed_target(model, batch, scale=0.3, seed=1):
@@ -214,3 +218,91 @@ def test_wrong_target_shape_is_reported(batch):
         HessianOutput().calculate_loss(
             pred, {properties.hessian: torch.zeros(3 * n, 3 * n)}
         )
+
+
+def _exact_hvp_loss(model_rep, batch, probes):
+    """HVP loss of ``probes`` (k, ΣN, 3) on a model, and the full loss, same target."""
+    full = make_potential(model_rep, [Hessian(mode="full")])
+    target, _ = perturbed_target(full, batch)
+    inputs, gradient = energy_and_gradient(make_potential(model_rep, []).eval(), batch)
+    hvp = hessian_rows(gradient, inputs[P.R], probes, PassPlan(create_graph=False))
+    pred = {
+        properties.hessian_hvp: hvp,
+        properties.hessian_probes: probes,
+        P.n_atoms: batch[P.n_atoms],
+    }
+    hvp_loss = HessianOutput().calculate_loss(pred, {properties.hessian: target})
+    full_loss = HessianOutput().calculate_loss(
+        full.eval()(clone_batch(batch)), {properties.hessian: target}
+    )
+    return hvp_loss, full_loss
+
+
+def test_row_probes_covering_every_row_give_the_exact_loss(batch):
+    """k a multiple of every molecule's 3N: each row is probed equally often, so the
+    HVP estimate with its 1/(3N) scaling is the exact full MSE, not only on average."""
+    n_rows = (3 * batch[P.n_atoms]).tolist()  # 9, 15, 24, 9
+    k = math.lcm(*n_rows)
+    probes = sample_probes("rows", k, batch[P.n_atoms], torch.float64)
+    hvp_loss, full_loss = _exact_hvp_loss("schnet", batch, probes)
+    torch.testing.assert_close(hvp_loss, full_loss, rtol=1e-12, atol=0)
+
+
+def test_hadamard_balanced_rademacher_probes_give_the_exact_loss(batch):
+    """Rademacher probes from the rows of a Hadamard matrix have Σ v vᵀ = k I exactly,
+    so the isotropic 1/(9N²) scaling reproduces the full MSE exactly."""
+    n_atoms = batch[P.n_atoms]
+    k = 32  # ≥ 3·max(N) = 24
+    hadamard = torch.ones(1, 1, dtype=torch.float64)
+    while hadamard.shape[0] < k:
+        hadamard = torch.cat(
+            [torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)]
+        )
+    probes = torch.cat(
+        [hadamard[:, : 3 * n].reshape(k, n, 3) for n in n_atoms.tolist()], dim=1
+    )
+    hvp_loss, full_loss = _exact_hvp_loss("painn", batch, probes)
+    torch.testing.assert_close(hvp_loss, full_loss, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("rep", ["schnet", "painn"])
+def test_loss_gradients_equal_those_through_schnetpack_response(rep, batch):
+    """The parameter gradients of the Hessian loss are those SchNetPack's own
+    ``Response`` Hessian gives (same weights, same target)."""
+    target, _ = perturbed_target(make_potential(rep, [Hessian(mode="full")]), batch)
+    grads = []
+    for module in (
+        Hessian(mode="full"),
+        spk.atomistic.Response("energy", [P.forces, properties.hessian]),
+    ):
+        model = make_potential(rep, [module]).train()
+        pred = model(clone_batch(batch))
+        pred.setdefault(P.n_atoms, batch[P.n_atoms])
+        HessianOutput().calculate_loss(pred, {properties.hessian: target}).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[0].values())
+    for name, g in grads[0].items():
+        if g is None:
+            assert grads[1][name] is None or not grads[1][name].any()
+        else:
+            torch.testing.assert_close(g, grads[1][name], rtol=1e-9, atol=1e-13)
+
+
+def test_hvp_masking_keeps_every_other_molecules_error(batch):
+    """With fixed probes, a molecule without Hessian leaves the per-molecule errors of
+    the others unchanged and drops out of the mean."""
+    model = make_potential(
+        "painn", [Hessian(mode="hvp", probe="gaussian", n_probes=3, seed=5)]
+    )
+    target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
+    pred = model.train()(clone_batch(batch))
+    first = int(batch[P.n_atoms][0]) ** 2
+    masked = target.clone()
+    masked[:first] = float("nan")
+    complete = hessian_errors(pred, target)
+    partial = hessian_errors(pred, masked)
+    assert partial.valid.tolist() == [False, True, True, True]
+    torch.testing.assert_close(partial.sse[1:], complete.sse[1:], rtol=1e-12, atol=0)
+    loss = HessianOutput().calculate_loss(pred, {properties.hessian: masked})
+    expected = (partial.sse[1:] / partial.n_entries[1:]).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)

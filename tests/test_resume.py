@@ -8,15 +8,13 @@ command must continue from the checkpoint of the first epoch, also when every
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from schnetpack_hessian.data import write
 from schnetpack_hessian.data.testing import make_atoms
+from schnetpack_hessian.testing import run_spktrain
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +48,6 @@ class KillOnce(Callback):
 '''
 
 
-def _spktrain(args, cwd, env):
-    exe = Path(sys.executable).with_name("spktrain")
-    return subprocess.run(
-        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-
-
 @pytest.mark.parametrize("weights_only", [False, True])
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, weights_only):
     data = tmp_path / "reactive.h5"
@@ -64,9 +55,6 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, weights_only):
     (tmp_path / "killer.py").write_text(KILLER)
     marker = tmp_path / "killed"
     env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        HYDRA_FULL_ERROR="1",
         PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
         TORCH_FORCE_WEIGHTS_ONLY_LOAD="1" if weights_only else "0",
     )
@@ -85,14 +73,14 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, weights_only):
         "+callbacks.kill.batch=1",
         f"+callbacks.kill.marker={marker}",
     ]
-    first = _spktrain(command, tmp_path, env)
+    first = run_spktrain(command, tmp_path, env=env)
     assert first.returncode == 137, first.stderr[-3000:]
     run = tmp_path / "runs" / "resume"
     last = run / "checkpoints" / "last.ckpt"
     assert last.exists()
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
 
-    second = _spktrain(command, tmp_path, env)
+    second = run_spktrain(command, tmp_path, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming from checkpoint" in second.stdout + second.stderr
     # epochs 0 and 1 (killed) ran first; the rerun repeats only the killed epoch

@@ -1,11 +1,16 @@
 """spktrain finds the plugin's experiments and trains E+F+H end to end (integration)."""
 
+import csv
 import json
 
 import pytest
+import torch
 
 from schnetpack_hessian.data import write
 from schnetpack_hessian.data.testing import make_atoms
+from schnetpack_hessian import Hessian, properties
+from schnetpack_hessian.hessian import was_computed
+from schnetpack_hessian.testing import build_batch, reference_molecules
 from schnetpack_hessian.testing import run_spktrain as spktrain
 
 pytestmark = pytest.mark.integration
@@ -50,6 +55,21 @@ def test_spktrain_experiment_trains_tests_and_reports(
     assert report["units"]["hessian"] == "kcal/mol/Ang/Ang"
     assert (runs[0] / "best_model").exists()
     assert "Errors on held-out geometries" in result.stdout
+    # validation loss falls
+    (metrics,) = runs[0].glob("csv/**/metrics.csv")
+    with open(metrics) as f:
+        val = [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
+    assert len(val) == 2 and val[1] < val[0]
+    # only E+F+H computes second derivatives in training, every model in evaluation
+    model = torch.load(runs[0] / "best_model", weights_only=False)
+    module = next(m for m in model.modules() if isinstance(m, Hessian))
+    trained_on = "none" if experiment == "reactive_ef" else mode
+    assert module.schedule.training == trained_on
+    assert module.schedule.evaluation == "full"
+    out = model.train()(build_batch(reference_molecules(), dtype=torch.float32))
+    key = properties.hessian if mode == "full" else properties.hessian_hvp
+    assert was_computed(out, key) == (trained_on != "none")
+    assert out[properties.hessian].requires_grad == (trained_on == "full")
 
 
 def test_spktrain_ddp_on_two_cpu_processes(training_file, tmp_path):

@@ -80,3 +80,39 @@ def test_deepmd_bad_shapes(tmp_path, deepmd_system):
     (folder / "water-ish" / "type_map.raw").unlink()
     with pytest.raises(ConversionError, match="type_map.raw missing"):
         list(open_source([folder], "deepmd").records)
+
+
+def test_written_deepmd_reads_back_with_numpy_alone(tmp_path, deepmd_system):
+    """Checked by an independent reader: np.load of the written arrays, with the
+    kcal/mol → eV factor applied by hand, and the type map and type list as text."""
+    from ase import units as ase_units
+
+    from schnetpack_hessian.convert import deepmd
+    from schnetpack_hessian.data import convert_record, derived_units
+
+    folder, recs = deepmd_system  # eV, Å
+    kcal = derived_units("kcal/mol", "Ang")
+    to_kcal = ase_units.mol / ase_units.kcal
+    src = open_source([folder])
+    records = [convert_record(r, src.units, kcal) for r in src.records]
+    out = tmp_path / "written"
+    deepmd.write(out, records, kcal)
+    (system,) = out.glob("sys-*")
+    type_map = (system / "type_map.raw").read_text().split()
+    types = [int(t) for t in (system / "type.raw").read_text().split()]
+    assert [type_map[t] for t in types] == ["O", "H", "C", "H"]  # file order kept
+    with_h = system / "set.000"
+    assert (with_h / "hessian.npy").exists()
+    energy = np.load(with_h / "energy.npy")
+    force = np.load(with_h / "force.npy")
+    coord = np.load(with_h / "coord.npy")
+    hessian = np.load(with_h / "hessian.npy")
+    assert hessian.shape == (3, 9 * 16)
+    for k, rec in enumerate(records[:3]):
+        np.testing.assert_allclose(energy[k], rec.energy / to_kcal, rtol=1e-13)
+        np.testing.assert_allclose(force[k], rec.forces.ravel() / to_kcal, rtol=1e-13)
+        np.testing.assert_allclose(coord[k], rec.positions.ravel(), rtol=1e-13)
+        np.testing.assert_allclose(
+            hessian[k], rec.hessian.ravel() / to_kcal, rtol=1e-13
+        )
+        np.testing.assert_allclose(hessian[k], recs[k].hessian.ravel(), rtol=1e-12)

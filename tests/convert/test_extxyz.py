@@ -100,3 +100,32 @@ def test_reaction_names_survive_extxyz_export(tmp_path, path_records):
         atoms = list(iread(path))
         assert [a.info["reaction_name"] for a in atoms] == names
         assert [a.info["reaction"] for a in atoms] == [0, 1, 0]
+
+
+@pytest.mark.parametrize("per_atom", [False, True])
+def test_written_extxyz_reads_back_with_ase_alone(tmp_path, path_records, per_atom):
+    """Checked by an independent reader: ase.io.read sees the energy, forces, labels,
+    units and the Hessian (flattened in the comment line or as a per-atom array)."""
+    from ase.io import read as ase_read
+
+    from schnetpack_hessian.convert import extxyz
+    from schnetpack_hessian.data import derived_units
+
+    units = derived_units("kcal/mol", "Ang")
+    out = tmp_path / "frames.xyz"
+    extxyz.write(out, path_records, units, per_atom=per_atom)
+    frames = ase_read(out, index=":", format="extxyz")
+    assert len(frames) == len(path_records)
+    for atoms, rec in zip(frames, path_records):
+        n = len(atoms)
+        np.testing.assert_array_equal(atoms.numbers, rec.numbers)
+        np.testing.assert_allclose(atoms.positions, rec.positions, rtol=1e-12)
+        np.testing.assert_allclose(atoms.get_potential_energy(), rec.energy, rtol=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), rec.forces, rtol=1e-12)
+        if per_atom:
+            hessian = atoms.arrays["hessian"].reshape(3 * n, 3 * n)
+        else:
+            hessian = np.asarray(atoms.info["hessian"]).reshape(3 * n, 3 * n)
+        np.testing.assert_allclose(hessian, rec.hessian, rtol=1e-12)
+        assert atoms.info["energy_unit"] == "kcal/mol"
+        assert atoms.info["kind"] == rec.kind and atoms.info["reaction"] == rec.reaction

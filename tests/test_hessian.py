@@ -1,5 +1,7 @@
 """The Hessian output module: exactness, layout, modes, errors."""
 
+import pickle
+
 import pytest
 import torch
 
@@ -9,7 +11,10 @@ import schnetpack.properties as P
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import (
     CPU_VECTORIZE_MAX_PAIRS,
+    HessianSchedule,
     PassPlan,
+    PassSettings,
+    was_computed,
     HessianError,
     hessian_rows,
     row_seeds,
@@ -279,4 +284,65 @@ def test_passes_are_vectorised_on_small_cpu_batches_only(molecules, batch):
     assert settings(Hessian(passes={"vectorize": True, "chunk_size": 3}), many) == (
         True,
         3,
+    )
+
+
+def test_schedule_decides_the_outputs_and_what_each_phase_computes(batch):
+    module = Hessian(mode="hvp", n_probes=2, schedule={"training": True})
+    assert module.schedule == HessianSchedule(training="hvp", evaluation="hvp")
+    assert properties.hessian not in module.model_outputs
+    model = make_potential("schnet", [module])
+    out = model.eval()(clone_batch(batch))
+    assert was_computed(out, properties.hessian_hvp)
+    assert properties.hessian not in out
+    module.set_schedule(evaluation="full")
+    model.collect_outputs()
+    assert properties.hessian in module.model_outputs
+    out = model.eval()(clone_batch(batch))
+    assert was_computed(out, properties.hessian) and was_computed(
+        out, properties.hessian_hvp
+    )
+    out = model.train()(clone_batch(batch))
+    assert not was_computed(out, properties.hessian)  # placeholder in training
+    assert was_computed(out, properties.hessian_hvp)
+    module.set_schedule(training="none")
+    out = model.train()(clone_batch(batch))
+    assert not was_computed(out, properties.hessian_hvp)
+    assert out[P.forces].requires_grad  # E+F training still works
+
+
+def test_deprecated_keywords_map_to_schedule_and_passes():
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        module = Hessian(mode="hvp", full_in_eval=True, in_training=False, chunk_size=3)
+    assert module.schedule == HessianSchedule(training="none", evaluation="full")
+    assert module.passes == PassSettings(chunk_size=3)
+    with pytest.warns(DeprecationWarning):
+        full = Hessian(mode="full", retain_mb=0.0, vectorize=False)
+    assert full.passes.retain_bytes == 0 and full.passes.vectorize is False
+    with pytest.raises(TypeError, match="unexpected"):
+        Hessian(mode="full", chunks=3)
+
+
+def test_modules_pickled_by_earlier_releases_load_with_their_meaning(batch):
+    """A module whose state holds the old flags unpickles into the schedule they
+    meant, and computes the same Hessian."""
+    module = Hessian(mode="hvp", n_probes=1, schedule={"evaluation": "full"})
+    state = dict(module.__dict__)
+    del state["schedule"], state["passes"]
+    state.update(in_training=False, full_in_eval=True, chunk_size=2, vectorize=False,
+                 memory_efficient=True, retain_mb=128.0)  # fmt: skip
+    old = Hessian.__new__(Hessian)
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.schedule == HessianSchedule(training="none", evaluation="full")
+    assert restored.passes == PassSettings(
+        chunk_size=2, vectorize=False, memory_efficient=True, retain_mb=128.0
+    )
+    reference = make_potential("painn", [Hessian(mode="full")]).eval()
+    model = make_potential("painn", [restored]).eval()
+    torch.testing.assert_close(
+        model(clone_batch(batch))[properties.hessian],
+        reference(clone_batch(batch))[properties.hessian],
+        rtol=0,
+        atol=1e-12,
     )

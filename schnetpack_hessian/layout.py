@@ -18,6 +18,7 @@ __all__ = [
     "square_to_blocks",
     "blocks_to_square",
     "n_atoms_from_blocks",
+    "split_squares",
     "atom_offsets",
     "molecule_index",
     "local_atom_index",
@@ -64,6 +65,23 @@ def blocks_to_square(blocks: ArrayLike) -> ArrayLike:
     else:
         h = np.swapaxes(h, -3, -2)
     return h.reshape(lead + (3 * n, 3 * n))
+
+
+def split_squares(blocks: ArrayLike, n_atoms) -> list:
+    """A packed batch Hessian ``(ΣN², 3, 3)`` → one ``(3N, 3N)`` matrix per molecule.
+
+    Args:
+        blocks: the batch's Hessian in block layout.
+        n_atoms: atoms per molecule (sequence or tensor).
+    """
+    sizes = [int(n) * int(n) for n in n_atoms]
+    if sum(sizes) != blocks.shape[0]:
+        raise ValueError(
+            f"{blocks.shape[0]} Hessian blocks do not match molecules of "
+            f"{[int(n) for n in n_atoms]} atoms ({sum(sizes)} blocks)"
+        )
+    bounds = np.cumsum([0] + sizes)
+    return [blocks_to_square(blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import schnetpack.transform as trn
 
 from schnetpack_hessian.calculator import hessians_computed
 from schnetpack_hessian.evaluation.model import EvaluationModel
-from schnetpack_hessian.layout import blocks_to_square
+from schnetpack_hessian.layout import split_squares
 
 __all__ = ["Prediction", "predict"]
 
@@ -36,12 +36,6 @@ class Prediction:
     energy: float
     forces: np.ndarray
     hessian: Optional[np.ndarray]
-
-
-def _split_blocks(blocks: np.ndarray, n_atoms: Sequence[int]) -> List[np.ndarray]:
-    """``(ΣN², 3, 3)`` batch Hessian → one ``(3N, 3N)`` matrix per molecule."""
-    bounds = np.cumsum([0] + [n * n for n in n_atoms])
-    return [blocks_to_square(blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def predict(
@@ -89,7 +83,7 @@ def predict(
         hessians: List[Optional[np.ndarray]] = [None] * len(chunk)
         if hessian:
             blocks = results[model.hessian_key].detach().cpu().numpy()
-            hessians = [m * h for m in _split_blocks(blocks, n_atoms)]
+            hessians = [m * h for m in split_squares(blocks, n_atoms)]
         for k in range(len(chunk)):
             out.append(
                 Prediction(

@@ -15,7 +15,7 @@ import csv
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import READERS, ConversionError
@@ -29,6 +29,7 @@ from schnetpack_hessian.evaluation.model import (
 )
 from schnetpack_hessian.evaluation.plots import write_plots
 from schnetpack_hessian.evaluation.report import (
+    group_table,
     summary_table,
     write_metrics,
     write_report_md,
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="MODEL",
         help="evaluate several models side by side (named after their run directories)",
+    )
+    p.add_argument(
+        "--groups",
+        nargs="+",
+        metavar="NAME=MODEL,MODEL",
+        help="also report mean ± sd over groups of the compared models (e.g. seeds): "
+        "ef=ef,ef_s2,ef_s3 efh=efh,efh_s2",
     )
     p.add_argument("-o", "--output", default="eval", help="output directory")
     p.add_argument("--format", choices=list(READERS), help="data format (guessed)")
@@ -159,15 +167,42 @@ def _write_ts_csv(path: Path, reports) -> None:
                 writer.writerow(row)
 
 
+def parse_groups(specs: Optional[Sequence[str]]) -> Dict[str, List[str]]:
+    """``["ef=a,b", ...]`` → ``{"ef": ["a", "b"], ...}``.
+
+    Raises:
+        EvaluationError: a spec without ``=`` or without members.
+    """
+    groups: Dict[str, List[str]] = {}
+    for spec in specs or []:
+        name, sep, members = spec.partition("=")
+        names = [m for m in members.split(",") if m]
+        if not sep or not name or not names:
+            raise EvaluationError(
+                f"--groups {spec!r}: expected NAME=MODEL,MODEL (model names as in the "
+                "table)"
+            )
+        groups[name] = names
+    return groups
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write every output file, print the table; returns the exit code."""
+    groups = parse_groups(args.groups)
     models, data = split_models_and_data(args.paths, args.compare)
+    model_names = _unique_names(models)
+    for group, members in groups.items():
+        unknown = [m for m in members if m not in model_names]
+        if unknown:
+            raise EvaluationError(
+                f"--groups {group}: {unknown} are not among the models {model_names}"
+            )
     options = {}
     if args.data_energy_unit:
         options["energy_unit"] = args.data_energy_unit
     if args.data_distance_unit:
         options["distance_unit"] = args.data_distance_unit
-    structures, names, source = load_structures(
+    structures, reaction_names, source = load_structures(
         data, args.format, args.kinds, args.max_structures, **options
     )
     if not structures:
@@ -188,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     reports = []
-    for path, name in zip(models, _unique_names(models)):
+    for path, name in zip(models, model_names):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             model = load_model(
@@ -204,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                 model,
                 structures,
                 data_name=source,
-                reaction_names=names,
+                reaction_names=reaction_names,
                 ts_settings=ts_settings,
                 batch_size=args.batch_size,
                 imag_threshold=args.imag_threshold,
@@ -229,9 +264,12 @@ def run(args: argparse.Namespace) -> int:
     write_structures_csv(out / "structures.csv", reports)
     if ts_settings is not None:
         _write_ts_csv(out / "ts_searches.csv", reports)
+    grouped = group_table(reports, groups) if groups else ""
     plots = write_plots(reports, out)
-    write_report_md(out / "report.md", reports, plots, settings)
+    write_report_md(out / "report.md", reports, plots, settings, groups)
     print(summary_table(reports))
+    if grouped:
+        print("\nMean ± standard deviation over the models of each group:\n" + grouped)
     print(
         f"\nwritten to {out}/: metrics.json, structures.csv, report.md, "
         + ", ".join(plots.values())

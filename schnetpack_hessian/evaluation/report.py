@@ -9,7 +9,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ase import units
 
@@ -24,6 +24,7 @@ __all__ = [
     "write_metrics",
     "write_structures_csv",
     "summary_table",
+    "group_table",
     "write_report_md",
 ]
 
@@ -238,13 +239,86 @@ def summary_table(reports: Sequence[DownstreamReport], system: str = "kcal/mol")
     return "\n".join(lines)
 
 
+#: (label, where in a report, dimension) of the columns of :func:`group_table`.
+GROUP_COLUMNS = (
+    ("E MAE IRC", ("pooled", "kind", "irc", "energy_mae"), "energy"),
+    ("F MAE IRC", ("pooled", "kind", "irc", "forces_mae"), "force"),
+    ("H MAE IRC", ("pooled", "kind", "irc", "hessian_mae"), "hessian"),
+    ("E MAE NMS", ("pooled", "kind", "nms", "energy_mae"), "energy"),
+    ("F MAE NMS", ("pooled", "kind", "nms", "forces_mae"), "force"),
+    ("H MAE NMS", ("pooled", "kind", "nms", "hessian_mae"), "hessian"),
+    ("ν MAE", ("pooled", "all", "frequency_mae"), "cm-1"),
+    ("imag. ok", ("pooled", "all", "imaginary_count_accuracy"), "1"),
+    ("barrier fwd MAE", ("barrier_stats", "barrier_fwd_mae"), "energy"),
+    ("TS success, model H", ("ts_summary", "model_hessian", "success_rate"), "1"),
+    ("TS success, updates", ("ts_summary", "sella_updates", "success_rate"), "1"),
+)
+
+
+def _lookup(report: DownstreamReport, path: Sequence[str]) -> float:
+    value: object = getattr(report, path[0])
+    for key in path[1:]:
+        if not isinstance(value, Mapping) or key not in value:
+            return float("nan")
+        value = value[key]
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def group_table(
+    reports: Sequence[DownstreamReport],
+    groups: Mapping[str, Sequence[str]],
+    system: str = "kcal/mol",
+) -> str:
+    """Mean ± standard deviation over the models of each group (e.g. the seeds of one
+    training recipe), as a Markdown table.
+
+    Args:
+        reports: the evaluated models.
+        groups: group name → model names.
+        system: unit system of the table.
+
+    Raises:
+        KeyError: a group names a model that was not evaluated.
+    """
+    by_name = {r.model: r for r in reports}
+    table = UNIT_SYSTEMS[system]
+    head = " | ".join(
+        f"{label} ({table[dim][0]})" if dim != "1" else label
+        for label, _, dim in GROUP_COLUMNS
+    )
+    lines = [f"| group | n | {head} |", "|" + " --- |" * (len(GROUP_COLUMNS) + 2)]
+    for name, members in groups.items():
+        missing = [m for m in members if m not in by_name]
+        if missing:
+            raise KeyError(f"group {name!r}: no evaluated model named {missing}")
+        cells = []
+        for _, path, dim in GROUP_COLUMNS:
+            values = [_lookup(by_name[m], path) * table[dim][1] for m in members]
+            finite = [v for v in values if math.isfinite(v)]
+            if not finite:
+                cells.append("–")
+                continue
+            mean = sum(finite) / len(finite)
+            sd = (
+                math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+                if len(finite) > 1
+                else 0.0
+            )
+            digits = 0 if dim == "cm-1" else 2
+            cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}")
+        lines.append(f"| {name} | {len(members)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report_md(
     path: Path,
     reports: Sequence[DownstreamReport],
     plots: Mapping[str, str],
     settings: Mapping[str, object],
+    groups: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> None:
-    """``report.md``: the tables, the settings and the plots embedded."""
+    """``report.md``: the tables (and the group means with ``groups``), the settings
+    and the plots embedded."""
     lines = [
         "# Model evaluation",
         "",
@@ -267,6 +341,16 @@ def write_report_md(
         "",
         summary_table(reports),
         "",
+        *(
+            [
+                "Mean ± standard deviation over the models of each group:",
+                "",
+                group_table(reports, groups),
+                "",
+            ]
+            if groups
+            else []
+        ),
         "## Settings",
         "",
         "```json",

@@ -60,6 +60,7 @@ def test_compare_writes_every_file_and_one_table(runs, capsys):
     root, data = runs
     out = root / "compare"
     argv = ["--compare", str(root / "runs/ef"), str(root / "runs/efh"), str(data)]
+    argv += ["--groups", "all=ef,efh", "just_ef=ef"]
     assert main(argv + ["-o", str(out), "--no-progress"] + FAST_TS) == 0
     printed = capsys.readouterr().out
     for name in ("metrics.json", "structures.csv", "ts_searches.csv", "report.md"):
@@ -92,6 +93,19 @@ def test_compare_writes_every_file_and_one_table(runs, capsys):
     # one table: a line per model and set, then barriers and TS searches per model
     assert "| ef | all | 50 |" in printed and "| efh | all | 50 |" in printed
     assert "TS success, model H" in printed
+    # mean ± sd over groups of models, in the printout and the report
+    assert "| all | 2 |" in printed and "| just_ef | 1 |" in printed
+    assert "| all | 2 |" in report and " ± " in report
+    ef = metrics["models"]["ef"]["kcal/mol"]["pooled"]["kind"]["irc"]["energy_mae"]
+    assert f"| just_ef | 1 | {ef:.2f} ± 0.00 |" in printed
+
+
+def test_groups_naming_unknown_models_fail_before_evaluating(runs, capsys):
+    root, data = runs
+    argv = [str(root / "runs/ef"), str(data), "--groups", "x=ef,nope"]
+    assert main(argv + ["-o", str(root / "g")]) == 2
+    assert "['nope'] are not among the models ['ef']" in capsys.readouterr().err
+    assert not (root / "g").exists()
 
 
 def test_single_model_from_best_model_file_and_run_directory(runs, capsys):

@@ -28,6 +28,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path, dpi: int) -> Path:
+    """Lay out, write and close ``fig``; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _relative_energies(report: DownstreamReport):
     """Reference and model energies relative to the mean of their reaction (or
     formula, for unlabelled structures), kcal/mol."""
@@ -95,10 +103,7 @@ def parity_plot(reports: Sequence[DownstreamReport], path: Path) -> Path:
     axes[1].set_title("force components")
     axes[2].set_title("Hessian entries")
     axes[0].legend(fontsize=8, markerscale=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, 110)
 
 
 def hessian_error_histogram(reports: Sequence[DownstreamReport], path: Path) -> Path:
@@ -116,10 +121,7 @@ def hessian_error_histogram(reports: Sequence[DownstreamReport], path: Path) -> 
     ax.set_xlabel("|H_model − H_ref| per entry (kcal/mol/Å²)")
     ax.set_ylabel("entries")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, 110)
 
 
 def frequency_scatter(reports: Sequence[DownstreamReport], path: Path) -> Path:
@@ -140,10 +142,7 @@ def frequency_scatter(reports: Sequence[DownstreamReport], path: Path) -> Path:
     _parity(ax, pairs, "ν̃ (cm⁻¹)")
     ax.set_title("harmonic frequencies (imaginary < 0)")
     ax.legend(fontsize=8, markerscale=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, 110)
 
 
 def eigenvalue_spectra(reports: Sequence[DownstreamReport], path: Path) -> Path:
@@ -176,10 +175,7 @@ def eigenvalue_spectra(reports: Sequence[DownstreamReport], path: Path) -> Path:
     ax.set_xlabel("Hessian eigenvalue (kcal/mol/Å²)")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, 110)
 
 
 def irc_profiles(reports: Sequence[DownstreamReport], path: Path) -> Path:
@@ -212,10 +208,7 @@ def irc_profiles(reports: Sequence[DownstreamReport], path: Path) -> Path:
     for ax in axes.ravel()[len(reactions) :]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, 100)
 
 
 def ts_success_bars(reports: Sequence[DownstreamReport], path: Path) -> Path:
@@ -234,10 +227,7 @@ def ts_success_bars(reports: Sequence[DownstreamReport], path: Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("TS-search success rate")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, 110)
 
 
 def write_plots(reports: Sequence[DownstreamReport], out_dir: Path) -> Dict[str, str]:

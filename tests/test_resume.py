@@ -78,7 +78,13 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, weights_only):
     run = tmp_path / "runs" / "resume"
     last = run / "checkpoints" / "last.ckpt"
     assert last.exists()
-    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0
+    # what a resume must restore: optimiser, learning-rate scheduler and EMA weights
+    assert state["optimizer_states"] and state["optimizer_states"][0]["state"]
+    assert state["lr_schedulers"]
+    ema = [v for k, v in state["callbacks"].items() if "ExponentialMovingAverage" in k]
+    assert ema and ema[0]
 
     second = run_spktrain(command, tmp_path, env=env)
     assert second.returncode == 0, second.stderr[-3000:]

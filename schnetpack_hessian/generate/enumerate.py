@@ -56,6 +56,7 @@ __all__ = [
     "lewis_structure",
     "reaction_key",
     "enumerate_reactions",
+    "select_per_edit",
     "reaction_list_yaml",
     "write_reaction_list",
     "shipped_molecules_path",
@@ -799,6 +800,21 @@ def enumerate_reactions(
                     f"{source} + {name}",
                 )
     return out
+
+
+def select_per_edit(
+    reactions: Sequence[EnumeratedReaction], per_edit: int, seed: int = 0
+) -> List[EnumeratedReaction]:
+    """At most ``per_edit`` reactions of each edit type, drawn without replacement
+    with ``numpy.random.default_rng(seed)``, in their original order."""
+    rng = np.random.default_rng(seed)
+    keep = set()
+    for edit in EDITS:
+        idx = [k for k, r in enumerate(reactions) if r.edit == edit]
+        if len(idx) > per_edit:
+            idx = rng.choice(idx, size=per_edit, replace=False).tolist()
+        keep.update(idx)
+    return [r for k, r in enumerate(reactions) if k in keep]
 
 
 def _first(confs: Optional[np.ndarray]) -> Optional[np.ndarray]:

@@ -773,7 +773,7 @@ def enumerate_reactions(
                 xp = _first(_embed(product, seed, 1))
                 xr = None if xp is None else _place(reactant, xp, seed, n_confs, gap)
             if xr is None or xp is None:
-                log.info("%s: %s could not be embedded", source, edit)
+                log.debug("%s: %s could not be embedded", source, edit)
                 continue
             emit(edit, reactant, product, xr, xp, source)
 

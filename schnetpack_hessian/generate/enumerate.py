@@ -641,14 +641,7 @@ def _geometric_edits(mol, x: np.ndarray) -> Iterator[Tuple[str, np.ndarray, str]
         if quad is None:
             continue
         angle = 120.0 if order == 1.0 and _sp3(atom_a) and _sp3(atom_b) else 180.0
-        m = Chem.Mol(mol)
-        conf = m.GetConformer() if m.GetNumConformers() else None
-        if conf is None:
-            conf = Chem.Conformer(m.GetNumAtoms())
-            m.AddConformer(conf, assignId=True)
-            conf = m.GetConformer()
-        for i, p in enumerate(x):
-            conf.SetAtomPosition(i, p.tolist())
+        conf = _with_positions(mol, x).GetConformer()
         phi = rdMolTransforms.GetDihedralDeg(conf, *quad)
         rdMolTransforms.SetDihedralDeg(conf, *quad, phi + angle)
         cls = "-".join(str(r) for r in sorted((ranks[a], ranks[b])))
@@ -668,8 +661,8 @@ def _geometric_edits(mol, x: np.ndarray) -> Iterator[Tuple[str, np.ndarray, str]
         yield "inversion", y, f"inversion:{ranks[i]}"
 
 
-def _with_stereo(mol, x: np.ndarray):
-    """Copy of ``mol`` with stereo perceived from positions ``x`` (Å)."""
+def _with_positions(mol, x: np.ndarray):
+    """Copy of ``mol`` whose only conformer has positions ``x`` (Å)."""
     Chem = _chem()
     m = Chem.Mol(mol)
     m.RemoveAllConformers()
@@ -677,7 +670,13 @@ def _with_stereo(mol, x: np.ndarray):
     for i, p in enumerate(x):
         conf.SetAtomPosition(i, p.tolist())
     m.AddConformer(conf, assignId=True)
-    Chem.AssignStereochemistryFrom3D(m)
+    return m
+
+
+def _with_stereo(mol, x: np.ndarray):
+    """Copy of ``mol`` with stereo perceived from positions ``x`` (Å)."""
+    m = _with_positions(mol, x)
+    _chem().AssignStereochemistryFrom3D(m)
     return m
 
 

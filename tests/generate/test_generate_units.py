@@ -169,3 +169,27 @@ def test_bond_graph_keeps_xtb_h2_bonded():
     ch2 = [[0, 0, 0], [0.89, 0.0, 0.63], [-0.89, 0.0, 0.63]]
     g = bond_graph([6, 1, 1], ch2)
     assert g[0, 1] and g[0, 2] and not g[1, 2]
+
+
+def test_sella_failure_is_a_rejection(monkeypatch):
+    """Sella's RuntimeError rejects the reaction (PathError, not retried), while an
+    engine's QCError passes through unchanged."""
+    sella = pytest.importorskip("sella")
+    from schnetpack_hessian.generate.calculators import Engine, MethodSpec, QCError
+    from schnetpack_hessian.generate.pathsearch import PathError, find_ts
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Geometry update ODE is taking too long to converge!")
+
+    monkeypatch.setattr(sella.Sella, "run", fail)
+    engine = Engine(MethodSpec.xtb())
+    atoms = Atoms("NHHH", positions=NH3_UP)
+    with pytest.raises(PathError, match="TS: Sella failed: Geometry update ODE"):
+        find_ts(atoms, engine, label="TS")
+
+    def qc_fail(*args, **kwargs):
+        raise QCError("SCF not converged")
+
+    monkeypatch.setattr(sella.Sella, "run", qc_fail)
+    with pytest.raises(QCError):
+        find_ts(atoms, engine, label="TS")

@@ -15,6 +15,7 @@ from schnetpack_hessian.generate.enumerate import (  # noqa: E402
     EnumerationError,
     enumerate_reactions,
     reaction_list_yaml,
+    select_per_edit,
     read_molecules,
     shipped_molecules_path,
     write_reaction_list,
@@ -206,6 +207,22 @@ def test_bad_lines_are_reported_and_skipped(caplog):
     assert "heavy atoms" in got[9]
     assert "line 5" in caplog.text
     assert enumerate_reactions(mols, edits=["h_shift_12"])  # the run goes on
+
+
+def test_select_per_edit_is_seeded_and_keeps_order(handful):
+    picked = select_per_edit(handful, 2, seed=1)
+    assert picked == select_per_edit(handful, 2, seed=1)
+    counts = {e: sum(r.edit == e for r in handful) for e in {r.edit for r in handful}}
+    for edit, n in counts.items():
+        assert sum(r.edit == edit for r in picked) == min(n, 2)
+    order = [handful.index(r) for r in picked]
+    assert order == sorted(order)
+    many = [e for e, n in counts.items() if n > 3]
+    assert any(
+        [r.key for r in select_per_edit(handful, 2, seed=s) if r.edit in many]
+        != [r.key for r in picked if r.edit in many]
+        for s in range(2, 6)
+    )
 
 
 def test_unknown_edit_is_named():

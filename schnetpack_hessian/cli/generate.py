@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enumerate", help="SMILES list -> YAML reaction list")
     e.add_argument(
         "--molecules",
-        default=str(shipped_molecules_path()),
+        default=None,
         help="SMILES list, one 'SMILES [name]' per line (default: the shipped "
         "molecules_chon.smi)",
     )
@@ -174,6 +174,8 @@ def _enumerate_command(args: argparse.Namespace) -> str:
 
 
 def _enumerate(args: argparse.Namespace) -> int:
+    if args.molecules is None:
+        args.molecules = str(shipped_molecules_path())
     with open(args.molecules) as fh:
         molecules, problems = read_molecules(fh, args.max_heavy, args.max_atoms)
     reactions = enumerate_reactions(

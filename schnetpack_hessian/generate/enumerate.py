@@ -184,8 +184,19 @@ def _plain(mapped: str) -> str:
 
 
 def shipped_molecules_path() -> Path:
-    """Path of the shipped molecule list ``molecules_chon.smi``."""
-    return Path(__file__).resolve().parent / "molecules_chon.smi"
+    """Path of the shipped molecule list ``molecules_chon.smi``.
+
+    Raises:
+        FileNotFoundError: the list is not in this installation.
+    """
+    path = Path(__file__).resolve().parent / "molecules_chon.smi"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the shipped molecule list {path} is missing from this installation; "
+            "install from a source checkout (pip install -e .) or pass your own "
+            "list (spkhess-generate enumerate --molecules FILE)"
+        )
+    return path
 
 
 def _connectivity(mol, broken=(), formed=()):

@@ -250,6 +250,14 @@ def test_hand_written_list_still_loads():
     assert len(reactions) >= 10
 
 
+def test_missing_molecule_list_is_named(monkeypatch, tmp_path):
+    import schnetpack_hessian.generate.enumerate as en
+
+    monkeypatch.setattr(en, "__file__", str(tmp_path / "enumerate.py"))
+    with pytest.raises(FileNotFoundError, match="--molecules FILE"):
+        en.shipped_molecules_path()
+
+
 def test_shipped_molecule_list_is_clean():
     with open(shipped_molecules_path()) as fh:
         text = fh.read()

@@ -8,25 +8,39 @@
 - :mod:`schnetpack_hessian.nn`: the C²-smooth cutoff for curvature training.
 """
 
-from schnetpack_hessian import nn, properties
-from schnetpack_hessian.calculator import HessianCalculator
-from schnetpack_hessian.evaluation import evaluate
-from schnetpack_hessian.hessian import Hessian, HessianError
-from schnetpack_hessian.losses import HessianMAE, HessianOutput, HessianRMSE
-from schnetpack_hessian.task import HessianTask
+from importlib import import_module
+from typing import Any, List
+
+from schnetpack_hessian import properties
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Hessian",
-    "HessianCalculator",
-    "HessianError",
-    "HessianMAE",
-    "HessianOutput",
-    "HessianRMSE",
-    "HessianTask",
-    "evaluate",
-    "nn",
-    "properties",
-    "__version__",
-]
+#: public name → module that defines it; imported on first use (PEP 562), so that
+#: ``import schnetpack_hessian.generate`` does not load torch: tblite's C extension
+#: must find the system libgomp before torch loads its older copy
+_LAZY = {
+    "Hessian": "schnetpack_hessian.hessian",
+    "HessianError": "schnetpack_hessian.hessian",
+    "HessianCalculator": "schnetpack_hessian.calculator",
+    "evaluate": "schnetpack_hessian.evaluation",
+    "HessianMAE": "schnetpack_hessian.losses",
+    "HessianOutput": "schnetpack_hessian.losses",
+    "HessianRMSE": "schnetpack_hessian.losses",
+    "HessianTask": "schnetpack_hessian.task",
+    "nn": "schnetpack_hessian.nn",
+}
+
+__all__ = sorted(_LAZY) + ["properties", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'schnetpack_hessian' has no attribute {name!r}")
+    module = import_module(_LAZY[name])
+    value = module if module.__name__.endswith("." + name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))

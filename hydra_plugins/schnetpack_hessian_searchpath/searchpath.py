@@ -3,7 +3,8 @@
 Hydra imports the modules of the ``hydra_plugins`` namespace package at start-up, so a
 plain ``pip install schnetpack-hessian`` makes ``spktrain experiment=hessian_demo`` work.
 The ``spkhess_dataset`` resolver, registered here for the same reason, gives configs the
-path of a data set shipped inside the package: ``${spkhess_dataset:reactive_chon}``.
+path of a data set shipped inside the package: ``${spkhess_dataset:reactive_chon}``
+(ωB97X/6-31G(d)) or ``${spkhess_dataset:reactive_chon_xtb}`` (GFN2-xTB).
 """
 
 from hydra.core.config_search_path import ConfigSearchPath
@@ -12,12 +13,12 @@ from omegaconf import OmegaConf
 
 
 def _dataset_path(name: str) -> str:
-    from schnetpack_hessian.datasets import reactive_set_path
+    from schnetpack_hessian.datasets import REACTIVE_SETS, reactive_set_path
 
-    shipped = {"reactive_chon": reactive_set_path}
-    if name not in shipped:
-        raise ValueError(f"no shipped data set {name!r}; shipped: {sorted(shipped)}")
-    return str(shipped[name]())
+    levels = {stem: level for level, stem in REACTIVE_SETS.items()}
+    if name not in levels:
+        raise ValueError(f"no shipped data set {name!r}; shipped: {sorted(levels)}")
+    return str(reactive_set_path(levels[name]))
 
 
 if not OmegaConf.has_resolver("spkhess_dataset"):

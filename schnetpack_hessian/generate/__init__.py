@@ -11,6 +11,7 @@ Typical use::
     outcomes = generate(load_reactions("reactions.yaml"), config, "work/")
     assemble(["work/"], "set.h5", metadata=dataset_metadata(config, outcomes))
 
+Reactions can also be enumerated from SMILES (``enumerate_reactions``, RDKit).
 See ``docs/GENERATE.md`` for the workflow script, sharding and job arrays.
 """
 
@@ -19,6 +20,12 @@ from schnetpack_hessian.generate.calculators import (
     MethodSpec,
     QCError,
     make_engine,
+)
+from schnetpack_hessian.generate.enumerate import (
+    EnumeratedReaction,
+    enumerate_reactions,
+    read_molecules,
+    write_reaction_list,
 )
 from schnetpack_hessian.generate.pathsearch import PathError
 from schnetpack_hessian.generate.reactions import (
@@ -41,6 +48,7 @@ from schnetpack_hessian.generate.workflow import (
 
 __all__ = [
     "EngineCalculator",
+    "EnumeratedReaction",
     "GenerationConfig",
     "MethodSpec",
     "PathError",
@@ -50,12 +58,15 @@ __all__ = [
     "ReactionOutcome",
     "assemble",
     "dataset_metadata",
+    "enumerate_reactions",
     "generate",
     "iter_structures",
     "load_reactions",
     "make_engine",
     "merge",
     "parse_shard",
+    "read_molecules",
     "run_reaction",
     "select_shard",
+    "write_reaction_list",
 ]

@@ -23,7 +23,7 @@ from ase.mep import NEB
 from ase.optimize import BFGS
 
 from schnetpack_hessian import vibrations
-from schnetpack_hessian.generate.calculators import Engine, EngineCalculator
+from schnetpack_hessian.generate.calculators import Engine, EngineCalculator, QCError
 from schnetpack_hessian.generate.geometry import (
     bond_graph,
     kabsch_align,
@@ -151,7 +151,8 @@ def find_ts(
         The saddle point and its ``(3N, 3N)`` Hessian in eV/Å².
 
     Raises:
-        PathError: no convergence, or not exactly one imaginary mode.
+        PathError: no convergence (or a Sella error), or not exactly one
+            imaginary mode.
     """
     from sella import Sella
 
@@ -166,7 +167,14 @@ def find_ts(
             logfile=None,
             trajectory=None,
         )
-        converged = opt.run(fmax=fmax, steps=steps)
+        try:
+            converged = opt.run(fmax=fmax, steps=steps)
+        except RuntimeError as err:
+            if isinstance(err, (PathError, QCError)):
+                raise
+            # Sella's own failures ("Geometry update ODE is taking too long to
+            # converge!") are a failed search, not a bug to retry
+            raise PathError(f"{label}: Sella failed: {err}") from err
     if not converged:
         raise PathError(
             f"{label}: Sella did not converge to fmax={fmax} in {steps} steps"

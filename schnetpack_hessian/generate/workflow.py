@@ -4,7 +4,8 @@ Per reaction (directory ``<workdir>/r{id:04d}/``), each step writes its result
 before the next starts and is skipped when its file exists:
 
 ==================  =========================================================
-``reactant.npz``    optimised reactant, energy/forces/Hessian, 0 imaginary modes
+``reactant.npz``    optimised reactant, energy/forces/Hessian, 0 imaginary modes,
+                    same covalent bond graph as the input geometry
 ``product.npz``     optimised product, likewise
 ``ts.npz``          Sella ``order=1`` saddle point, exactly 1 imaginary mode
 ``irc_path.npz``    Sella IRC both ways (unlabelled), verified to connect R and P
@@ -44,6 +45,7 @@ from schnetpack_hessian.generate.calculators import (
     QCError,
     make_engine,
 )
+from schnetpack_hessian.generate.geometry import bond_graph
 from schnetpack_hessian.generate.pathsearch import (
     PathError,
     find_ts,
@@ -174,6 +176,23 @@ def _save_labelled(
     )
 
 
+def _check_bonds_kept(start: Atoms, optimised: Atoms, label: str) -> None:
+    """Raise :class:`PathError` if optimisation changed the covalent bond graph:
+    the minimum is then another species than the one the reaction names."""
+    before = bond_graph(start.numbers, start.positions)
+    after = bond_graph(optimised.numbers, optimised.positions)
+    if not np.array_equal(before, after):
+        changed = [
+            f"{start.get_chemical_symbols()[i]}{i}-{start.get_chemical_symbols()[j]}{j}"
+            + (" broken" if before[i, j] else " formed")
+            for i, j in zip(*np.nonzero(np.triu(before != after)))
+        ]
+        raise PathError(
+            f"{label}: optimisation changed the bonds ({', '.join(changed)}); "
+            "the minimum is not the intended species"
+        )
+
+
 def _minimum(
     rdir: Path,
     role: str,
@@ -184,13 +203,16 @@ def _minimum(
     path = rdir / f"{role}.npz"
     if not path.exists():
         engine.reset()
+        start = getattr(reaction, role)
+        label = f"reaction {reaction.id} ({reaction.name}) {role}"
         atoms, _ = minimize(
-            getattr(reaction, role),
+            start,
             engine,
             fmax=cfg.fmax_min,
             imag_threshold=cfg.imag_threshold,
-            label=f"reaction {reaction.id} ({reaction.name}) {role}",
+            label=label,
         )
+        _check_bonds_kept(start, atoms, label)
         _save_labelled(path, atoms, engine, role, reaction.id)
     return load_structure(path)
 

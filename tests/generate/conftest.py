@@ -1,5 +1,5 @@
 """Fixtures of the generator tests: tiny reaction lists and a runner for the
-workflow script (run in a subprocess, so tblite is imported before torch)."""
+workflow script (run in a subprocess, so a run can be killed and resumed)."""
 
 import os
 import subprocess

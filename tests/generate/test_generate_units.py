@@ -160,3 +160,36 @@ def test_normal_mode_sampling_energy_bound_and_seed(nh3_springs):
     basis = vibrations.rigid_body_basis(atoms.positions, m)
     mw = dx * np.sqrt(np.repeat(m, 3))
     np.testing.assert_allclose(mw @ basis, 0, atol=1e-10)
+
+
+def test_bond_graph_keeps_xtb_h2_bonded():
+    """GFN2-xTB's H2 (0.777 Å) is one molecule, geminal hydrogens (1.78 Å) are not
+    bonded; the end-point bond check relies on both."""
+    assert bond_graph([1, 1], [[0, 0, 0], [0, 0, 0.777]])[0, 1]
+    ch2 = [[0, 0, 0], [0.89, 0.0, 0.63], [-0.89, 0.0, 0.63]]
+    g = bond_graph([6, 1, 1], ch2)
+    assert g[0, 1] and g[0, 2] and not g[1, 2]
+
+
+def test_sella_failure_is_a_rejection(monkeypatch):
+    """Sella's RuntimeError rejects the reaction (PathError, not retried), while an
+    engine's QCError passes through unchanged."""
+    sella = pytest.importorskip("sella")
+    from schnetpack_hessian.generate.calculators import Engine, MethodSpec, QCError
+    from schnetpack_hessian.generate.pathsearch import PathError, find_ts
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Geometry update ODE is taking too long to converge!")
+
+    monkeypatch.setattr(sella.Sella, "run", fail)
+    engine = Engine(MethodSpec.xtb())
+    atoms = Atoms("NHHH", positions=NH3_UP)
+    with pytest.raises(PathError, match="TS: Sella failed: Geometry update ODE"):
+        find_ts(atoms, engine, label="TS")
+
+    def qc_fail(*args, **kwargs):
+        raise QCError("SCF not converged")
+
+    monkeypatch.setattr(sella.Sella, "run", qc_fail)
+    with pytest.raises(QCError):
+        find_ts(atoms, engine, label="TS")

@@ -148,3 +148,29 @@ def test_summary_tables_count_the_file(xtb_run):
     assert "| 2 | 2 | 2 | 8 | 8 | 22 |" in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| 3 |")]
     assert len(rows) == 1 and "NH3 umbrella inversion" in rows[0] and "i |" in rows[0]
+
+
+def test_minimum_that_changes_bonds_is_rejected(script, tmp_path, tblite_available):
+    """A product whose hydrogen is too far to count as bonded optimises back to
+    water: that is another species than the reaction names, so it is rejected."""
+    from .conftest import write_reactions
+
+    entry = """\
+  - id: 1
+    name: water with a loose hydrogen
+    reactant:
+      xyz: |
+        O 0.0 0.0 0.0
+        H 0.96 0.0 0.0
+        H -0.24 0.93 0.0
+    product:
+      xyz: |
+        O 0.0 0.0 0.0
+        H 0.96 0.0 0.0
+        H -0.34 1.31 0.0
+"""
+    yaml = write_reactions(tmp_path / "r.yaml", entry)
+    script.run("run", "--reactions", yaml, "--workdir", tmp_path / "w", *script.cheap)
+    reason = read_json(tmp_path / "w" / "r0001" / "rejected.json")["reason"]
+    assert "product: optimisation changed the bonds (O0-H2 formed)" in reason
+    assert (tmp_path / "w" / "r0001" / "reactant.npz").exists()

@@ -1,11 +1,16 @@
-"""Command line of the generator (``data_scripts/generate_reactive_set.py``).
+"""``spkhess-generate``: enumerate reactions, generate their data, assemble, merge.
 
-Sub-commands:
+``data_scripts/generate_reactive_set.py`` is a thin wrapper over it.  Sub-commands:
 
+- ``enumerate``: propose elementary reactions of a SMILES list by graph edits
+  (:mod:`schnetpack_hessian.generate.enumerate`) and write a YAML reaction list;
 - ``run``: generate (or resume) the reactions of a YAML list, optionally one shard
   ``--shard I/N`` of it, then write the finished reactions to ``--out``;
 - ``assemble``: write the finished reactions of one or more work directories;
 - ``merge``: merge shard output files into one, ordered by reaction id.
+
+Nothing here imports torch at start-up: tblite's C extension must load the system
+``libgomp`` before torch loads its own older copy (see docs/GENERATE.md).
 """
 
 import argparse
@@ -17,6 +22,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from schnetpack_hessian.generate.calculators import MethodSpec
+from schnetpack_hessian.generate.enumerate import (
+    EDITS,
+    SMALL_MOLECULES,
+    enumerate_reactions,
+    read_molecules,
+    select_per_edit,
+    shipped_molecules_path,
+    write_reaction_list,
+)
 from schnetpack_hessian.generate.reactions import (
     load_reactions,
     parse_shard,
@@ -38,11 +52,39 @@ __all__ = ["build_parser", "run", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
     p = argparse.ArgumentParser(
-        prog="generate_reactive_set",
+        prog="spkhess-generate",
         description="Generate reactive critical-point data (minima, TS, IRC, "
         "normal-mode samples) with energies, forces and Hessians.",
     )
     sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("enumerate", help="SMILES list -> YAML reaction list")
+    e.add_argument(
+        "--molecules",
+        default=None,
+        help="SMILES list, one 'SMILES [name]' per line (default: the shipped "
+        "molecules_chon.smi)",
+    )
+    e.add_argument("--out", required=True, help="YAML reaction list to write")
+    e.add_argument("--edits", nargs="+", default=list(EDITS), choices=EDITS)
+    e.add_argument(
+        "--small-molecules",
+        nargs="+",
+        default=list(SMALL_MOLECULES),
+        choices=list(SMALL_MOLECULES),
+        help="small molecules released by eliminations / added by additions",
+    )
+    e.add_argument("--seed", type=int, default=0, help="ETKDG and selection seed")
+    e.add_argument("--max-heavy", type=int, default=7, help="heavy atoms per molecule")
+    e.add_argument("--max-atoms", type=int, default=14, help="atoms per reaction")
+    e.add_argument("--n-confs", type=int, default=10, help="conformers per fragment")
+    e.add_argument(
+        "--per-edit",
+        type=int,
+        default=None,
+        help="keep at most this many reactions of each edit type (seeded choice)",
+    )
+    e.add_argument("--first-id", type=int, default=0, help="id of the first reaction")
 
     r = sub.add_parser("run", help="generate or resume, then write --out")
     r.add_argument("--reactions", required=True, help="YAML reaction list")
@@ -117,8 +159,58 @@ def _stored_outcomes(workdirs: List[str]) -> List[ReactionOutcome]:
     return outcomes
 
 
+def _enumerate_command(args: argparse.Namespace) -> str:
+    """The ``spkhess-generate enumerate`` command line that reproduces ``args``."""
+    parts = [
+        f"spkhess-generate enumerate --molecules {args.molecules} --out {args.out}",
+        "--edits " + " ".join(args.edits),
+        "--small-molecules " + " ".join(args.small_molecules),
+        f"--seed {args.seed} --max-heavy {args.max_heavy} --max-atoms "
+        f"{args.max_atoms} --n-confs {args.n_confs} --first-id {args.first_id}",
+    ]
+    if args.per_edit is not None:
+        parts.append(f"--per-edit {args.per_edit}")
+    return " ".join(parts)
+
+
+def _enumerate(args: argparse.Namespace) -> int:
+    if args.molecules is None:
+        args.molecules = str(shipped_molecules_path())
+    with open(args.molecules) as fh:
+        molecules, problems = read_molecules(fh, args.max_heavy, args.max_atoms)
+    reactions = enumerate_reactions(
+        molecules,
+        edits=args.edits,
+        seed=args.seed,
+        n_confs=args.n_confs,
+        max_atoms=args.max_atoms,
+        small_molecules=args.small_molecules,
+    )
+    found = len(reactions)
+    if args.per_edit is not None:
+        reactions = select_per_edit(reactions, args.per_edit, args.seed)
+    counts = {k: 0 for k in args.edits}
+    for r in reactions:
+        counts[r.edit] += 1
+    header = "\n".join(
+        [
+            f"Reactions enumerated from {args.molecules} by spkhess-generate enumerate:",
+            "  " + _enumerate_command(args),
+            f"{len(molecules)} molecules used, {len(problems)} lines skipped, "
+            f"{found} reactions found, {len(reactions)} written.",
+            "Per edit: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        ]
+        + [f"skipped line {p.line} ({p.reason}): {p.text}" for p in problems]
+    )
+    write_reaction_list(reactions, args.out, first_id=args.first_id, header=header)
+    logging.info("wrote %d reactions to %s (%s)", len(reactions), args.out, counts)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed command line; returns the exit status."""
+    if args.command == "enumerate":
+        return _enumerate(args)
     if args.command == "run":
         config = _config(args)
         index, count = parse_shard(args.shard)

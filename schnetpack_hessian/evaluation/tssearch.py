@@ -109,8 +109,7 @@ def perturb(atoms: Atoms, rms: float, rng: np.random.Generator) -> Atoms:
     d = rng.normal(size=atoms.positions.shape)
     d -= d.mean(0)
     d *= rms / np.sqrt(np.mean(np.sum(d**2, axis=1)))
-    out = Atoms(numbers=atoms.numbers, positions=atoms.positions + d)
-    return out
+    return Atoms(numbers=atoms.numbers, positions=atoms.positions + d)
 
 
 def ts_starts(

@@ -84,6 +84,29 @@ def test_hvp_loss_is_zero_for_a_perfect_model(batch):
 
 
 @pytest.mark.parametrize("mode", ["full", "hvp"])
+def test_training_steps_lower_the_hessian_loss(mode, batch):
+    """Adam on the Hessian loss of another model's Hessians: the exact loss halves."""
+    model = make_potential("painn", [Hessian(mode=mode, probe="rows", n_probes=4)])
+    target, _ = perturbed_target(
+        make_potential("painn", [Hessian(mode="full")], seed=5), batch, scale=0.0
+    )
+    reference = {properties.hessian: target}
+    exact_loss = HessianOutput()
+
+    def evaluation_loss():
+        return float(exact_loss.calculate_loss(model.eval()(clone_batch(batch)), reference))
+
+    before = evaluation_loss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = HessianOutput().calculate_loss(model.train()(clone_batch(batch)), reference)
+        loss.backward()
+        optimizer.step()
+    assert evaluation_loss() < 0.5 * before
+
+
+@pytest.mark.parametrize("mode", ["full", "hvp"])
 @pytest.mark.parametrize("rep", ["schnet", "painn"])
 def test_loss_gradients_reach_the_parameters(mode, rep, batch):
     model = make_potential(rep, [Hessian(mode=mode, probe="rows", n_probes=2)])

@@ -7,6 +7,8 @@
 - ``run``: generate (or resume) the reactions of a YAML list, optionally one shard
   ``--shard I/N`` of it, then write the finished reactions to ``--out``;
 - ``assemble``: write the finished reactions of one or more work directories;
+- ``card``: print the data-card tables of a generated file (numbers from the file)
+  and optionally plot its size, barrier and TS-frequency distributions;
 - ``merge``: merge shard output files into one, ordered by reaction id.
 
 Nothing here imports torch at start-up: tblite's C extension must load the system
@@ -26,6 +28,7 @@ from schnetpack_hessian.generate.enumerate import (
     EDITS,
     SMALL_MOLECULES,
     enumerate_reactions,
+    listed_keys,
     read_molecules,
     select_per_edit,
     shipped_molecules_path,
@@ -44,6 +47,7 @@ from schnetpack_hessian.generate.workflow import (
     dataset_metadata,
     generate,
     merge,
+    require_counts,
 )
 
 __all__ = ["build_parser", "run", "main"]
@@ -85,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep at most this many reactions of each edit type (seeded choice)",
     )
     e.add_argument("--first-id", type=int, default=0, help="id of the first reaction")
+    e.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        help="enumerated reaction lists whose reactions are left out (to grow a set "
+        "without repeating a reaction)",
+    )
 
     r = sub.add_parser("run", help="generate or resume, then write --out")
     r.add_argument("--reactions", required=True, help="YAML reaction list")
@@ -114,6 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("workdirs", nargs="+")
     a.add_argument("--out", required=True)
     a.add_argument("--overwrite", action="store_true")
+    a.add_argument(
+        "--min-irc",
+        type=int,
+        default=0,
+        help="leave out (as rejected) reactions with fewer IRC points",
+    )
+    a.add_argument(
+        "--min-nms",
+        type=int,
+        default=0,
+        help="leave out (as rejected) reactions with fewer normal-mode samples",
+    )
+    a.add_argument(
+        "--precision",
+        default="float64",
+        choices=["float64", "float32"],
+        help="storage dtype of forces and Hessians in .h5 files",
+    )
+
+    c = sub.add_parser(
+        "card", help="print a generated file's data-card tables (and plot them)"
+    )
+    c.add_argument("file", help="generated .h5 / .db file")
+    c.add_argument("--plot", help="PNG of sizes, barriers and TS frequencies")
 
     g = sub.add_parser("merge", help="merge shard output files")
     g.add_argument("files", nargs="+")
@@ -170,6 +205,8 @@ def _enumerate_command(args: argparse.Namespace) -> str:
     ]
     if args.per_edit is not None:
         parts.append(f"--per-edit {args.per_edit}")
+    if args.exclude:
+        parts.append("--exclude " + " ".join(args.exclude))
     return " ".join(parts)
 
 
@@ -187,6 +224,10 @@ def _enumerate(args: argparse.Namespace) -> int:
         small_molecules=args.small_molecules,
     )
     found = len(reactions)
+    if args.exclude:
+        known = listed_keys(args.exclude)
+        reactions = [r for r in reactions if r.key not in known]
+    excluded = found - len(reactions)
     if args.per_edit is not None:
         reactions = select_per_edit(reactions, args.per_edit, args.seed)
     counts = {k: 0 for k in args.edits}
@@ -197,7 +238,8 @@ def _enumerate(args: argparse.Namespace) -> int:
             f"Reactions enumerated from {args.molecules} by spkhess-generate enumerate:",
             "  " + _enumerate_command(args),
             f"{len(molecules)} molecules used, {len(problems)} lines skipped, "
-            f"{found} reactions found, {len(reactions)} written.",
+            f"{found} reactions found, {excluded} of them excluded (listed in "
+            f"{', '.join(args.exclude) or 'no list'}), {len(reactions)} written.",
             "Per edit: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
         ]
         + [f"skipped line {p.line} ({p.reason}): {p.text}" for p in problems]
@@ -240,14 +282,39 @@ def run(args: argparse.Namespace) -> int:
         return 0 if all(o.status != "failed" for o in outcomes) else 1
     if args.command == "assemble":
         config = _stored_config(args.workdirs[0])
-        outcomes = _stored_outcomes(args.workdirs)
+        outcomes = require_counts(
+            _stored_outcomes(args.workdirs), {"irc": args.min_irc, "nms": args.min_nms}
+        )
+        if not any(o.status == "done" for o in outcomes):
+            logging.error(
+                "no finished reaction in %s has --min-irc %d IRC points and "
+                "--min-nms %d normal-mode samples; nothing written",
+                ", ".join(args.workdirs),
+                args.min_irc,
+                args.min_nms,
+            )
+            return 1
         n = assemble(
             args.workdirs,
             args.out,
             metadata=dataset_metadata(config, outcomes),
             overwrite=args.overwrite,
+            reactions=[o.reaction for o in outcomes if o.status == "done"],
+            precision=args.precision,
         )
         logging.info("wrote %d structures to %s", n, args.out)
+        return 0
+    if args.command == "card":
+        from schnetpack_hessian.generate.card import (
+            card_tables,
+            plot_distributions,
+            set_statistics,
+        )
+
+        stats = set_statistics(args.file)
+        print(card_tables(stats), end="")
+        if args.plot:
+            plot_distributions(stats, args.plot)
         return 0
     if args.command == "merge":
         n = merge(args.files, args.out, overwrite=args.overwrite)

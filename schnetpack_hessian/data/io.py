@@ -321,6 +321,7 @@ def write(
     structures: Iterable[Atoms],
     metadata: Optional[Dict[str, Any]] = None,
     overwrite: bool = False,
+    precision: str = "float64",
 ) -> None:
     """Write ``ase.Atoms`` (as :func:`iread` yields them) to a ``.db`` or ``.h5`` file.
 
@@ -337,12 +338,14 @@ def write(
         metadata: file metadata, e.g. ``{"source": "pyscf", "level_of_theory":
             "wB97X-D/6-31G(d)"}``; an ``atomrefs`` entry becomes SchNetPack's atomrefs.
         overwrite: replace an existing file.
+        precision: storage dtype of forces and Hessians in ``.h5`` files
+            (``"float64"`` or ``"float32"``, which halves them); ``.db`` stores float64.
 
     Raises:
         HessianDataError: a structure is malformed (message names file and index).
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    with RecordWriter(path, ASE_UNITS, metadata, overwrite) as writer:
+    with RecordWriter(path, ASE_UNITS, metadata, overwrite, precision) as writer:
         for i, atoms in enumerate(structures):
             writer.add(record_from_atoms(atoms, str(path), i))
 

@@ -13,7 +13,7 @@ Two engines share one interface (:class:`Engine`):
 units: eV, eV/Å, eV/Å².
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional
 
 import numpy as np

@@ -56,6 +56,7 @@ __all__ = [
     "lewis_structure",
     "reaction_key",
     "enumerate_reactions",
+    "listed_keys",
     "select_per_edit",
     "reaction_list_yaml",
     "write_reaction_list",
@@ -810,6 +811,28 @@ def enumerate_reactions(
                     f"{source} + {name}",
                 )
     return out
+
+
+def listed_keys(paths: Sequence[PathLike]) -> set:
+    """The reaction ``key`` s of enumerated reaction lists (YAML files written by
+    :func:`write_reaction_list`), to enumerate more reactions without repeating any.
+
+    Raises:
+        EnumerationError: a file has no ``reactions`` list or an entry has no ``key``.
+    """
+    keys = set()
+    for path in paths:
+        with open(path) as fh:
+            listed = (yaml.safe_load(fh) or {}).get("reactions")
+        if not isinstance(listed, list):
+            raise EnumerationError(f"{path}: no 'reactions' list")
+        for k, entry in enumerate(listed):
+            if not isinstance(entry, dict) or "key" not in entry:
+                raise EnumerationError(
+                    f"{path}: reaction {k} has no 'key' (not an enumerated list)"
+                )
+            keys.add(entry["key"])
+    return keys
 
 
 def select_per_edit(

@@ -11,7 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Union
 
-import numpy as np
 from ase import units
 
 from schnetpack_hessian import properties, vibrations

@@ -45,7 +45,7 @@ from schnetpack_hessian.generate.calculators import (
     QCError,
     make_engine,
 )
-from schnetpack_hessian.generate.geometry import bond_graph
+from schnetpack_hessian.generate.geometry import bond_changes
 from schnetpack_hessian.generate.pathsearch import (
     PathError,
     find_ts,
@@ -72,6 +72,7 @@ __all__ = [
     "generate",
     "iter_structures",
     "dataset_metadata",
+    "require_counts",
     "assemble",
     "merge",
 ]
@@ -177,15 +178,16 @@ def _save_labelled(
 
 
 def _check_bonds_kept(start: Atoms, optimised: Atoms, label: str) -> None:
-    """Raise :class:`PathError` if optimisation changed the covalent bond graph:
-    the minimum is then another species than the one the reaction names."""
-    before = bond_graph(start.numbers, start.positions)
-    after = bond_graph(optimised.numbers, optimised.positions)
-    if not np.array_equal(before, after):
+    """Raise :class:`PathError` if optimisation formed or broke a covalent bond
+    (:func:`~.geometry.bond_changes`): the minimum is then another species than the
+    one the reaction names."""
+    formed, broken = bond_changes(start.numbers, start.positions, optimised.positions)
+    if formed or broken:
+        symbols = start.get_chemical_symbols()
         changed = [
-            f"{start.get_chemical_symbols()[i]}{i}-{start.get_chemical_symbols()[j]}{j}"
-            + (" broken" if before[i, j] else " formed")
-            for i, j in zip(*np.nonzero(np.triu(before != after)))
+            f"{symbols[i]}{i}-{symbols[j]}{j} {what}"
+            for what, pairs in (("formed", formed), ("broken", broken))
+            for i, j in pairs
         ]
         raise PathError(
             f"{label}: optimisation changed the bonds ({', '.join(changed)}); "
@@ -580,12 +582,40 @@ def dataset_metadata(
     return meta
 
 
+def require_counts(
+    outcomes: Sequence[ReactionOutcome], minimum: Dict[str, int]
+) -> List[ReactionOutcome]:
+    """The outcomes with every finished reaction that has fewer structures of a kind
+    than ``minimum[kind]`` turned into a rejection that says so (e.g. the short IRC
+    of a low barrier: ``{"irc": 10, "nms": 12}``); others are returned unchanged.
+
+    Args:
+        outcomes: outcomes of a generation run (:func:`generate`).
+        minimum: least number of structures per kind.
+    """
+    kept = []
+    for o in outcomes:
+        short = {
+            k: (o.counts.get(k, 0), n)
+            for k, n in minimum.items()
+            if o.status == "done" and o.counts.get(k, 0) < n
+        }
+        if short:
+            why = ", ".join(f"{got} {k} structures < {n}" for k, (got, n) in short.items())
+            o = ReactionOutcome(
+                o.reaction, o.name, "rejected", dict(o.counts), f"too few points: {why}"
+            )
+        kept.append(o)
+    return kept
+
+
 def assemble(
     workdirs: Sequence[PathLike],
     out: PathLike,
     metadata: Optional[Dict[str, object]] = None,
     overwrite: bool = False,
     reactions: Optional[Iterable[int]] = None,
+    precision: str = "float64",
 ) -> int:
     """Write every finished reaction of ``workdirs`` to one training file.
 
@@ -595,6 +625,7 @@ def assemble(
         metadata: metadata stored with the file (see :func:`dataset_metadata`).
         overwrite: replace an existing file.
         reactions: only these reaction ids (default: every finished reaction).
+        precision: storage dtype of forces and Hessians in ``.h5`` files.
 
     Returns:
         Number of structures written.
@@ -604,7 +635,9 @@ def assemble(
     structures = list(iter_structures(workdirs, reactions))
     if not structures:
         raise ValueError(f"no finished reaction in {list(map(str, workdirs))}")
-    data.write(out, structures, metadata=metadata, overwrite=overwrite)
+    data.write(
+        out, structures, metadata=metadata, overwrite=overwrite, precision=precision
+    )
     return len(structures)
 
 

@@ -171,6 +171,49 @@ def test_bond_graph_keeps_xtb_h2_bonded():
     assert g[0, 1] and g[0, 2] and not g[1, 2]
 
 
+def _carbon_square(diagonal: float) -> np.ndarray:
+    side = diagonal / np.sqrt(2.0)
+    return np.array([[0, 0, 0], [side, 0, 0], [side, side, 0], [0, side, 0]], float)
+
+
+def test_bond_changes_ignore_a_distance_that_only_crosses_the_threshold():
+    """Cyclobutene's 1,3 cross-ring distance (2.05 Å from the embedding, 1.97 Å
+    after optimisation) crosses 1.3·(r_C + r_C) = 1.98 Å without any bond forming;
+    a pair that comes within bonding distance, or one pulled apart, does count."""
+    from schnetpack_hessian.generate.geometry import bond_changes
+
+    start, relaxed = _carbon_square(2.05), _carbon_square(1.97)
+    assert not bond_graph([6] * 4, start)[0, 2] and bond_graph([6] * 4, relaxed)[0, 2]
+    assert bond_changes([6] * 4, start, relaxed) == ([], [])
+    closed = relaxed.copy()
+    closed[2] = [0.9, 0.9, 0.0]  # 1.27 Å from atom 0: a new C-C bond
+    formed, broken = bond_changes([6] * 4, start, closed)
+    assert (0, 2) in formed and broken == []
+    pulled = start.copy()
+    pulled[1] = [2.5, 0.0, 0.0]  # 0-1 bond stretched to 2.5 Å > 1.5·1.52 Å
+    formed, broken = bond_changes([6] * 4, start, pulled)
+    assert formed == [] and (0, 1) in broken
+
+
+def test_require_counts_turns_short_reactions_into_rejections():
+    from schnetpack_hessian.generate.workflow import ReactionOutcome, require_counts
+
+    full = {"reactant": 1, "product": 1, "ts": 1, "irc": 10, "nms": 12}
+    outcomes = [
+        ReactionOutcome(0, "long", "done", dict(full)),
+        ReactionOutcome(1, "short", "done", dict(full, irc=2, nms=8)),
+        ReactionOutcome(2, "bad", "rejected", reason="TS: 2 imaginary modes"),
+    ]
+    kept = require_counts(outcomes, {"irc": 10, "nms": 12})
+    assert kept[0] == outcomes[0] and kept[2] == outcomes[2]
+    assert kept[1].status == "rejected" and kept[1].counts == outcomes[1].counts
+    assert kept[1].reason == (
+        "too few points: 2 irc structures < 10, 8 nms structures < 12"
+    )
+    assert outcomes[1].status == "done"  # the input is not changed
+    assert require_counts(outcomes, {"irc": 0, "nms": 0}) == outcomes
+
+
 def test_sella_failure_is_a_rejection(monkeypatch):
     """Sella's RuntimeError rejects the reaction (PathError, not retried), while an
     engine's QCError passes through unchanged."""

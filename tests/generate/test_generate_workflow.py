@@ -150,6 +150,34 @@ def test_summary_tables_count_the_file(xtb_run):
     assert len(rows) == 1 and "NH3 umbrella inversion" in rows[0] and "i |" in rows[0]
 
 
+def test_card_tables_and_plot_come_from_the_file(xtb_run, script, tmp_path):
+    _, _, out = xtb_run
+    png = tmp_path / "card.png"
+    text = script.run("card", out, "--plot", png).stdout
+    assert "| 2 | 2 | 2 | 8 | 8 | 22 |" in text
+    assert "| hand-written | 2 | 0 | 100 % |" in text
+    assert "| ts | 1: 2 |" in text and "| reactant | 0: 2 |" in text
+    assert "| atoms | 3 | 4 |" in text and "| reactions | 1 | 1 |" in text
+    assert png.stat().st_size > 10_000
+
+
+def test_float32_assembly_halves_the_hessians(xtb_run, script, tmp_path):
+    import h5py
+
+    _, work, out = xtb_run
+    small = tmp_path / "float32.h5"
+    script.run("assemble", work, "--out", small, "--precision", "float32")
+    with h5py.File(small) as f:
+        dtypes = {name: ds.dtype for name, ds in f["properties"].items()}
+    assert dtypes["hessian"] == np.float32 and dtypes["forces"] == np.float32
+    for a, b in zip(data.iread(out), data.iread(small)):
+        np.testing.assert_allclose(b.info["hessian"], a.info["hessian"], rtol=1e-6, atol=1e-5)
+        assert b.get_potential_energy() == a.get_potential_energy()
+    short = tmp_path / "short.h5"
+    proc = script.run("assemble", work, "--out", short, "--min-irc", "5", check=False)
+    assert proc.returncode != 0 and "--min-irc" in proc.stderr and not short.exists()
+
+
 def test_minimum_that_changes_bonds_is_rejected(script, tmp_path, tblite_available):
     """A product whose hydrogen is too far to count as bonded optimises back to
     water: that is another species than the reaction names, so it is rejected."""

@@ -318,11 +318,15 @@ class TBLiteEngine(Engine):
         return result
 
     def metadata(self):
-        import tblite
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:  # the tblite module has no __version__; its distribution does
+            tblite_version = version("tblite")
+        except PackageNotFoundError:
+            tblite_version = "unknown"
         meta = super().metadata()
         meta.update(
-            program_version=f"tblite {getattr(tblite, '__version__', 'unknown')}",
+            program_version=f"tblite {tblite_version}",
             hessian_method=(
                 f"central differences of analytic gradients, step {self.spec.fd_step} Å"
             ),

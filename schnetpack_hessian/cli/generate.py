@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("file", help="generated .h5 / .db file")
     c.add_argument("--plot", help="PNG of sizes, barriers and TS frequencies")
+    c.add_argument(
+        "--update",
+        metavar="CARD",
+        help="also write the tables into this Markdown card, between its "
+        "'<!-- card tables: begin/end -->' markers",
+    )
 
     g = sub.add_parser("merge", help="merge shard output files")
     g.add_argument("files", nargs="+")
@@ -309,10 +315,14 @@ def run(args: argparse.Namespace) -> int:
             card_tables,
             plot_distributions,
             set_statistics,
+            update_card,
         )
 
         stats = set_statistics(args.file)
-        print(card_tables(stats), end="")
+        tables = card_tables(stats)
+        print(tables, end="")
+        if args.update:
+            update_card(args.update, tables)
         if args.plot:
             plot_distributions(stats, args.plot)
         return 0

@@ -27,10 +27,14 @@ __all__ = [
     "rejection_category",
     "set_statistics",
     "card_tables",
+    "update_card",
     "plot_distributions",
 ]
 
 PathLike = Union[str, Path]
+
+#: markers around the generated tables in a data card
+CARD_BEGIN, CARD_END = "<!-- card tables: begin -->", "<!-- card tables: end -->"
 
 #: the edit type of a reaction whose name is not ``"<edit>: ..."``
 HAND_WRITTEN = "hand-written"
@@ -211,6 +215,23 @@ def card_tables(stats: SetStatistics) -> str:
         ],
     )
     return "\n".join(lines)
+
+
+def update_card(card: PathLike, tables: str) -> Path:
+    """Replace the text between :data:`CARD_BEGIN` and :data:`CARD_END` in the data
+    card ``card`` by ``tables``; the rest of the card is kept as written.
+
+    Raises:
+        ValueError: the card lacks the markers (named in the message).
+    """
+    card = Path(card)
+    text = card.read_text()
+    if CARD_BEGIN not in text or CARD_END not in text:
+        raise ValueError(f"{card}: no '{CARD_BEGIN}' ... '{CARD_END}' section")
+    head, rest = text.split(CARD_BEGIN, 1)
+    _, tail = rest.split(CARD_END, 1)
+    card.write_text(f"{head}{CARD_BEGIN}\n\n{tables.strip()}\n\n{CARD_END}{tail}")
+    return card
 
 
 def plot_distributions(stats: SetStatistics, out: PathLike, title: Optional[str] = None):

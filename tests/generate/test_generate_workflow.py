@@ -152,8 +152,12 @@ def test_summary_tables_count_the_file(xtb_run):
 
 def test_card_tables_and_plot_come_from_the_file(xtb_run, script, tmp_path):
     _, _, out = xtb_run
-    png = tmp_path / "card.png"
-    text = script.run("card", out, "--plot", png).stdout
+    png, card = tmp_path / "card.png", tmp_path / "card.md"
+    card.write_text("# Card\n\n<!-- card tables: begin -->\nold\n<!-- card tables: end -->\n\nrest\n")
+    text = script.run("card", out, "--plot", png, "--update", card).stdout
+    written = card.read_text()
+    assert written.startswith("# Card\n") and written.endswith("\n\nrest\n")
+    assert text.strip() in written and "old" not in written
     assert "| 2 | 2 | 2 | 8 | 8 | 22 |" in text
     assert "| hand-written | 2 | 0 | 100 % |" in text
     assert "| ts | 1: 2 |" in text and "| reactant | 0: 2 |" in text

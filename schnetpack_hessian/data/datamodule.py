@@ -13,6 +13,7 @@ from schnetpack.data import SplittingStrategy
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import atomic_output, backend_of, open_dataset
+from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
 from schnetpack_hessian.data.splitting import dataset_labels, resolve_splitting
 from schnetpack_hessian.data.units import normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
@@ -51,6 +52,9 @@ class HessianDataModule(AtomsDataModule):
         extrapolation_kinds: ``kind`` labels offered as extrapolation test sets.
         property_units: e.g. ``{"energy": "kcal/mol", "hessian": "kcal/mol/Ang/Ang"}``.
         distance_unit: e.g. ``"Ang"`` or ``"Bohr"``.
+        size_buckets: batch training structures of similar size together, in buckets
+            of this many atom counts (:class:`~.sampler.SizeBucketBatchSampler`,
+            seeded by torch's seed); ``None``: SchNetPack's plain shuffling.
         **others: as :class:`schnetpack.data.AtomsDataModule`.
     """
 
@@ -83,6 +87,7 @@ class HessianDataModule(AtomsDataModule):
         pin_memory: Optional[bool] = False,
         split_seed: Optional[int] = None,
         extrapolation_kinds: Sequence[str] = ("irc", "nms"),
+        size_buckets: Optional[int] = None,
     ):
         datapath = str(datapath)
         backend = backend_of(datapath)
@@ -129,6 +134,25 @@ class HessianDataModule(AtomsDataModule):
         self.extrapolation_kinds = tuple(extrapolation_kinds)
         self.extrapolation_idx: Dict[str, List[int]] = {}
         self._extrapolation_dataloaders: Dict[str, AtomsLoader] = {}
+        self.size_buckets = size_buckets
+
+    def train_dataloader(self) -> AtomsLoader:
+        if self.size_buckets is None:
+            return super().train_dataloader()
+        if self._train_dataloader is None:
+            sampler = SizeBucketBatchSampler(
+                structure_sizes(self.train_dataset),
+                self.batch_size,
+                bucket_width=self.size_buckets,
+                seed=torch.initial_seed() % 2**32,
+            )
+            self._train_dataloader = AtomsLoader(
+                self.train_dataset,
+                batch_sampler=sampler,
+                num_workers=self.num_workers,
+                pin_memory=self._pin_memory,
+            )
+        return self._train_dataloader
 
     def setup(self, stage: Optional[str] = None):
         datapath = (

@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="generated .h5 / .db file")
     c.add_argument("--plot", help="PNG of sizes, barriers and TS frequencies")
     c.add_argument(
+        "--per-reaction",
+        action="store_true",
+        help="add a table with one row per reaction (counts, barriers, TS frequency)",
+    )
+    c.add_argument(
         "--update",
         metavar="CARD",
         help="also write the tables into this Markdown card, between its "
@@ -314,12 +319,18 @@ def run(args: argparse.Namespace) -> int:
         from schnetpack_hessian.generate.card import (
             card_tables,
             plot_distributions,
+            rejected_table,
             set_statistics,
             update_card,
         )
 
+        from schnetpack_hessian.generate.report import summarize
+
         stats = set_statistics(args.file)
         tables = card_tables(stats)
+        if args.per_reaction:
+            tables += "\n" + summarize(args.file).split("\n\n", 1)[1]
+            tables += "\n" + rejected_table(args.file)
         print(tables, end="")
         if args.update:
             update_card(args.update, tables)

@@ -28,6 +28,7 @@ __all__ = [
     "set_statistics",
     "card_tables",
     "update_card",
+    "rejected_table",
     "plot_distributions",
 ]
 
@@ -190,9 +191,12 @@ def card_tables(stats: SetStatistics) -> str:
         )
     )
     lines += _table(["edit type", "accepted", "rejected", "acceptance"], rows)
-    lines += _table(
-        ["rejection reason", "reactions"], stats.rejections.most_common()
-    )
+    if stats.rejections:
+        lines += _table(
+            ["rejection reason", "reactions"], stats.rejections.most_common()
+        )
+    else:
+        lines += ["No reaction was rejected.", ""]
     sizes = Counter(stats.n_atoms)
     lines += _table(
         ["atoms", *sorted(sizes)], [["reactions", *(sizes[n] for n in sorted(sizes))]]
@@ -215,6 +219,23 @@ def card_tables(stats: SetStatistics) -> str:
         ],
     )
     return "\n".join(lines)
+
+
+def rejected_table(path: PathLike) -> str:
+    """Markdown table of the reactions of a generated file's list that are not in
+    it: id, name and the full reason (for small sets; large ones use the categories
+    of :func:`card_tables`)."""
+    from schnetpack_hessian import data
+
+    reactions = data.file_metadata(path).get("reactions", {})
+    rows = [
+        [rid, entry.get("name", ""), entry.get("reason", "").replace("|", "/")]
+        for rid, entry in sorted(reactions.items(), key=lambda kv: int(kv[0]))
+        if entry.get("status") != "done"
+    ]
+    if not rows:
+        return "No reaction recorded in the file's metadata is missing from it.\n"
+    return "\n".join(_table(["id", "reaction not in the file", "reason"], rows))
 
 
 def update_card(card: PathLike, tables: str) -> Path:

@@ -236,3 +236,28 @@ def test_sella_failure_is_a_rejection(monkeypatch):
     monkeypatch.setattr(sella.Sella, "run", qc_fail)
     with pytest.raises(QCError):
         find_ts(atoms, engine, label="TS")
+
+
+def test_rejected_table_and_categories_name_every_missing_reaction(tmp_path):
+    from schnetpack_hessian import data
+    from schnetpack_hessian.data.testing import make_atoms
+    from schnetpack_hessian.generate.card import (
+        edit_of,
+        rejected_table,
+        rejection_category,
+    )
+
+    reactions = {
+        "0": {"name": "torsion: OO >> OO", "status": "done", "reason": ""},
+        "4": {"name": "H2CO -> H2 + CO", "status": "rejected", "reason": "TS: 2 modes | x"},
+    }
+    path = tmp_path / "set.h5"
+    data.write(path, make_atoms(3, n_reactions=1), metadata={"reactions": reactions})
+    table = rejected_table(path)
+    assert "| 4 | H2CO -> H2 + CO | TS: 2 modes / x |" in table
+    assert "torsion" not in table
+    assert edit_of("torsion: OO >> OO") == "torsion"
+    assert edit_of("H2CO -> H2 + CO") == edit_of("weird: name") == "hand-written"
+    reason = "reaction 3 (x) IRC: the IRC does not connect reactant and product"
+    assert rejection_category(reason).startswith("IRC does not connect")
+    assert rejection_category("something new") == "other: something new"

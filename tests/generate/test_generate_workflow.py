@@ -162,6 +162,10 @@ def test_card_tables_and_plot_come_from_the_file(xtb_run, script, tmp_path):
     assert "| hand-written | 2 | 0 | 100 % |" in text
     assert "| ts | 1: 2 |" in text and "| reactant | 0: 2 |" in text
     assert "| atoms | 3 | 4 |" in text and "| reactions | 1 | 1 |" in text
+    assert "No reaction was rejected." in text
+    per_reaction = script.run("card", out, "--per-reaction").stdout
+    assert per_reaction.startswith(text) and "| 3 | NH3 umbrella inversion |" in per_reaction
+    assert "No reaction recorded in the file's metadata is missing" in per_reaction
     assert png.stat().st_size > 10_000
 
 

@@ -1,0 +1,171 @@
+"""``spkhess-study``: the reference study's comparison, one command, resumable.
+
+Examples::
+
+    spkhess-study --data shipped --quick -o study_quick     # ≤ 30 min, 2-core CPU
+    spkhess-study --data xtb --full -o study_full           # the whole matrix
+    spkhess-study --data my_set.h5 --full -o study --device cuda
+
+Runs every arm of the matrix one at a time with spktrain (``experiment=study_recipe``)
+in ``DIR/runs/<arm>/``, scores it with ``spkhess-eval``'s library and writes
+``DIR/RESULTS.md`` with tables, figures and the issue's goals.  A finished arm
+(``result.json``) is never retrained: rerun the same command to continue.
+"""
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from schnetpack_hessian.convert import ConversionError
+from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.study.matrix import StudyPlan, full_plan, quick_plan
+from schnetpack_hessian.study.report import write_report
+from schnetpack_hessian.study.runner import (
+    StudyError,
+    load_study_data,
+    read_results,
+    run_study,
+)
+
+__all__ = ["build_parser", "resolve_data", "make_plan", "run", "main"]
+
+_BUDGET_OPTIONS = (
+    "max_epochs",
+    "patience",
+    "n_atom_basis",
+    "n_interactions",
+    "batch_size",
+    "loss",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``spkhess-study``."""
+    p = argparse.ArgumentParser(
+        prog="spkhess-study",
+        description="Train and compare E / E+F / E+H / E+F+H models the reference "
+        "study's way (critical points train; IRC/NMS and held-out reactions test), "
+        "resumably, and write DIR/RESULTS.md.",
+    )
+    p.add_argument(
+        "--data",
+        default="shipped",
+        help="shipped (the wB97X set, 10 reactions), xtb (the GFN2-xTB bulk set) or "
+        "the path of a training file with reaction and kind labels",
+    )
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="PaiNN, E+F vs E+F+H (full, HVP k=2, 25 %% data), 3 seeds",
+    )
+    size.add_argument("--full", action="store_true", help="the whole matrix")
+    p.add_argument("-o", "--output", required=True, help="study directory")
+    p.add_argument(
+        "--replicates",
+        type=int,
+        help="--quick: runs per arm (seed r+1 on fold r; default 3)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", help="--full: seeds (default 1 2 3)")
+    p.add_argument("--folds", type=int, help="--full: by-reaction folds (default 5)")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        metavar="GROUP",
+        help="run only these arms (e.g. EF-painn-100pct)",
+    )
+    p.add_argument("--max-epochs", type=int, help="override the budget's epochs")
+    p.add_argument("--patience", type=int, help="early-stopping patience, epochs")
+    p.add_argument("--n-atom-basis", type=int, help="features per atom")
+    p.add_argument("--n-interactions", type=int, help="message-passing layers")
+    p.add_argument("--batch-size", type=int, help="training batch size")
+    p.add_argument("--loss", help="loss preset: study, horm, hip, variance, default")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        choices=[1, 2],
+        help="OMP threads of the (single) training process (default 1)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--max-runs", type=int, help="train at most this many new runs, then report"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="write RESULTS.md, train nothing"
+    )
+    return p
+
+
+def resolve_data(spec: str) -> Tuple[Path, str]:
+    """``(path, label)`` of ``--data``.
+
+    Raises:
+        StudyError: the xtb set is not installed, or the path does not exist.
+    """
+    if spec == "shipped":
+        path = reactive_set_path()
+        return path, f"shipped wB97X/6-31G(d) set ({path.name})"
+    if spec == "xtb":
+        try:
+            path = reactive_set_path("xtb")
+        except FileNotFoundError as err:
+            raise StudyError(
+                "--data xtb: the GFN2-xTB bulk set is not installed yet "
+                f"({err}). Run the study on the shipped set (--data shipped) or pass "
+                "the path of a generated set (--data PATH)"
+            ) from err
+        return path, f"GFN2-xTB bulk set ({path.name})"
+    path = Path(spec)
+    if not path.exists():
+        raise StudyError(f"--data {spec}: no such file (or use shipped / xtb)")
+    return path, str(path)
+
+
+def make_plan(args: argparse.Namespace) -> StudyPlan:
+    """The plan of ``--quick`` / ``--full`` with the budget options applied."""
+    if args.quick:
+        plan = quick_plan(args.replicates or 3)
+    else:
+        plan = full_plan(tuple(args.seeds or (1, 2, 3)), args.folds or 5)
+    if args.arms:
+        try:
+            plan = plan.select(args.arms)
+        except ValueError as err:
+            raise StudyError(f"--arms: {err}") from err
+    changes = {
+        k: getattr(args, k) for k in _BUDGET_OPTIONS if getattr(args, k) is not None
+    }
+    return plan.with_budget(**changes) if changes else plan
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run (or continue) the study and write its report; returns the exit code."""
+    path, label = resolve_data(args.data)
+    plan = make_plan(args)
+    out = Path(args.output)
+    if not args.report_only:
+        data = load_study_data(path)
+        run_study(plan, data, out, args.threads, args.device, max_runs=args.max_runs)
+    command = shlex.join(["spkhess-study", *argv])
+    report = write_report(plan, read_results(out), out, command, label)
+    print(f"written {report}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console-script entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args, argv)
+    except (StudyError, ConversionError, HessianDataError) as err:
+        print(f"spkhess-study: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

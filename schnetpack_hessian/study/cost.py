@@ -1,0 +1,71 @@
+"""What a training run costs: wall time per epoch and peak memory (``cost.json``).
+
+:class:`EpochCost` is a Lightning callback; spktrain adds it through the study recipe
+(``experiment=study_recipe``).  The training part of an epoch is timed from its start to
+the start of validation (or the epoch's end when there is none), so validation's exact
+Hessians do not count.  Peak memory is the process's resident set on CPU
+(``getrusage`` maximum RSS) and ``torch.cuda.max_memory_allocated`` on GPU.
+"""
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+
+__all__ = ["EpochCost", "peak_rss_mb"]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class EpochCost(Callback):
+    """Record the training wall time of every epoch and the peak memory.
+
+    Writes ``path`` (relative to the run directory) after every epoch:
+    ``epoch_seconds`` (list), ``peak_rss_mb``, ``peak_cuda_mb`` (None on CPU), ``device``.
+
+    Args:
+        path: the JSON file to write.
+    """
+
+    def __init__(self, path: str = "cost.json"):
+        super().__init__()
+        self.path = Path(path)
+        self.epoch_seconds: List[float] = []
+        self._start: Optional[float] = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
+        self._start = time.perf_counter()
+
+    def _stop(self) -> None:
+        if self._start is not None:
+            self.epoch_seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule):
+        if not trainer.sanity_checking:
+            self._stop()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule):
+        self._stop()
+        if trainer.is_global_zero:
+            self.write(pl_module.device)
+
+    def write(self, device: torch.device) -> None:
+        """Write the measurements so far."""
+        cuda = device.type == "cuda"
+        record = {
+            "epoch_seconds": self.epoch_seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_cuda_mb": (
+                torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+            ),
+            "device": str(device),
+        }
+        self.path.write_text(json.dumps(record, indent=1))

@@ -1,0 +1,242 @@
+"""The study's matrix: which runs make up a comparison, and how each is configured.
+
+An :class:`Arm` is one training run: targets (``E``, ``EF``, ``EH``, ``EFH``), model
+(``painn``, ``schnet``), how the Hessian term is computed in training (``full``,
+``hvp-k1``, ``hvp-k2``, ``rows-k2``), the fraction of the training critical points,
+the seed and the by-reaction fold it is tested on.  Its :attr:`Arm.group` (everything
+but seed and fold) is what the report averages over.  A :class:`Budget` is the fair
+recipe's budget and stopping rule, the same for every arm of a study.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Sequence, Tuple
+
+__all__ = [
+    "TARGETS",
+    "HESSIAN_MODES",
+    "MODELS",
+    "FRACTIONS",
+    "Arm",
+    "Budget",
+    "StudyPlan",
+    "quick_plan",
+    "full_plan",
+]
+
+TARGETS = ("E", "EF", "EH", "EFH")
+MODELS = {"painn": "painn_smooth", "schnet": "schnet_smooth"}
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+
+#: Hessian mode of an arm → spktrain overrides of the Hessian module.
+HESSIAN_MODES: Dict[str, List[str]] = {
+    "none": [],
+    "full": ["globals.hessian_mode=full"],
+    "hvp-k1": [
+        "globals.hessian_mode=hvp",
+        "globals.probe=gaussian",
+        "globals.n_probes=1",
+    ],
+    "hvp-k2": [
+        "globals.hessian_mode=hvp",
+        "globals.probe=gaussian",
+        "globals.n_probes=2",
+    ],
+    "rows-k2": ["globals.hessian_mode=hvp", "globals.probe=rows", "globals.n_probes=2"],
+}
+
+#: Targets → the loss terms they switch off (weights of the loss preset otherwise).
+_TARGET_OVERRIDES: Dict[str, List[str]] = {
+    "E": [
+        "globals.hessian_in_training=False",
+        "globals.forces_weight=0.0",
+        "globals.hessian_weight=0.0",
+    ],
+    "EF": ["globals.hessian_in_training=False", "globals.hessian_weight=0.0"],
+    "EH": ["globals.forces_weight=0.0"],
+    "EFH": [],
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training run of the study.
+
+    Attributes:
+        targets: ``E``, ``EF``, ``EH`` or ``EFH``.
+        model: ``painn`` or ``schnet``.
+        hessian: Hessian mode in training (``none`` for ``E``/``EF``).
+        fraction: fraction of the training critical points used.
+        seed: training seed (also draws the validation points and the subset).
+        fold: the by-reaction fold whose reactions are held out.
+    """
+
+    targets: str
+    model: str = "painn"
+    hessian: str = "full"
+    fraction: float = 1.0
+    seed: int = 1
+    fold: int = 0
+
+    def __post_init__(self):
+        if self.targets not in TARGETS:
+            raise ValueError(f"Arm: targets {self.targets!r} not in {TARGETS}")
+        if self.model not in MODELS:
+            raise ValueError(f"Arm: model {self.model!r} not in {sorted(MODELS)}")
+        if self.hessian not in HESSIAN_MODES:
+            raise ValueError(
+                f"Arm: hessian {self.hessian!r} not in {list(HESSIAN_MODES)}"
+            )
+        if ("H" in self.targets) == (self.hessian == "none"):
+            raise ValueError(
+                f"Arm: targets {self.targets} with hessian mode {self.hessian!r}; "
+                "Hessian targets need a mode other than 'none', the others 'none'"
+            )
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"Arm: fraction {self.fraction} not in (0, 1]")
+
+    @property
+    def group(self) -> str:
+        """Name of the arm without seed and fold (what the report averages over)."""
+        mode = "" if self.hessian == "none" else f"-{self.hessian}"
+        return f"{self.targets}{mode}-{self.model}-{self.fraction * 100:g}pct"
+
+    @property
+    def name(self) -> str:
+        """Unique run name (the run's directory under ``DIR/runs``)."""
+        return f"{self.group}-s{self.seed}-k{self.fold}"
+
+    def overrides(self) -> List[str]:
+        """spktrain overrides of this arm (targets, model, Hessian mode, seed)."""
+        return [
+            f"model/representation={MODELS[self.model]}",
+            *_TARGET_OVERRIDES[self.targets],
+            *HESSIAN_MODES[self.hessian],
+            f"seed={self.seed}",
+        ]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The fair recipe's budget and stopping rule, the same for every arm.
+
+    Attributes:
+        max_epochs: most epochs.
+        patience: early-stopping patience on ``val_loss``, epochs.
+        lr_patience: ReduceLROnPlateau patience, epochs (factor 0.5).
+        warmup_steps: linear learning-rate warm-up, optimiser steps.
+        n_atom_basis: features per atom.
+        n_interactions: message-passing layers.
+        batch_size: training structures per batch.
+        lr: initial learning rate.
+        loss: loss preset (``configs/loss/``).
+        ts_search: run TS searches in evaluation (slow).
+    """
+
+    max_epochs: int = 400
+    patience: int = 40
+    lr_patience: int = 15
+    warmup_steps: int = 0
+    n_atom_basis: int = 64
+    n_interactions: int = 3
+    batch_size: int = 8
+    lr: float = 5e-4
+    loss: str = "study"
+    ts_search: bool = True
+
+    def overrides(self) -> List[str]:
+        """spktrain overrides of the budget (on top of ``experiment=study_recipe``)."""
+        return [
+            f"loss={self.loss}",
+            f"trainer.max_epochs={self.max_epochs}",
+            f"callbacks.early_stopping.patience={self.patience}",
+            f"task.scheduler_args.patience={self.lr_patience}",
+            f"task.warmup_steps={self.warmup_steps}",
+            f"model.representation.n_atom_basis={self.n_atom_basis}",
+            f"model.representation.n_interactions={self.n_interactions}",
+            f"data.batch_size={self.batch_size}",
+            f"globals.lr={self.lr}",
+        ]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study: its arms, the number of by-reaction folds and the shared budget."""
+
+    name: str
+    arms: Tuple[Arm, ...]
+    n_folds: int
+    budget: Budget = field(default_factory=Budget)
+
+    def __post_init__(self):
+        bad = [a.name for a in self.arms if not 0 <= a.fold < self.n_folds]
+        if bad:
+            raise ValueError(f"StudyPlan: folds outside 0..{self.n_folds - 1}: {bad}")
+
+    def select(self, groups: Sequence[str]) -> "StudyPlan":
+        """The plan restricted to the arms of ``groups`` (:attr:`Arm.group` names).
+
+        Raises:
+            ValueError: a group the plan does not have.
+        """
+        known = {a.group for a in self.arms}
+        unknown = sorted(set(groups) - known)
+        if unknown:
+            raise ValueError(f"StudyPlan: no arms {unknown}; known: {sorted(known)}")
+        return replace(self, arms=tuple(a for a in self.arms if a.group in groups))
+
+    def with_budget(self, **changes) -> "StudyPlan":
+        """The same plan with some budget fields changed."""
+        return replace(self, budget=replace(self.budget, **changes))
+
+
+def _replicated(
+    groups: Sequence[Arm], replicates: Sequence[Tuple[int, int]]
+) -> Tuple[Arm, ...]:
+    return tuple(
+        replace(g, seed=seed, fold=fold) for g in groups for seed, fold in replicates
+    )
+
+
+def quick_plan(replicates: int = 3) -> StudyPlan:
+    """PaiNN, small model: E+F vs E+F+H (full), plus E+F+H with HVP k=2 and E+F+H
+    (full) on 25 % of the training points; ``replicates`` runs per arm, run ``r`` with
+    seed ``r + 1`` tested on fold ``r`` of ``max(replicates, 2)`` by-reaction folds (3
+    replicates: 3 seeds, every reaction tested once)."""
+    n_folds = max(replicates, 2)
+    groups = [
+        Arm("EF", hessian="none"),
+        Arm("EFH", hessian="full"),
+        Arm("EFH", hessian="hvp-k2"),
+        Arm("EFH", hessian="full", fraction=0.25),
+    ]
+    pairs = [(r + 1, r) for r in range(replicates)]
+    budget = Budget(
+        max_epochs=300,
+        patience=40,
+        lr_patience=15,
+        n_atom_basis=32,
+        n_interactions=2,
+        lr=1e-3,
+        ts_search=False,
+    )
+    return StudyPlan("quick", _replicated(groups, pairs), n_folds, budget)
+
+
+def full_plan(seeds: Sequence[int] = (1, 2, 3), n_folds: int = 5) -> StudyPlan:
+    """The whole matrix: E, E+F, E+H, E+F+H (full, HVP k=1, 2, rows k=2) × PaiNN and
+    SchNet; E+F and E+F+H (full) also at 12.5, 25 and 50 % of the training critical
+    points; every arm for each seed on each of ``n_folds`` by-reaction folds."""
+    groups: List[Arm] = []
+    for model in MODELS:
+        groups += [
+            Arm("E", model, "none"),
+            Arm("EH", model, "full"),
+            *(Arm("EFH", model, mode) for mode in ("hvp-k1", "hvp-k2", "rows-k2")),
+        ]
+        for fraction in FRACTIONS:
+            groups += [
+                Arm("EF", model, "none", fraction),
+                Arm("EFH", model, "full", fraction),
+            ]
+    pairs = [(s, k) for s in seeds for k in range(n_folds)]
+    return StudyPlan("full", _replicated(groups, pairs), n_folds)

@@ -1,0 +1,191 @@
+"""``DIR/RESULTS.md``: the study's tables, figures, goals and the command behind them."""
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from schnetpack_hessian.study import figures
+from schnetpack_hessian.study.aggregate import GroupSummary, summarize
+from schnetpack_hessian.study.goals import GOAL_SET, check_goals
+from schnetpack_hessian.study.matrix import Arm, StudyPlan
+from schnetpack_hessian.study.scoring import METRICS, TEST_SETS
+
+__all__ = ["accuracy_table", "cost_table", "goals_table", "write_report"]
+
+Record = Dict[str, object]
+
+_SET_TITLES = {
+    "train_offpath": "(a) IRC and NMS geometries of the training reactions",
+    "heldout": "(b) every structure of the held-out reactions (by-reaction folds)",
+}
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = [_row(header), _row(["---"] * len(header))]
+    return "\n".join(lines + [_row(r) for r in rows])
+
+
+def accuracy_table(summary: Dict[str, GroupSummary], test_set: str) -> str:
+    """Markdown table: mean ± sd of every metric on ``test_set``, one row per group."""
+    keys = [
+        k
+        for k in METRICS
+        if any(k in s.metrics.get(test_set, {}) for s in summary.values())
+    ]
+    header = ["arm", "runs"] + [f"{METRICS[k][0]} ({METRICS[k][1]})" for k in keys]
+    rows = []
+    for s in summary.values():
+        if test_set not in s.metrics:
+            continue
+        m = s.metrics[test_set]
+        rows.append([s.group, len(s.runs)] + [m.get(k, "–") for k in keys])
+    return _table(header, rows)
+
+
+def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
+    """Markdown table: epochs, early stops, seconds per epoch (and × the E+F epoch of
+    the same model), peak memory."""
+    header = [
+        "arm",
+        "epochs",
+        "early-stopped runs",
+        "s / epoch (training)",
+        "× E+F epoch",
+        "peak RSS (MB)",
+        "peak CUDA (MB)",
+    ]
+    rows = []
+    for s in summary.values():
+        ef = summary.get(Arm("EF", s.arm["model"], "none").group)
+        ratio = "–"
+        if ef is not None and ef.epoch_seconds.n and s.epoch_seconds.n:
+            ratio = f"{s.epoch_seconds.mean / ef.epoch_seconds.mean:.1f}"
+        stopped = f"{s.early_stopped(max_epochs)}/{len(s.runs)}"
+        rows.append(
+            [
+                s.group,
+                s.n_epochs,
+                stopped,
+                s.epoch_seconds,
+                ratio,
+                s.peak_rss_mb,
+                s.peak_cuda_mb,
+            ]
+        )
+    return _table(header, rows)
+
+
+def goals_table(summary: Dict[str, GroupSummary]) -> str:
+    """Markdown table of the issue's goals for every model in the study."""
+    models = sorted({str(s.arm["model"]) for s in summary.values()})
+    rows = [
+        [model, g.text, f"**{g.status}**", g.evidence]
+        for model in models
+        for g in check_goals(summary, model)
+    ]
+    return _table(["model", "goal", "status", "evidence"], rows)
+
+
+def _protocol(plan: StudyPlan) -> str:
+    b = plan.budget
+    return "\n".join(
+        [
+            f"- {len(plan.arms)} runs: {len({a.group for a in plan.arms})} arms × "
+            f"{len({(a.seed, a.fold) for a in plan.arms})} (seed, fold) pairs; "
+            f"{plan.n_folds} by-reaction folds, each reaction held out once.",
+            "- Training and validation: critical points (reactant, product, TS) of the "
+            "training reactions only; 15 % of them validate (early stopping, LR "
+            "schedule). Nothing is tuned on held-out reactions.",
+            "- Test (a): IRC/NMS geometries of the training reactions; test (b): every "
+            "structure of the held-out reactions. Metrics: `spkhess-eval`'s library "
+            "(`evaluate_downstream`, exact model Hessians); "
+            + ("TS searches on." if b.ts_search else "TS searches skipped."),
+            f"- Recipe (`experiment=study_recipe`, the same for every arm): "
+            f"`loss={b.loss}`, Adam lr {b.lr:g}, ReduceLROnPlateau (factor 0.5, "
+            f"patience {b.lr_patience}), warm-up {b.warmup_steps} steps, EMA 0.99, "
+            f"early stopping on val_loss (patience {b.patience}), at most "
+            f"{b.max_epochs} epochs, batch {b.batch_size}, {b.n_atom_basis} features, "
+            f"{b.n_interactions} interactions.",
+            "- Cost: training wall time per epoch (median of each run, validation "
+            "excluded) and peak memory (RSS of the training process on CPU, "
+            "`torch.cuda.max_memory_allocated` on GPU).",
+        ]
+    )
+
+
+def write_report(
+    plan: StudyPlan,
+    records: Sequence[Record],
+    out: Path,
+    command: str,
+    data_label: str,
+    note: Optional[str] = None,
+) -> Path:
+    """Write ``out/RESULTS.md`` and its figures (``out/figures/``) from the finished
+    ``records`` of ``plan``; a study with unfinished arms is labelled partial."""
+    out = Path(out)
+    names = {a.name for a in plan.arms}
+    records = [r for r in records if r["name"] in names]
+    summary = summarize(records)
+    fig_dir = out / "figures"
+    pictures: List[str] = []
+    if summary:
+        pictures += figures.bar_charts(
+            summary,
+            fig_dir,
+            ["energy_mae", "forces_mae", "hessian_mae", "frequency_mae"],
+        )
+        pictures += figures.data_efficiency(summary, fig_dir)
+        pictures += figures.cost_accuracy(summary, fig_dir)
+        pictures += figures.learning_curves(summary, out / "runs", fig_dir)
+    done = len(records)
+    status = (
+        f"complete: {done} of {len(plan.arms)} runs"
+        if done == len(plan.arms)
+        else f"**PARTIAL: {done} of {len(plan.arms)} runs finished** (rerun the "
+        "command to continue; finished runs are not retrained)"
+    )
+    parts = [
+        f"# Study results ({plan.name})",
+        "",
+        f"Data: {data_label}. Status: {status}.",
+        "",
+        "Made by:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    if note:
+        parts += [note, ""]
+    parts += ["## Protocol", "", _protocol(plan), ""]
+    if summary:
+        parts += [
+            "Mean ± sample standard deviation over the runs (seeds × folds) of an arm.",
+            "",
+        ]
+        for test_set in TEST_SETS:
+            parts += [
+                f"## Accuracy: {_SET_TITLES[test_set]}",
+                "",
+                accuracy_table(summary, test_set),
+                "",
+            ]
+        parts += ["## Cost", "", cost_table(summary, plan.budget.max_epochs), ""]
+        parts += [
+            f"## Goals of the issue (judged on test set {GOAL_SET!r})",
+            "",
+            goals_table(summary),
+            "",
+        ]
+        parts += ["## Figures", ""] + [f"![{p}](figures/{p})" for p in pictures] + [""]
+    parts += ["## Budget", "", "```", str(asdict(plan.budget)), "```", ""]
+    path = out / "RESULTS.md"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path

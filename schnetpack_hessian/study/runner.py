@@ -1,0 +1,250 @@
+"""Run a study's arms one at a time, resumably: train with spktrain, score, record.
+
+Every arm trains in its own spktrain process (``OMP_NUM_THREADS`` = ``threads``; never
+two at once: on a 2-core machine two multi-threaded trainings run 10-25× slower than
+one) in ``DIR/runs/<arm>/``, is scored on its two test sets
+(:mod:`~schnetpack_hessian.study.scoring`) and writes ``DIR/runs/<arm>/result.json``.
+An arm with a ``result.json`` is never run again; an arm with a ``best_model`` but no
+result is only scored; an interrupted training resumes from spktrain's
+``checkpoints/last.ckpt``.  So a killed study continues where it stopped.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.io import atomic_output, file_metadata
+from schnetpack_hessian.evaluation.data import load_structures
+from schnetpack_hessian.study.matrix import Arm, StudyPlan
+from schnetpack_hessian.study.scoring import score_run
+from schnetpack_hessian.study.splits import make_split, write_split_file
+
+__all__ = [
+    "RESULT_FILE",
+    "StudyError",
+    "StudyData",
+    "load_study_data",
+    "spktrain_args",
+    "run_arm",
+    "run_study",
+    "read_results",
+]
+
+RESULT_FILE = "result.json"
+MODEL_FILE = "best_model"
+
+
+class StudyError(RuntimeError):
+    """A study cannot run: missing data, a failed training (its log named)."""
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """The data set of a study, read once.
+
+    Attributes:
+        path: the training file.
+        structures: every structure in file order (ASE units).
+        kinds: kind code per structure ``(n,)`` (index into ``properties.KINDS``).
+        reactions: reaction id per structure ``(n,)``, -1 for none.
+        reaction_names: id → name.
+        atomrefs: the file has single-atom reference energies.
+    """
+
+    path: Path
+    structures: Sequence[Atoms]
+    kinds: np.ndarray
+    reactions: np.ndarray
+    reaction_names: Dict[int, str]
+    atomrefs: bool
+
+    def subset(self, indices: Sequence[int]) -> List[Atoms]:
+        """The structures at ``indices``."""
+        return [self.structures[i] for i in indices]
+
+
+def load_study_data(path: Path) -> StudyData:
+    """Read and check a training file (``spkhess-eval``'s reader and checks).
+
+    Raises:
+        StudyError: no such file, or no reaction labels to fold by.
+    """
+    path = Path(path).resolve()
+    if not path.exists():
+        raise StudyError(f"{path}: no such data file")
+    structures, names, _ = load_structures([path])
+    kinds = np.array([P.KINDS.index(a.info[P.kind]) for a in structures])
+    reactions = np.array([int(a.info.get(P.reaction, -1)) for a in structures])
+    if (reactions < 0).all():
+        raise StudyError(
+            f"{path}: no structure has a 'reaction' label; the study folds by reaction"
+        )
+    atomrefs = bool(file_metadata(path).get("atomrefs"))
+    return StudyData(path, structures, kinds, reactions, names, atomrefs)
+
+
+def spktrain_args(
+    arm: Arm, plan: StudyPlan, data: StudyData, split_file: Path, out: Path, device: str
+) -> List[str]:
+    """The spktrain command line of ``arm`` (after ``experiment=study_recipe``)."""
+    accelerator = ["trainer.accelerator=cpu"]
+    if device.startswith("cuda"):
+        accelerator = ["trainer.accelerator=gpu", "trainer.devices=1"]
+    return [
+        "experiment=study_recipe",
+        f"data.datapath={data.path}",
+        f"data.split_file={split_file}",
+        f"globals.atomrefs={data.atomrefs}",
+        f"run.path={out / 'runs'}",
+        f"run.id={arm.name}",
+        *plan.budget.overrides(),
+        *arm.overrides(),
+        *accelerator,
+    ]
+
+
+def _train(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("spktrain")
+    # spktrain's config search path reads $PWD: point it at the study directory
+    env = dict(
+        os.environ, OMP_NUM_THREADS=str(threads), HYDRA_FULL_ERROR="1", PWD=str(cwd)
+    )
+    log_path = run_dir / "spktrain.log"
+    with open(log_path, "a") as log:
+        done = subprocess.run(
+            [str(exe), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0 or not (run_dir / MODEL_FILE).exists():
+        tail = log_path.read_text()[-2000:]
+        raise StudyError(
+            f"spktrain failed for {run_dir.name} (exit {done.returncode}); "
+            f"log {log_path}:\n{tail}"
+        )
+
+
+def _cost(run_dir: Path) -> Dict[str, object]:
+    path = run_dir / "cost.json"
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text())
+    seconds = record.get("epoch_seconds") or []
+    return dict(
+        record,
+        n_epochs=len(seconds),
+        epoch_seconds_mean=float(np.mean(seconds)) if seconds else None,
+        epoch_seconds_median=float(np.median(seconds)) if seconds else None,
+    )
+
+
+def run_arm(
+    arm: Arm,
+    plan: StudyPlan,
+    data: StudyData,
+    out: Path,
+    threads: int = 1,
+    device: str = "cpu",
+) -> Dict[str, object]:
+    """Train (unless a ``best_model`` exists), score and record one arm.
+
+    Returns:
+        The arm's record, as written to ``DIR/runs/<arm>/result.json``.
+    """
+    out = Path(out).resolve()
+    run_dir = out / "runs" / arm.name
+    split = make_split(
+        data.kinds, data.reactions, plan.n_folds, arm.fold, arm.seed, arm.fraction
+    )
+    t0 = time.perf_counter()
+    if not (run_dir / MODEL_FILE).exists():
+        split_file = write_split_file(
+            split,
+            split.heldout_critical(data.kinds),
+            out / "splits" / f"{arm.name}.npz",
+        )
+        _train(
+            spktrain_args(arm, plan, data, split_file, out, device),
+            run_dir,
+            out,
+            threads,
+        )
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = score_run(
+        run_dir,
+        {
+            "train_offpath": data.subset(split.train_offpath),
+            "heldout": data.subset(split.heldout),
+        },
+        ts_search=plan.budget.ts_search,
+        device=device,
+        reaction_names=data.reaction_names,
+    )
+    record = {
+        "name": arm.name,
+        "group": arm.group,
+        "arm": asdict(arm),
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "heldout_reactions": split.heldout_reactions,
+        "metrics": metrics,
+        "cost": _cost(run_dir),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - t0,
+    }
+    with atomic_output(run_dir / RESULT_FILE, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def read_results(out: Path) -> List[Dict[str, object]]:
+    """Every finished arm's record under ``DIR/runs``."""
+    return [
+        json.loads(p.read_text())
+        for p in sorted(Path(out).glob(f"runs/*/{RESULT_FILE}"))
+    ]
+
+
+def run_study(
+    plan: StudyPlan,
+    data: StudyData,
+    out: Path,
+    threads: int = 1,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    max_runs: Optional[int] = None,
+) -> List[Dict[str, object]]:
+    """Run every arm of ``plan`` that has no ``result.json`` yet, one at a time.
+
+    Args:
+        max_runs: stop after training this many new arms (``None``: all).
+
+    Returns:
+        The records of all finished arms of the plan.
+    """
+    out = Path(out).resolve()
+    done, trained = [], 0
+    for i, arm in enumerate(plan.arms, 1):
+        result = out / "runs" / arm.name / RESULT_FILE
+        if result.exists():
+            done.append(json.loads(result.read_text()))
+            continue
+        if max_runs is not None and trained >= max_runs:
+            break
+        record = run_arm(arm, plan, data, out, threads, device)
+        trained += 1
+        done.append(record)
+        log(
+            f"[{i}/{len(plan.arms)}] {arm.name}: trained in "
+            f"{record['train_seconds']:.0f} s, scored in {record['eval_seconds']:.0f} s"
+        )
+    return done

@@ -1,0 +1,95 @@
+"""A trained run scored on the study's two test sets with ``spkhess-eval``'s library.
+
+Test set (a) ``train_offpath`` holds the IRC/NMS structures of the training reactions,
+(b) ``heldout`` every structure of the held-out reactions.  Each is evaluated with
+:func:`~schnetpack_hessian.evaluation.evaluate_downstream` (exact model Hessians) and
+reduced to the flat numbers the report tabulates, in the study's units (kcal/mol,
+kcal/mol/Å, kcal/mol/Å², cm⁻¹).
+"""
+
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from ase import Atoms
+
+from schnetpack_hessian.evaluation.downstream import (
+    DownstreamReport,
+    evaluate_downstream,
+)
+from schnetpack_hessian.evaluation.model import load_model
+from schnetpack_hessian.evaluation.report import in_units
+from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
+
+__all__ = ["METRICS", "TEST_SETS", "flat_metrics", "score_run"]
+
+#: The test sets of a run.
+TEST_SETS = ("train_offpath", "heldout")
+
+#: Metric → (label, unit) in the study's units; the report's columns.
+METRICS: Dict[str, tuple] = {
+    "energy_mae": ("energy MAE", "kcal/mol"),
+    "forces_mae": ("force MAE", "kcal/mol/Å"),
+    "hessian_mae": ("Hessian MAE", "kcal/mol/Å²"),
+    "frequency_mae": ("frequency MAE", "cm⁻¹"),
+    "imaginary_count_accuracy": ("imag.-mode count accuracy", "1"),
+    "barrier_fwd_mae": ("forward barrier MAE", "kcal/mol"),
+    "ts_success_model_hessian": ("TS-search success (model Hessian)", "1"),
+    "ts_success_sella_updates": ("TS-search success (Sella updates)", "1"),
+}
+
+_POOLED = (
+    "energy_mae",
+    "forces_mae",
+    "hessian_mae",
+    "frequency_mae",
+    "imaginary_count_accuracy",
+)
+
+
+def flat_metrics(report: DownstreamReport) -> Dict[str, float]:
+    """The :data:`METRICS` of one evaluation (NaN-free: absent metrics are left out)."""
+    pooled = in_units(report.pooled["all"], "kcal/mol")
+    barriers = in_units(report.barrier_stats, "kcal/mol")
+    out = {k: float(pooled[k]) for k in _POOLED if k in pooled}
+    if barriers.get("n_reactions"):
+        out["barrier_fwd_mae"] = float(barriers["barrier_fwd_mae"])
+    for method, summary in report.ts_summary.items():
+        out[f"ts_success_{method}"] = float(summary["success_rate"])
+    out["n_structures"] = float(len(report.rows))
+    return {k: v for k, v in out.items() if v == v}
+
+
+def score_run(
+    run_dir: Path,
+    test_sets: Dict[str, Sequence[Atoms]],
+    ts_search: bool,
+    device: str = "cpu",
+    reaction_names: Optional[Dict[int, str]] = None,
+) -> Dict[str, Dict[str, float]]:
+    """``{test set: flat metrics}`` of the ``best_model`` in ``run_dir``.
+
+    Args:
+        run_dir: spktrain's run directory.
+        test_sets: structures (ASE units) per test set.
+        ts_search: run TS searches (:class:`TSSearchSettings` defaults) on sets that
+            hold reference transition states.
+        device: torch device of the evaluation.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = load_model(run_dir, device=device, name=Path(run_dir).name)
+    settings = TSSearchSettings() if ts_search else None
+    out = {}
+    for name, structures in test_sets.items():
+        if not structures:
+            continue
+        report = evaluate_downstream(
+            model,
+            structures,
+            data_name=name,
+            reaction_names=reaction_names,
+            ts_settings=settings,
+        )
+        out[name] = flat_metrics(report)
+    return out

@@ -1,0 +1,137 @@
+"""The study's protocol as index sets: by-reaction folds, critical points to train on.
+
+Reactions are dealt into ``k`` folds once (fixed seed, independent of the run), so each
+reaction is tested exactly once over the folds.  For a run on fold ``f``:
+
+- train / validation: the critical points (reactant, product, ts) of the other
+  folds' reactions; a seeded ``val_fraction`` of them validate (early stopping, LR
+  schedule), a nested seeded ``fraction`` of the rest train;
+- test (a) ``train_offpath``: the IRC and NMS structures of the training reactions;
+- test (b) ``heldout``: every structure of fold ``f``'s reactions.
+
+Nothing of fold ``f`` is seen in training or validation.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.io import atomic_output
+
+__all__ = ["RunSplit", "reaction_folds", "make_split", "write_split_file"]
+
+#: Seed of the deal of reactions into folds (the same for every run of a study).
+FOLD_SEED = 0
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """Index sets of one run (indices into the data file).
+
+    Attributes:
+        train: training critical points.
+        val: validation critical points (training reactions).
+        train_offpath: IRC/NMS structures of the training reactions (test set a).
+        heldout: every structure of the held-out reactions (test set b).
+        heldout_reactions: the held-out reaction ids.
+    """
+
+    train: List[int]
+    val: List[int]
+    train_offpath: List[int]
+    heldout: List[int]
+    heldout_reactions: List[int]
+
+    def heldout_critical(self, kinds: np.ndarray) -> List[int]:
+        """The held-out structures that are critical points (spktrain's test split)."""
+        critical = [P.KINDS.index(k) for k in P.CRITICAL_KINDS]
+        return [i for i in self.heldout if kinds[i] in critical]
+
+
+def reaction_folds(reactions: np.ndarray, n_folds: int) -> List[np.ndarray]:
+    """Deal the reaction ids into ``n_folds`` folds of near-equal size.
+
+    Args:
+        reactions: reaction id per structure ``(n,)``; ids < 0 (none) are not dealt.
+
+    Raises:
+        ValueError: fewer reactions than folds, or fewer than 2 folds.
+    """
+    ids = np.unique(reactions[reactions >= 0])
+    if n_folds < 2 or len(ids) < n_folds:
+        raise ValueError(
+            f"reaction_folds: {len(ids)} reactions cannot make {n_folds} folds "
+            "(need at least 2 folds and one reaction per fold)"
+        )
+    ids = ids[np.random.default_rng(FOLD_SEED).permutation(len(ids))]
+    return [np.sort(f) for f in np.array_split(ids, n_folds)]
+
+
+def make_split(
+    kinds: np.ndarray,
+    reactions: np.ndarray,
+    n_folds: int,
+    fold: int,
+    seed: int,
+    fraction: float = 1.0,
+    val_fraction: float = 0.15,
+) -> RunSplit:
+    """The index sets of the run on ``fold`` with ``seed``.
+
+    Args:
+        kinds: kind code per structure (index into :data:`properties.KINDS`) ``(n,)``.
+        reactions: reaction id per structure ``(n,)``.
+        n_folds: number of by-reaction folds.
+        fold: the held-out fold.
+        seed: draws the validation points and the training subset.
+        fraction: fraction of the remaining training critical points used (the
+            subsets of one seed are nested: 12.5 % ⊂ 25 % ⊂ ...).
+        val_fraction: fraction of the training reactions' critical points that
+            validate (at least one).
+
+    Raises:
+        ValueError: too few critical points for a train and a validation set.
+    """
+    folds = reaction_folds(reactions, n_folds)
+    held = folds[fold]
+    critical = np.isin(kinds, [P.KINDS.index(k) for k in P.CRITICAL_KINDS])
+    in_held = np.isin(reactions, held)
+    in_train = (reactions >= 0) & ~in_held
+    pool = np.flatnonzero(critical & in_train)
+    if len(pool) < 2:
+        raise ValueError(
+            f"make_split: fold {fold} leaves {len(pool)} training critical points; "
+            "need at least 2 (one to train, one to validate)"
+        )
+    rng = np.random.default_rng([seed, fold])
+    pool = pool[rng.permutation(len(pool))]
+    n_val = max(1, int(round(val_fraction * len(pool))))
+    val, rest = pool[:n_val], pool[n_val:]
+    n_train = max(1, math.ceil(fraction * len(rest) - 1e-9))
+    return RunSplit(
+        train=sorted(rest[:n_train].tolist()),
+        val=sorted(val.tolist()),
+        train_offpath=np.flatnonzero(~critical & in_train).tolist(),
+        heldout=np.flatnonzero(in_held).tolist(),
+        heldout_reactions=held.tolist(),
+    )
+
+
+def write_split_file(split: RunSplit, test: List[int], path: Path) -> Path:
+    """Write the split in :class:`~schnetpack_hessian.data.HessianDataModule`'s format
+    (``train_idx``, ``val_idx``, ``test_idx``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: Dict[str, np.ndarray] = {
+        "train_idx": np.asarray(split.train, dtype=np.int64),
+        "val_idx": np.asarray(split.val, dtype=np.int64),
+        "test_idx": np.asarray(test, dtype=np.int64),
+    }
+    with atomic_output(path, overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path

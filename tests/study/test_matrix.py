@@ -1,0 +1,130 @@
+"""The study's matrix, folds and splits, and the goals' verdicts."""
+
+import numpy as np
+import pytest
+
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.study.aggregate import stat, summarize
+from schnetpack_hessian.study.goals import check_goals
+from schnetpack_hessian.study.matrix import Arm, full_plan, quick_plan
+from schnetpack_hessian.study.splits import make_split, reaction_folds
+
+
+def test_full_matrix_covers_the_issue():
+    plan = full_plan()
+    groups = {a.group for a in plan.arms}
+    for model in ("painn", "schnet"):
+        for targets, mode in [("E", "none"), ("EF", "none"), ("EH", "full")]:
+            assert Arm(targets, model, mode).group in groups
+        for mode in ("full", "hvp-k1", "hvp-k2", "rows-k2"):
+            assert Arm("EFH", model, mode).group in groups
+        for fraction in (0.125, 0.25, 0.5, 1.0):
+            assert Arm("EF", model, "none", fraction).group in groups
+            assert Arm("EFH", model, "full", fraction).group in groups
+    assert len({a.name for a in plan.arms}) == len(plan.arms) == len(groups) * 15
+
+
+def test_quick_plan_tests_every_reaction_once():
+    plan = quick_plan()
+    assert {a.model for a in plan.arms} == {"painn"}
+    for group in {a.group for a in plan.arms}:
+        runs = [a for a in plan.arms if a.group == group]
+        assert sorted(a.seed for a in runs) == [1, 2, 3]
+        assert sorted(a.fold for a in runs) == list(range(plan.n_folds))
+
+
+def test_arm_checks_and_overrides():
+    with pytest.raises(ValueError, match="mode"):
+        Arm("EF", hessian="full")
+    with pytest.raises(ValueError, match="mode"):
+        Arm("EFH", hessian="none")
+    overrides = Arm("EF", "schnet", "none", seed=4).overrides()
+    assert "model/representation=schnet_smooth" in overrides
+    assert "globals.hessian_weight=0.0" in overrides and "seed=4" in overrides
+    rows = Arm("EFH", hessian="rows-k2").overrides()
+    assert "globals.probe=rows" in rows and "globals.n_probes=2" in rows
+
+
+def _labels():
+    """8 reactions × (reactant, product, ts, 2 irc, 2 nms) and two unlabelled."""
+    kinds, reactions = [], []
+    for r in range(8):
+        for kind in ("reactant", "product", "ts", "irc", "irc", "nms", "nms"):
+            kinds.append(P.KINDS.index(kind))
+            reactions.append(r)
+    kinds += [P.KINDS.index("other")] * 2
+    reactions += [-1, -1]
+    return np.array(kinds), np.array(reactions)
+
+
+def test_folds_partition_the_reactions():
+    _, reactions = _labels()
+    folds = reaction_folds(reactions, 3)
+    together = np.concatenate(folds)
+    assert sorted(together.tolist()) == list(range(8))
+    assert [len(f) for f in folds] == [3, 3, 2]
+    with pytest.raises(ValueError, match="folds"):
+        reaction_folds(reactions, 9)
+
+
+def test_split_protocol():
+    kinds, reactions = _labels()
+    critical = [P.KINDS.index(k) for k in P.CRITICAL_KINDS]
+    tested = []
+    for fold in range(4):
+        s = make_split(kinds, reactions, 4, fold, seed=1)
+        held = set(s.heldout_reactions)
+        tested += s.heldout_reactions
+        for idx in (s.train, s.val):
+            assert all(kinds[i] in critical for i in idx)
+            assert not held & set(reactions[idx].tolist())
+        assert not set(s.train) & set(s.val) and len(s.val) >= 1
+        assert all(kinds[i] not in critical for i in s.train_offpath)
+        assert not held & set(reactions[s.train_offpath].tolist())
+        assert set(reactions[s.heldout].tolist()) == held
+        assert len(s.heldout) == 7 * len(held)
+        assert -1 not in reactions[s.train + s.val + s.heldout]
+    assert sorted(tested) == list(range(8))
+
+
+def test_fractions_are_nested_and_validation_is_fixed():
+    kinds, reactions = _labels()
+    splits = [make_split(kinds, reactions, 2, 0, 3, f) for f in (0.25, 0.5, 1.0)]
+    assert len({tuple(s.val) for s in splits}) == 1
+    assert set(splits[0].train) < set(splits[1].train) < set(splits[2].train)
+    assert len(splits[0].train) == 3  # ceil(0.25 · (12 critical points − 2 val))
+
+
+def _record(group_arm, seed, metrics, epoch_s=1.0):
+    return {
+        "name": f"{group_arm.group}-s{seed}",
+        "group": group_arm.group,
+        "arm": dict(vars(group_arm)),
+        "metrics": {"train_offpath": metrics},
+        "cost": {"epoch_seconds_median": epoch_s, "n_epochs": 10},
+    }
+
+
+def test_stat_and_goal_verdicts():
+    assert str(stat([1.0, 3.0])) == "2.00 ± 1.41"
+    assert stat([float("nan")]).n == 0
+    ef, full = Arm("EF", hessian="none"), Arm("EFH", hessian="full")
+    hvp = Arm("EFH", hessian="hvp-k2")
+
+    def errors(h, f, e):
+        return {"hessian_mae": h, "forces_mae": f, "energy_mae": e}
+
+    records = [
+        *(_record(ef, s, errors(100.0, 10.0, 5.0)) for s in (1, 2)),
+        *(_record(full, s, errors(20.0, 8.0, 3.0), 9.0) for s in (1, 2)),
+        *(_record(hvp, s, errors(25.0, 8.0, 3.0), 2.0) for s in (1, 2)),
+    ]
+    goals = {g.text: g for g in check_goals(summarize(records), "painn")}
+    assert goals["Hessian MAE −70 %"].status == "met"  # −80 %
+    assert goals["force MAE −40 %"].status == "missed"  # −20 %
+    assert goals["energy MAE −20 %"].status == "met"  # −40 %
+    hvp_goal = next(g for t, g in goals.items() if t.startswith("HVP"))
+    assert hvp_goal.status == "met" and "94%" in hvp_goal.evidence  # 75/80, 2×
+    data_goal = next(g for t, g in goals.items() if "25 %" in t)
+    assert data_goal.status == "not measured"
+    assert check_goals(summarize(records[:2]), "painn")[0].status == "not measured"

@@ -1,0 +1,76 @@
+"""The loss presets and the study recipe compose through spktrain's config tree."""
+
+import hydra
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+#: preset → (energy, forces, hessian weight, E/F loss class, Hessian loss)
+PRESETS = {
+    "default": (1.0, 1.0, 0.1, torch.nn.MSELoss, "mse"),
+    "study": (1.0, 0.30, 0.09, torch.nn.MSELoss, "mse"),
+    "horm": (1.0, 25.0, 1.0, torch.nn.L1Loss, "mae"),
+    "hip": (1.0, 25.0, 10.0, torch.nn.L1Loss, "mae"),
+    "variance": (1.0, 1.0, 0.1, torch.nn.MSELoss, "mse"),
+}
+
+
+@pytest.fixture(scope="module")
+def compose_train(tmp_path_factory):
+    work = tmp_path_factory.mktemp("hydra")
+    with initialize_config_module("schnetpack.configs", version_base="1.2"):
+
+        def _compose(*overrides):
+            return compose("train", overrides=[*overrides, f"run.work_dir={work}"])
+
+        yield _compose
+
+
+def _weights(cfg):
+    return [o.loss_weight for o in cfg.task.outputs]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_sets_weights_and_losses(compose_train, preset):
+    cfg = compose_train("experiment=reactive_efh", f"loss={preset}")
+    w_e, w_f, w_h, loss_cls, hessian_loss = PRESETS[preset]
+    assert _weights(cfg) == pytest.approx([w_e, w_f, w_h])
+    energy, forces, hessian = cfg.task.outputs
+    for out in (energy, forces):
+        assert isinstance(hydra.utils.instantiate(out.loss_fn), loss_cls)
+    assert hydra.utils.instantiate(hessian).loss == hessian_loss
+    balanced = "loss_balancing" in cfg.callbacks
+    assert balanced == (preset == "variance")
+
+
+def test_existing_experiments_keep_their_loss(compose_train):
+    assert _weights(compose_train("experiment=reactive_efh")) == [1.0, 1.0, 0.1]
+    assert _weights(compose_train("experiment=hessian_demo")) == [1.0, 1.0, 0.1]
+    assert _weights(compose_train("experiment=reactive_ef")) == [1.0, 1.0, 0.0]
+    assert _weights(compose_train("experiment=reactive_e")) == [1.0, 0.0, 0.0]
+
+
+def test_baselines_switch_terms_off_under_any_preset(compose_train):
+    assert _weights(compose_train("experiment=reactive_ef", "loss=study")) == [
+        1.0,
+        0.3,
+        0.0,
+    ]
+    assert _weights(compose_train("experiment=reactive_eh", "loss=hip")) == [
+        1.0,
+        0.0,
+        10.0,
+    ]
+
+
+def test_study_recipe(compose_train):
+    cfg = compose_train("experiment=study_recipe")
+    assert _weights(cfg) == pytest.approx([1.0, 0.30, 0.09])
+    assert cfg.task.scheduler_cls == "schnetpack.train.ReduceLROnPlateau"
+    assert cfg.task.scheduler_monitor == "val_loss"
+    assert cfg.callbacks.early_stopping.monitor == "val_loss"
+    assert cfg.callbacks.ema.decay == 0.99
+    assert cfg.callbacks.epoch_cost._target_.endswith("EpochCost")
+    assert cfg.trainer.max_epochs == 400
+    assert cfg.data.size_buckets is None
+    assert list(cfg.data.extrapolation_kinds) == []

@@ -1,0 +1,100 @@
+"""spkhess-study end to end, CI-sized: two tiny runs, the report, no retraining."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from schnetpack_hessian.cli.study import main
+from schnetpack_hessian.datasets import reactive_set_path
+
+pytestmark = pytest.mark.integration
+
+ARMS = ["EF-painn-100pct", "EFH-full-painn-100pct"]
+TINY = [
+    "--data", "shipped", "--quick", "--replicates", "1", "--arms", *ARMS,
+    "--max-epochs", "2", "--n-atom-basis", "8", "--n-interactions", "1",
+]  # fmt: skip
+
+
+def _study(out: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("spkhess-study")
+    return subprocess.run(
+        [str(exe), *TINY, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+
+
+def _mtimes(out: Path):
+    return {
+        p.relative_to(out): p.stat().st_mtime_ns
+        for name in ("result.json", "best_model", "spktrain.log")
+        for p in out.glob(f"runs/*/{name}")
+    }
+
+
+def test_two_tiny_runs_report_and_resume(tmp_path):
+    out = tmp_path / "study"
+    first = _study(out)
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-2000:]
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [f"{a}-s1-k0" for a in ARMS]
+    for run in runs:
+        record = json.loads((out / "runs" / run / "result.json").read_text())
+        assert record["cost"]["n_epochs"] == 2
+        assert all(s > 0 for s in record["cost"]["epoch_seconds"])
+        assert record["cost"]["peak_rss_mb"] > 50
+        for test_set in ("train_offpath", "heldout"):
+            metrics = record["metrics"][test_set]
+            assert metrics["n_structures"] > 0
+            assert metrics["energy_mae"] > 0 and metrics["hessian_mae"] > 0
+        # nothing of the held-out reactions was trained or validated on
+        split = json.loads(json.dumps(record["heldout_reactions"]))
+        assert split and len(split) == 5  # 10 reactions, 2 folds
+    report = (out / "RESULTS.md").read_text()
+    assert "spkhess-study --data shipped --quick" in report
+    assert "EFH-full-painn-100pct" in report and "Hessian MAE −70 %" in report
+    assert "complete: 2 of 2 runs" in report
+    assert (out / "figures" / "bars_hessian_mae.png").stat().st_size > 1000
+    assert (out / "figures" / "learning_curves.png").exists()
+
+    # a rerun trains and scores nothing
+    before = _mtimes(out)
+    again = _study(out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _mtimes(out) == before
+
+    # a study killed after training, before scoring, scores without retraining
+    victim = out / "runs" / runs[1]
+    (victim / "result.json").unlink()
+    model_time = (victim / "best_model").stat().st_mtime_ns
+    log_size = (victim / "spktrain.log").stat().st_size
+    third = _study(out)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert (victim / "result.json").exists()
+    assert (victim / "best_model").stat().st_mtime_ns == model_time
+    assert (victim / "spktrain.log").stat().st_size == log_size
+
+
+def test_missing_xtb_set_is_a_clear_error(tmp_path, capsys):
+    try:
+        reactive_set_path("xtb")
+    except FileNotFoundError:
+        pass
+    else:
+        pytest.skip("the xtb set is installed")
+    assert main(["--data", "xtb", "--quick", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--data xtb" in err and "not installed" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_arm_is_a_clear_error(tmp_path, capsys):
+    assert main(["--quick", "--arms", "EX-painn", "-o", str(tmp_path)]) == 2
+    assert "EX-painn" in capsys.readouterr().err

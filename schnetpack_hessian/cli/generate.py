@@ -317,20 +317,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "card":
         from schnetpack_hessian.generate.card import (
-            card_tables,
+            card_text,
             plot_distributions,
-            rejected_table,
             set_statistics,
             update_card,
         )
 
-        from schnetpack_hessian.generate.report import summarize
-
         stats = set_statistics(args.file)
-        tables = card_tables(stats)
-        if args.per_reaction:
-            tables += "\n" + summarize(args.file).split("\n\n", 1)[1]
-            tables += "\n" + rejected_table(args.file)
+        tables = card_text(args.file, args.per_reaction, stats)
         print(tables, end="")
         if args.update:
             update_card(args.update, tables)

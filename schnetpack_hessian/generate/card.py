@@ -27,6 +27,7 @@ __all__ = [
     "rejection_category",
     "set_statistics",
     "card_tables",
+    "card_text",
     "update_card",
     "rejected_table",
     "plot_distributions",
@@ -236,6 +237,22 @@ def rejected_table(path: PathLike) -> str:
     if not rows:
         return "No reaction recorded in the file's metadata is missing from it.\n"
     return "\n".join(_table(["id", "reaction not in the file", "reason"], rows))
+
+
+def card_text(
+    path: PathLike, per_reaction: bool = False, stats: Optional[SetStatistics] = None
+) -> str:
+    """Everything ``spkhess-generate card`` prints: :func:`card_tables`, and with
+    ``per_reaction`` one row per reaction (:func:`~.report.summarize`) and the
+    :func:`rejected_table`.  ``stats``: :func:`set_statistics` of ``path`` if already
+    read."""
+    from schnetpack_hessian.generate.report import summarize
+
+    text = card_tables(stats or set_statistics(path))
+    if per_reaction:
+        text += "\n" + summarize(path).split("\n\n", 1)[1]
+        text += "\n" + rejected_table(path)
+    return text
 
 
 def update_card(card: PathLike, tables: str) -> Path:

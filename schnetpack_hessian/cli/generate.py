@@ -46,6 +46,7 @@ from schnetpack_hessian.generate.workflow import (
     assemble,
     dataset_metadata,
     generate,
+    keep_smallest,
     merge,
     require_counts,
 )
@@ -136,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="leave out (as rejected) reactions with fewer normal-mode samples",
+    )
+    a.add_argument(
+        "--max-reactions",
+        type=int,
+        default=None,
+        help="keep only this many reactions, those with the fewest atoms (bounds "
+        "the file size); the others are recorded as left out",
     )
     a.add_argument(
         "--precision",
@@ -296,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
         outcomes = require_counts(
             _stored_outcomes(args.workdirs), {"irc": args.min_irc, "nms": args.min_nms}
         )
+        if args.max_reactions is not None:
+            outcomes = keep_smallest(outcomes, args.workdirs, args.max_reactions)
         if not any(o.status == "done" for o in outcomes):
             logging.error(
                 "no finished reaction in %s has --min-irc %d IRC points and "

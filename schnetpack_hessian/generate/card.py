@@ -47,10 +47,17 @@ _REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
     (r"changed the bonds", "an end point changes its bonds on optimisation"),
     (r"keeps \d+ imaginary", "a minimum keeps an imaginary mode"),
     (r"imaginary modes \(need exactly 1\)", "TS with != 1 imaginary mode"),
-    (r"Sella (did not converge|failed)", "TS search (Sella) failed or did not converge"),
+    (
+        r"Sella (did not converge|failed)",
+        "TS search (Sella) failed or did not converge",
+    ),
     (r"minimisation did not", "minimisation did not converge"),
     (r"SCF not converged", "SCF not converged"),
     (r"too few points", "too few IRC / normal-mode points"),
+    (
+        r"left out at assembly",
+        "left out at assembly: the largest, to bound the file size",
+    ),
     (r"branch made no step", "IRC made no step"),
 )
 
@@ -184,7 +191,9 @@ def card_tables(stats: SetStatistics) -> str:
         kinds + ["all"],
         [[stats.kinds[k] for k in kinds] + [sum(stats.kinds.values())]],
     )
-    edits = [e for e in (*EDITS, HAND_WRITTEN) if stats.accepted[e] or stats.rejected[e]]
+    edits = [
+        e for e in (*EDITS, HAND_WRITTEN) if stats.accepted[e] or stats.rejected[e]
+    ]
     rows = [_acceptance_row(e, stats.accepted[e], stats.rejected[e]) for e in edits]
     rows.append(
         _acceptance_row(
@@ -272,7 +281,9 @@ def update_card(card: PathLike, tables: str) -> Path:
     return card
 
 
-def plot_distributions(stats: SetStatistics, out: PathLike, title: Optional[str] = None):
+def plot_distributions(
+    stats: SetStatistics, out: PathLike, title: Optional[str] = None
+):
     """A PNG with the size histogram and the barrier and TS-frequency distributions.
 
     Returns:
@@ -285,7 +296,9 @@ def plot_distributions(stats: SetStatistics, out: PathLike, title: Optional[str]
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
     sizes = np.asarray(stats.n_atoms)
-    axes[0].hist(sizes, bins=np.arange(sizes.min() - 0.5, sizes.max() + 1.5), color="C0")
+    axes[0].hist(
+        sizes, bins=np.arange(sizes.min() - 0.5, sizes.max() + 1.5), color="C0"
+    )
     axes[0].set(xlabel="atoms per reaction", ylabel="reactions")
     barriers = np.asarray(stats.barriers)
     bins = np.linspace(min(0.0, float(barriers.min())), float(barriers.max()) + 1.0, 30)

@@ -73,6 +73,8 @@ __all__ = [
     "iter_structures",
     "dataset_metadata",
     "require_counts",
+    "finished_reactions",
+    "keep_smallest",
     "assemble",
     "merge",
 ]
@@ -492,6 +494,66 @@ def generate(
     return [outcomes[r.id] for r in reactions]
 
 
+def finished_reactions(workdirs: Iterable[PathLike]) -> Dict[int, Path]:
+    """Reaction id → directory of every finished reaction in ``workdirs``.
+
+    Raises:
+        ValueError: a reaction is finished in two different directories.
+    """
+    done: Dict[int, Path] = {}
+    for w in workdirs:
+        for f in Path(w).glob("r[0-9]*/done.json"):
+            rid = int(read_json(f)["reaction"])
+            rdir = f.parent.resolve()  # the same directory linked into two work dirs
+            if rid in done and done[rid] != rdir:
+                raise ValueError(
+                    f"reaction {rid} is finished in both {done[rid]} and {rdir}"
+                )
+            done[rid] = rdir
+    return done
+
+
+def keep_smallest(
+    outcomes: Sequence[ReactionOutcome],
+    workdirs: Iterable[PathLike],
+    max_reactions: int,
+) -> List[ReactionOutcome]:
+    """At most ``max_reactions`` finished reactions: those with the fewest atoms
+    (ties: lower id); the others become rejections that say why (to bound a file's
+    size, which grows with N² per structure).
+
+    Args:
+        outcomes: outcomes of a generation run.
+        workdirs: the work directories holding the finished reactions.
+        max_reactions: number of finished reactions to keep.
+    """
+    dirs = finished_reactions(workdirs)
+    done = [o for o in outcomes if o.status == "done"]
+    size = {
+        o.reaction: len(load_structure(dirs[o.reaction] / "ts.npz").numbers)
+        for o in done
+    }
+    kept = {
+        o.reaction
+        for o in sorted(done, key=lambda o: (size[o.reaction], o.reaction))[
+            :max_reactions
+        ]
+    }
+    out = []
+    for o in outcomes:
+        if o.status == "done" and o.reaction not in kept:
+            o = ReactionOutcome(
+                o.reaction,
+                o.name,
+                "rejected",
+                dict(o.counts),
+                f"left out at assembly: {size[o.reaction]} atoms; the "
+                f"{max_reactions} smallest of {len(done)} finished reactions are kept",
+            )
+        out.append(o)
+    return out
+
+
 def iter_structures(
     workdirs: Iterable[PathLike], reactions: Optional[Iterable[int]] = None
 ) -> Iterator[Atoms]:
@@ -509,16 +571,7 @@ def iter_structures(
     from schnetpack_hessian.data import symmetrize
 
     workdirs = [Path(w) for w in workdirs]
-    done = {}
-    for w in workdirs:
-        for f in Path(w).glob("r[0-9]*/done.json"):
-            rid = int(read_json(f)["reaction"])
-            rdir = f.parent.resolve()  # the same directory linked into two work dirs
-            if rid in done and done[rid] != rdir:
-                raise ValueError(
-                    f"reaction {rid} is finished in both {done[rid]} and {rdir}"
-                )
-            done[rid] = rdir
+    done = finished_reactions(workdirs)
     wanted = sorted(done) if reactions is None else sorted(set(reactions))
     for rid in wanted:
         if rid not in done:
@@ -601,7 +654,9 @@ def require_counts(
             if o.status == "done" and o.counts.get(k, 0) < n
         }
         if short:
-            why = ", ".join(f"{got} {k} structures < {n}" for k, (got, n) in short.items())
+            why = ", ".join(
+                f"{got} {k} structures < {n}" for k, (got, n) in short.items()
+            )
             o = ReactionOutcome(
                 o.reaction, o.name, "rejected", dict(o.counts), f"too few points: {why}"
             )

@@ -58,7 +58,17 @@ def test_enumerate_writes_a_reaction_list(tmp_path, caplog):
     assert len(edits) == len(set(edits)) and picked[0]["id"] == 5
     # growing a set: a second list leaves out every reaction of the first
     more = tmp_path / "more.yaml"
-    main(["enumerate", "--molecules", str(smi), "--out", str(more), "--exclude", str(one)])
+    main(
+        [
+            "enumerate",
+            "--molecules",
+            str(smi),
+            "--out",
+            str(more),
+            "--exclude",
+            str(one),
+        ]
+    )
     rest = yaml.safe_load(more.read_text())["reactions"]
     assert {e["key"] for e in rest}.isdisjoint(e["key"] for e in picked)
     assert len(rest) == len(entries) - len(picked) > 0
@@ -66,7 +76,10 @@ def test_enumerate_writes_a_reaction_list(tmp_path, caplog):
     with pytest.raises(Exception, match="no 'key'"):
         hand = tmp_path / "hand.yaml"
         hand.write_text("reactions:\n  - id: 0\n    name: x\n")
-        main(["enumerate", "--molecules", str(smi), "--out", str(more)] + ["--exclude", str(hand)])
+        main(
+            ["enumerate", "--molecules", str(smi), "--out", str(more)]
+            + ["--exclude", str(hand)]
+        )
 
 
 def test_enumerated_reaction_runs_end_to_end(tmp_path, tblite_available, script):

@@ -249,7 +249,11 @@ def test_rejected_table_and_categories_name_every_missing_reaction(tmp_path):
 
     reactions = {
         "0": {"name": "torsion: OO >> OO", "status": "done", "reason": ""},
-        "4": {"name": "H2CO -> H2 + CO", "status": "rejected", "reason": "TS: 2 modes | x"},
+        "4": {
+            "name": "H2CO -> H2 + CO",
+            "status": "rejected",
+            "reason": "TS: 2 modes | x",
+        },
     }
     path = tmp_path / "set.h5"
     data.write(path, make_atoms(3, n_reactions=1), metadata={"reactions": reactions})

@@ -153,7 +153,9 @@ def test_summary_tables_count_the_file(xtb_run):
 def test_card_tables_and_plot_come_from_the_file(xtb_run, script, tmp_path):
     _, _, out = xtb_run
     png, card = tmp_path / "card.png", tmp_path / "card.md"
-    card.write_text("# Card\n\n<!-- card tables: begin -->\nold\n<!-- card tables: end -->\n\nrest\n")
+    card.write_text(
+        "# Card\n\n<!-- card tables: begin -->\nold\n<!-- card tables: end -->\n\nrest\n"
+    )
     text = script.run("card", out, "--plot", png, "--update", card).stdout
     written = card.read_text()
     assert written.startswith("# Card\n") and written.endswith("\n\nrest\n")
@@ -164,7 +166,10 @@ def test_card_tables_and_plot_come_from_the_file(xtb_run, script, tmp_path):
     assert "| atoms | 3 | 4 |" in text and "| reactions | 1 | 1 |" in text
     assert "No reaction was rejected." in text
     per_reaction = script.run("card", out, "--per-reaction").stdout
-    assert per_reaction.startswith(text) and "| 3 | NH3 umbrella inversion |" in per_reaction
+    assert (
+        per_reaction.startswith(text)
+        and "| 3 | NH3 umbrella inversion |" in per_reaction
+    )
     assert "No reaction recorded in the file's metadata is missing" in per_reaction
     assert png.stat().st_size > 10_000
 
@@ -179,8 +184,16 @@ def test_float32_assembly_halves_the_hessians(xtb_run, script, tmp_path):
         dtypes = {name: ds.dtype for name, ds in f["properties"].items()}
     assert dtypes["hessian"] == np.float32 and dtypes["forces"] == np.float32
     for a, b in zip(data.iread(out), data.iread(small)):
-        np.testing.assert_allclose(b.info["hessian"], a.info["hessian"], rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(
+            b.info["hessian"], a.info["hessian"], rtol=1e-6, atol=1e-5
+        )
         assert b.get_potential_energy() == a.get_potential_energy()
+    smallest = tmp_path / "smallest.h5"
+    script.run("assemble", work, "--out", smallest, "--max-reactions", "1")
+    assert {a.info["reaction"] for a in data.iread(smallest)} == {7}  # HCN, 3 atoms
+    left_out = data.file_metadata(smallest)["reactions"]["3"]
+    assert left_out["status"] == "rejected"
+    assert left_out["reason"].startswith("left out at assembly: 4 atoms; the 1 smallest")
     short = tmp_path / "short.h5"
     proc = script.run("assemble", work, "--out", short, "--min-irc", "5", check=False)
     assert proc.returncode != 0 and "--min-irc" in proc.stderr and not short.exists()

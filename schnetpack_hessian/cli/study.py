@@ -35,6 +35,8 @@ __all__ = ["build_parser", "resolve_data", "make_plan", "run", "main"]
 _BUDGET_OPTIONS = (
     "max_epochs",
     "patience",
+    "lr_patience",
+    "lr",
     "n_atom_basis",
     "n_interactions",
     "batch_size",
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-epochs", type=int, help="override the budget's epochs")
     p.add_argument("--patience", type=int, help="early-stopping patience, epochs")
+    p.add_argument("--lr-patience", type=int, help="ReduceLROnPlateau patience, epochs")
+    p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--n-atom-basis", type=int, help="features per atom")
     p.add_argument("--n-interactions", type=int, help="message-passing layers")
     p.add_argument("--batch-size", type=int, help="training batch size")

@@ -60,6 +60,8 @@ class GroupSummary:
         metrics: ``{test set: {metric: Stat}}``.
         epoch_seconds: median training seconds per epoch, over runs.
         n_epochs: epochs until early stopping or the limit, over runs.
+        best_epoch: epoch of the lowest validation loss (the model kept), over runs.
+        best_val_loss: that validation loss, over runs.
         peak_rss_mb: peak resident memory of the training process, over runs.
         peak_cuda_mb: peak CUDA memory, over runs (empty on CPU).
         runs: names of the runs.
@@ -71,6 +73,8 @@ class GroupSummary:
     metrics: Dict[str, Dict[str, Stat]]
     epoch_seconds: Stat
     n_epochs: Stat
+    best_epoch: Stat
+    best_val_loss: Stat
     peak_rss_mb: Stat
     peak_cuda_mb: Stat
     runs: Tuple[str, ...]
@@ -106,6 +110,8 @@ def summarize(records: Sequence[Record]) -> Dict[str, GroupSummary]:
             metrics=metrics,
             epoch_seconds=_cost(runs, "epoch_seconds_median"),
             n_epochs=_cost(runs, "n_epochs"),
+            best_epoch=_cost(runs, "best_epoch"),
+            best_val_loss=_cost(runs, "best_val_loss"),
             peak_rss_mb=_cost(runs, "peak_rss_mb"),
             peak_cuda_mb=_cost(runs, "peak_cuda_mb"),
             runs=tuple(str(r["name"]) for r in runs),

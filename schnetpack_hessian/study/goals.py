@@ -101,7 +101,7 @@ def _hvp_goal(
         kept = (h_ef.mean - h.mean) / gain if gain > 0 else float("nan")
         ratio = s.epoch_seconds.mean / ef.epoch_seconds.mean
         ok |= kept >= 0.9 and ratio <= 2.5
-        parts.append(f"{mode}: {kept:.0%} of the gain at {ratio:.1f}× the E+F epoch")
+        parts.append(f"{mode}: {kept:.1%} of the gain at {ratio:.2f}× the E+F epoch")
     if not parts:
         return Goal(text, NOT_MEASURED, "no scored HVP runs")
     return Goal(text, MET if ok else MISSED, "; ".join(parts))

@@ -52,6 +52,8 @@ def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
     header = [
         "arm",
         "epochs",
+        "best epoch",
+        "best val_loss",
         "early-stopped runs",
         "s / epoch (training)",
         "× E+F epoch",
@@ -69,6 +71,8 @@ def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
             [
                 s.group,
                 s.n_epochs,
+                s.best_epoch,
+                s.best_val_loss,
                 stopped,
                 s.epoch_seconds,
                 ratio,

@@ -24,6 +24,7 @@ from ase import Atoms
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import atomic_output, file_metadata
 from schnetpack_hessian.evaluation.data import load_structures
+from schnetpack_hessian.study.aggregate import learning_curve
 from schnetpack_hessian.study.matrix import Arm, StudyPlan
 from schnetpack_hessian.study.scoring import score_run
 from schnetpack_hessian.study.splits import make_split, write_split_file
@@ -41,6 +42,8 @@ __all__ = [
 
 RESULT_FILE = "result.json"
 MODEL_FILE = "best_model"
+#: The budget a study directory was made with (finished runs are only valid for it).
+BUDGET_FILE = "budget.json"
 
 
 class StudyError(RuntimeError):
@@ -138,6 +141,12 @@ def _cost(run_dir: Path) -> Dict[str, object]:
         return {}
     record = json.loads(path.read_text())
     seconds = record.get("epoch_seconds") or []
+    curve = learning_curve(run_dir)
+    if curve is not None:
+        best = int(curve[1].argmin())
+        record.update(
+            best_epoch=int(curve[0][best]), best_val_loss=float(curve[1][best])
+        )
     return dict(
         record,
         n_epochs=len(seconds),
@@ -165,7 +174,8 @@ def run_arm(
         data.kinds, data.reactions, plan.n_folds, arm.fold, arm.seed, arm.fraction
     )
     t0 = time.perf_counter()
-    if not (run_dir / MODEL_FILE).exists():
+    trained = not (run_dir / MODEL_FILE).exists()
+    if trained:
         split_file = write_split_file(
             split,
             split.heldout_critical(data.kinds),
@@ -198,12 +208,33 @@ def run_arm(
         "heldout_reactions": split.heldout_reactions,
         "metrics": metrics,
         "cost": _cost(run_dir),
-        "train_seconds": train_seconds,
+        "train_seconds": train_seconds if trained else None,
         "eval_seconds": time.perf_counter() - t0,
     }
     with atomic_output(run_dir / RESULT_FILE, overwrite=True) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     return record
+
+
+def check_budget(plan: StudyPlan, data: StudyData, out: Path) -> None:
+    """Record the plan's budget and data in ``DIR/budget.json``, or check that they
+    are the ones the directory was made with.
+
+    Raises:
+        StudyError: the directory holds runs of another budget or data set.
+    """
+    path = Path(out) / BUDGET_FILE
+    wanted = {"budget": asdict(plan.budget), "data": str(data.path)}
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            raise StudyError(
+                f"{out} holds runs made with {found}, not {wanted}; finished runs are "
+                "never retrained, so use a new output directory for a new budget"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=1))
 
 
 def read_results(out: Path) -> List[Dict[str, object]]:
@@ -225,6 +256,10 @@ def run_study(
 ) -> List[Dict[str, object]]:
     """Run every arm of ``plan`` that has no ``result.json`` yet, one at a time.
 
+    Raises:
+        StudyError: ``out`` holds runs of another budget (:func:`check_budget`), or a
+            training failed.
+
     Args:
         max_runs: stop after training this many new arms (``None``: all).
 
@@ -232,6 +267,7 @@ def run_study(
         The records of all finished arms of the plan.
     """
     out = Path(out).resolve()
+    check_budget(plan, data, out)
     done, trained = [], 0
     for i, arm in enumerate(plan.arms, 1):
         result = out / "runs" / arm.name / RESULT_FILE
@@ -243,8 +279,12 @@ def run_study(
         record = run_arm(arm, plan, data, out, threads, device)
         trained += 1
         done.append(record)
+        seconds = record["train_seconds"]
+        trained_in = (
+            "trained before" if seconds is None else f"trained in {seconds:.0f} s"
+        )
         log(
-            f"[{i}/{len(plan.arms)}] {arm.name}: trained in "
-            f"{record['train_seconds']:.0f} s, scored in {record['eval_seconds']:.0f} s"
+            f"[{i}/{len(plan.arms)}] {arm.name}: {trained_in}, "
+            f"scored in {record['eval_seconds']:.0f} s"
         )
     return done

@@ -124,7 +124,7 @@ def test_stat_and_goal_verdicts():
     assert goals["force MAE −40 %"].status == "missed"  # −20 %
     assert goals["energy MAE −20 %"].status == "met"  # −40 %
     hvp_goal = next(g for t, g in goals.items() if t.startswith("HVP"))
-    assert hvp_goal.status == "met" and "94%" in hvp_goal.evidence  # 75/80, 2×
+    assert hvp_goal.status == "met" and "93.8%" in hvp_goal.evidence  # 75/80, 2×
     data_goal = next(g for t, g in goals.items() if "25 %" in t)
     assert data_goal.status == "not measured"
     assert check_goals(summarize(records[:2]), "painn")[0].status == "not measured"

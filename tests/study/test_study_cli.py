@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from schnetpack_hessian.cli.study import main
-from schnetpack_hessian.datasets import reactive_set_path
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +19,10 @@ TINY = [
 ]  # fmt: skip
 
 
-def _study(out: Path) -> subprocess.CompletedProcess:
+def _study(out: Path, *extra: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("spkhess-study")
     return subprocess.run(
-        [str(exe), *TINY, "-o", str(out)],
+        [str(exe), *TINY, *extra, "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -81,14 +80,20 @@ def test_two_tiny_runs_report_and_resume(tmp_path):
     assert (victim / "best_model").stat().st_mtime_ns == model_time
     assert (victim / "spktrain.log").stat().st_size == log_size
 
+    # another budget in the same directory would mix runs: refused
+    other = _study(out, "--max-epochs", "3")
+    assert other.returncode == 2 and "new output directory" in other.stderr
+    assert (victim / "best_model").stat().st_mtime_ns == model_time
 
-def test_missing_xtb_set_is_a_clear_error(tmp_path, capsys):
-    try:
-        reactive_set_path("xtb")
-    except FileNotFoundError:
-        pass
-    else:
-        pytest.skip("the xtb set is installed")
+
+def test_missing_xtb_set_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    def not_installed(level="wb97x"):
+        raise FileNotFoundError(
+            f"the reactive set ({level}) is not in this installation"
+        )
+
+    # an installation without the bulk file (this checkout may have one)
+    monkeypatch.setattr("schnetpack_hessian.cli.study.reactive_set_path", not_installed)
     assert main(["--data", "xtb", "--quick", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--data xtb" in err and "not installed" in err

@@ -16,6 +16,7 @@ from schnetpack_hessian.study.aggregate import (
     learning_curve,
 )  # noqa: E402
 from schnetpack_hessian.study.goals import GOAL_SET  # noqa: E402
+from schnetpack_hessian.study.matrix import FRACTIONS  # noqa: E402
 from schnetpack_hessian.study.scoring import METRICS, TEST_SETS  # noqa: E402
 
 __all__ = ["bar_charts", "data_efficiency", "cost_accuracy", "learning_curves"]
@@ -90,6 +91,8 @@ def data_efficiency(summary: Dict[str, GroupSummary], out: Path) -> List[str]:
             ax.errorbar(f, mean, yerr=sd, marker="o", capsize=3, label=name)
         label, unit = METRICS[key]
         ax.set_xscale("log", base=2)
+        ticks = [100 * f for f in FRACTIONS]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("training critical points (%)")
         ax.set_ylabel(f"{label} ({unit})")
     axes[0].legend(fontsize=7)

@@ -12,7 +12,7 @@ magnitude check on the largest diagonal force constant catches a wrong unit even
 stationary points.
 
 Measured on real data (``docs/DATA.md``): the shipped ωB97X/6-31G(d) set (pyscf,
-finite grid) has residuals up to 7e-3 (translation) and 3e-3 (rotation); the default
+finite grid) has residuals up to 7.4e-3 (translation) and 5.3e-3 (rotation); the default
 tolerance :data:`PHYSICS_RTOL` = 2e-2 leaves room for that.
 """
 

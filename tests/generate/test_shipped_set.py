@@ -126,3 +126,52 @@ def test_stored_hessians_match_finite_differences_of_dft_gradients(shipped):
         h = atoms.info[properties.hessian]
         err = np.abs(fd - h).max()
         assert err < 2e-2 * np.abs(h).max(), (kind, err, np.abs(h).max())
+
+
+def test_card_tables_are_the_files(shipped):
+    from schnetpack_hessian.datasets import DATASET_DIR
+    from schnetpack_hessian.generate.card import CARD_BEGIN, CARD_END, card_text
+
+    path, _, _ = shipped
+    text = (DATASET_DIR / "README.md").read_text()
+    card = text[text.index(CARD_BEGIN) + len(CARD_BEGIN) : text.index(CARD_END)]
+    assert card.strip() == card_text(path, per_reaction=True).strip()
+
+
+def test_every_listed_reaction_is_in_the_file_or_rejected_with_a_reason(shipped):
+    from pathlib import Path
+
+    from schnetpack_hessian.generate.reactions import load_reactions
+
+    _, structures, meta = shipped
+    listed = (
+        Path(__file__).resolve().parents[2] / "data_scripts" / "reactions_chon.yaml"
+    )
+    in_file = set(by_reaction(structures))
+    for reaction in load_reactions(listed):
+        entry = meta["reactions"].get(str(reaction.id))
+        assert entry is not None, f"reaction {reaction.id} is neither in nor recorded"
+        assert entry["status"] in ("done", "rejected"), (reaction.id, entry)
+        assert (entry["status"] == "done") == (reaction.id in in_file), reaction.id
+        assert entry["status"] == "done" or entry["reason"], reaction.id
+
+
+def test_a_by_reaction_split_leaves_three_test_reactions(shipped):
+    """With the shipped data config's fractions, whole reactions per split."""
+    import yaml
+
+    from schnetpack_hessian.data import CriticalPointSplit, open_dataset
+    from schnetpack_hessian.datasets import DATASET_DIR
+
+    path, _, _ = shipped
+    config = yaml.safe_load(
+        (DATASET_DIR.parent / "configs" / "data" / "reactive_chon.yaml").read_text()
+    )
+    dataset = open_dataset(path, load_properties=["reaction"])
+    reaction = np.array([int(dataset[i]["reaction"][0]) for i in range(len(dataset))])
+    train, val, test = CriticalPointSplit(by_reaction=True, seed=0).split(
+        dataset, config["num_train"], config["num_val"], None
+    )
+    groups = [set(reaction[idx]) for idx in (train, val, test)]
+    assert len(groups[2]) >= 3
+    assert not (groups[0] & groups[2]) and not (groups[1] & groups[2])

@@ -27,7 +27,7 @@ import logging
 import os
 import platform
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -494,6 +494,13 @@ def generate(
     return [outcomes[r.id] for r in reactions]
 
 
+def _left_out(outcome: ReactionOutcome, reason: str) -> ReactionOutcome:
+    """A finished reaction's outcome turned into a rejection at assembly."""
+    return replace(
+        outcome, status="rejected", counts=dict(outcome.counts), reason=reason
+    )
+
+
 def finished_reactions(workdirs: Iterable[PathLike]) -> Dict[int, Path]:
     """Reaction id → directory of every finished reaction in ``workdirs``.
 
@@ -542,11 +549,8 @@ def keep_smallest(
     out = []
     for o in outcomes:
         if o.status == "done" and o.reaction not in kept:
-            o = ReactionOutcome(
-                o.reaction,
-                o.name,
-                "rejected",
-                dict(o.counts),
+            o = _left_out(
+                o,
                 f"left out at assembly: {size[o.reaction]} atoms; the "
                 f"{max_reactions} smallest of {len(done)} finished reactions are kept",
             )
@@ -657,9 +661,7 @@ def require_counts(
             why = ", ".join(
                 f"{got} {k} structures < {n}" for k, (got, n) in short.items()
             )
-            o = ReactionOutcome(
-                o.reaction, o.name, "rejected", dict(o.counts), f"too few points: {why}"
-            )
+            o = _left_out(o, f"too few points: {why}")
         kept.append(o)
     return kept
 

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         default="shipped",
-        help="shipped (the wB97X set, 10 reactions), xtb (the GFN2-xTB bulk set) or "
+        help="shipped (the wB97X set), xtb (the GFN2-xTB bulk set) or "
         "the path of a training file with reaction and kind labels",
     )
     size = p.add_mutually_exclusive_group(required=True)
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replicates",
         type=int,
-        help="--quick: runs per arm (seed r+1 on fold r; default 3)",
+        help="runs per arm, run r with seed r+1 tested on fold r of N folds (every "
+        "reaction tested once; --quick default 3); with --full instead of "
+        "--seeds/--folds",
     )
     p.add_argument("--seeds", type=int, nargs="+", help="--full: seeds (default 1 2 3)")
     p.add_argument("--folds", type=int, help="--full: by-reaction folds (default 5)")
@@ -134,7 +136,11 @@ def make_plan(args: argparse.Namespace) -> StudyPlan:
     if args.quick:
         plan = quick_plan(args.replicates or 3)
     else:
-        plan = full_plan(tuple(args.seeds or (1, 2, 3)), args.folds or 5)
+        if args.replicates and (args.seeds or args.folds):
+            raise StudyError("--full: --replicates or --seeds/--folds, not both")
+        plan = full_plan(
+            tuple(args.seeds or (1, 2, 3)), args.folds or 5, args.replicates
+        )
     if args.arms:
         try:
             plan = plan.select(args.arms)

@@ -3,6 +3,9 @@
 Structures are packed into SchNetPack batches and run through the model once per
 batch; Hessians come from the package's batched full Hessian (one set of seeded
 passes per batch, float64), never from a loop over structures or finite differences.
+A batch's full Hessian costs ``3·max(N) − 6`` seeded passes whatever the other
+molecules' sizes, so structures are batched in order of size (small with small) and
+the predictions returned in input order.
 """
 
 from dataclasses import dataclass
@@ -66,11 +69,14 @@ def predict(
     e = model.energy_to_ev
     f = e * to_model
     h = e * to_model**2
-    out: List[Prediction] = []
+    # stable sort by size: batches of similar molecules need fewer seeded passes
+    order = sorted(range(len(structures)), key=lambda i: len(structures[i]))
+    out: List[Optional[Prediction]] = [None] * len(structures)
     starts = range(0, len(structures), batch_size)
     for start in tqdm(starts, desc="model", unit="batch", disable=not progress):
+        members = order[start : start + batch_size]
         chunk = []
-        for atoms in structures[start : start + batch_size]:
+        for atoms in (structures[i] for i in members):
             scaled = Atoms(numbers=atoms.numbers, positions=atoms.positions * to_model)
             chunk.append(scaled)
         inputs = converter(chunk)
@@ -84,12 +90,10 @@ def predict(
         if hessian:
             blocks = results[model.hessian_key].detach().cpu().numpy()
             hessians = [m * h for m in split_squares(blocks, n_atoms)]
-        for k in range(len(chunk)):
-            out.append(
-                Prediction(
-                    energy=float(energy[k]) * e,
-                    forces=forces[bounds[k] : bounds[k + 1]] * f,
-                    hessian=hessians[k],
-                )
+        for k, index in enumerate(members):
+            out[index] = Prediction(
+                energy=float(energy[k]) * e,
+                forces=forces[bounds[k] : bounds[k + 1]] * f,
+                hessian=hessians[k],
             )
-    return out
+    return out  # type: ignore[return-value]  (every slot filled)

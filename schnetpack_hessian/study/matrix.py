@@ -9,7 +9,7 @@ recipe's budget and stopping rule, the same for every arm of a study.
 """
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "TARGETS",
@@ -210,26 +210,49 @@ def quick_plan(replicates: int = 3) -> StudyPlan:
         Arm("EFH", hessian="hvp-k2"),
         Arm("EFH", hessian="full", fraction=0.25),
     ]
-    pairs = [(r + 1, r) for r in range(replicates)]
     budget = Budget(ts_search=False)
-    return StudyPlan("quick", _replicated(groups, pairs), n_folds, budget)
+    return StudyPlan("quick", _replicated(groups, _paired(replicates)), n_folds, budget)
 
 
-def full_plan(seeds: Sequence[int] = (1, 2, 3), n_folds: int = 5) -> StudyPlan:
+def _paired(replicates: int) -> List[Tuple[int, int]]:
+    """Run ``r`` of ``replicates``: seed ``r + 1`` tested on fold ``r``."""
+    return [(r + 1, r) for r in range(replicates)]
+
+
+def full_plan(
+    seeds: Sequence[int] = (1, 2, 3),
+    n_folds: int = 5,
+    replicates: Optional[int] = None,
+) -> StudyPlan:
     """The whole matrix: E, E+F, E+H, E+F+H (full, HVP k=1, 2, rows k=2) × PaiNN and
     SchNet; E+F and E+F+H (full) also at 12.5, 25 and 50 % of the training critical
-    points; every arm for each seed on each of ``n_folds`` by-reaction folds."""
+    points.
+
+    Every arm runs for each seed on each of ``n_folds`` by-reaction folds, or, with
+    ``replicates``, as the quick plan does: run ``r`` with seed ``r + 1`` tested on fold
+    ``r`` of ``replicates`` folds (every reaction tested once, one seed per fold).
+
+    Arms are ordered by what the comparison needs first, so that a study stopped early
+    has its main contrasts: E+F and E+F+H (full) at 100 %, then E and E+H, the cheaper
+    Hessian modes, then the data fractions; each model in turn.
+    """
     groups: List[Arm] = []
     for model in MODELS:
         groups += [
+            Arm("EF", model, "none"),
+            Arm("EFH", model, "full"),
             Arm("E", model, "none"),
             Arm("EH", model, "full"),
-            *(Arm("EFH", model, mode) for mode in ("hvp-k1", "hvp-k2", "rows-k2")),
+            *(Arm("EFH", model, mode) for mode in ("hvp-k2", "hvp-k1", "rows-k2")),
         ]
-        for fraction in FRACTIONS:
+        for fraction in sorted(FRACTIONS[:-1], key=lambda f: abs(f - 0.25)):
             groups += [
                 Arm("EF", model, "none", fraction),
                 Arm("EFH", model, "full", fraction),
             ]
+    if replicates is not None:
+        if replicates < 2:
+            raise ValueError(f"full_plan: replicates {replicates} < 2 (folds)")
+        return StudyPlan("full", _replicated(groups, _paired(replicates)), replicates)
     pairs = [(s, k) for s in seeds for k in range(n_folds)]
     return StudyPlan("full", _replicated(groups, pairs), n_folds)

@@ -24,6 +24,18 @@ def test_full_matrix_covers_the_issue():
     assert len({a.name for a in plan.arms}) == len(plan.arms) == len(groups) * 15
 
 
+def test_full_plan_with_replicates_tests_every_reaction_once_main_arms_first():
+    plan = full_plan(replicates=3)
+    assert plan.n_folds == 3 and len(plan.arms) == len(full_plan().arms) // 5
+    for group in {a.group for a in plan.arms}:
+        runs = [a for a in plan.arms if a.group == group]
+        assert [(a.seed, a.fold) for a in runs] == [(1, 0), (2, 1), (3, 2)]
+    first = [a.group for a in plan.arms[:6:3]]
+    assert first == ["EF-painn-100pct", "EFH-full-painn-100pct"]
+    with pytest.raises(ValueError, match="replicates"):
+        full_plan(replicates=1)
+
+
 def test_quick_plan_tests_every_reaction_once():
     plan = quick_plan()
     assert {a.model for a in plan.arms} == {"painn"}

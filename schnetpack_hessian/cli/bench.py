@@ -5,7 +5,7 @@ import json
 import sys
 from typing import List, Optional
 
-__all__ = ["main", "run", "parser"]
+__all__ = ["main", "run", "run_epochs", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,14 +29,64 @@ def parser() -> argparse.ArgumentParser:
         help="models to benchmark (default: painn with --quick, else painn schnet)",
     )  # fmt: skip
     p.add_argument(
+        "--epochs", metavar="DATA",
+        help="instead: time training epochs of the study recipe on DATA (shipped, xtb "
+        "or a path): E+F, E+F+H full and HVP k=2, plain shuffling vs size buckets",
+    )  # fmt: skip
+    p.add_argument(
+        "--fraction", type=float, default=1.0,
+        help="--epochs: fraction of the training critical points (default 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-epochs", type=int, default=4,
+        help="--epochs: epochs per run; the median of epochs 2..n is reported",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=1, help="--epochs: OMP threads of each training"
+    )
+    p.add_argument(
+        "-o", "--output", default="spkhess_epoch_bench",
+        help="--epochs: directory of the runs (a finished run is not rerun)",
+    )  # fmt: skip
+    p.add_argument(
         "--worker", nargs=2, metavar=("WHAT", "CONFIG"), help=argparse.SUPPRESS
     )
     return p
 
 
+def run_epochs(args: argparse.Namespace) -> dict:
+    """``--epochs DATA``: the epoch-time table of the study recipe on DATA."""
+    from dataclasses import asdict
+
+    from schnetpack_hessian.cli.study import resolve_data
+    from schnetpack_hessian.study.epochs import epoch_table, time_epochs
+    from schnetpack_hessian.study.runner import load_study_data
+
+    path, label = resolve_data(args.epochs)
+    rows = time_epochs(
+        load_study_data(path),
+        args.output,
+        n_epochs=args.n_epochs,
+        fraction=args.fraction,
+        threads=args.threads,
+        device=args.device or "cpu",
+    )
+    print(f"{label}: {rows[0].n_train} training structures, {rows[0].n_batches} "
+          f"batches per epoch, {args.threads} thread(s)")  # fmt: skip
+    print(epoch_table(rows))
+    report = {"data": str(path), "rows": [asdict(r) for r in rows]}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run the benchmark described by parsed arguments; returns the report."""
     import torch
+
+    if args.epochs:
+        return run_epochs(args)
 
     from schnetpack_hessian.bench import (
         BenchConfig,

@@ -35,6 +35,7 @@ __all__ = [
     "StudyData",
     "load_study_data",
     "spktrain_args",
+    "train_run",
     "run_arm",
     "run_study",
     "read_results",
@@ -96,9 +97,16 @@ def load_study_data(path: Path) -> StudyData:
 
 
 def spktrain_args(
-    arm: Arm, plan: StudyPlan, data: StudyData, split_file: Path, out: Path, device: str
+    arm: Arm,
+    plan: StudyPlan,
+    data: StudyData,
+    split_file: Path,
+    out: Path,
+    device: str,
+    run_id: Optional[str] = None,
 ) -> List[str]:
-    """The spktrain command line of ``arm`` (after ``experiment=study_recipe``)."""
+    """The spktrain command line of ``arm`` (after ``experiment=study_recipe``), run
+    in ``out/runs/<run_id>`` (default: the arm's name)."""
     accelerator = ["trainer.accelerator=cpu"]
     if device.startswith("cuda"):
         accelerator = ["trainer.accelerator=gpu", "trainer.devices=1"]
@@ -108,14 +116,20 @@ def spktrain_args(
         f"data.split_file={split_file}",
         f"globals.atomrefs={data.atomrefs}",
         f"run.path={out / 'runs'}",
-        f"run.id={arm.name}",
+        f"run.id={run_id or arm.name}",
         *plan.budget.overrides(),
         *arm.overrides(),
         *accelerator,
     ]
 
 
-def _train(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
+def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
+    """Run spktrain with ``args`` (``OMP_NUM_THREADS=threads``, log appended to
+    ``run_dir/spktrain.log``).
+
+    Raises:
+        StudyError: spktrain failed or wrote no ``best_model`` (the log's tail shown).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("spktrain")
     # spktrain's config search path reads $PWD: point it at the study directory
@@ -181,7 +195,7 @@ def run_arm(
             split.heldout_critical(data.kinds),
             out / "splits" / f"{arm.name}.npz",
         )
-        _train(
+        train_run(
             spktrain_args(arm, plan, data, split_file, out, device),
             run_dir,
             out,

@@ -21,10 +21,17 @@ from schnetpack_hessian.evaluation.model import load_model
 from schnetpack_hessian.evaluation.report import in_units
 from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
 
-__all__ = ["METRICS", "TEST_SETS", "flat_metrics", "score_run"]
+__all__ = ["METRICS", "TEST_SETS", "TS_SETTINGS", "flat_metrics", "score_run"]
 
 #: The test sets of a run.
 TEST_SETS = ("train_offpath", "heldout")
+
+#: TS searches of a study run: two seeded 0.1 Å-RMS perturbations of each held-out
+#: reference TS, each searched with the model Hessian and with Sella's updates, at most
+#: 100 steps.  Fewer starts than ``spkhess-eval``'s defaults (three perturbations and
+#: two IRC starts, 200 steps): an untrained curvature makes searches run to their step
+#: limit, and a study scores every run.
+TS_SETTINGS = TSSearchSettings(n_perturbations=2, irc_starts=False, max_steps=100)
 
 #: Metric → (label, unit) in the study's units; the report's columns.
 METRICS: Dict[str, tuple] = {
@@ -72,14 +79,14 @@ def score_run(
     Args:
         run_dir: spktrain's run directory.
         test_sets: structures (ASE units) per test set.
-        ts_search: run TS searches (:class:`TSSearchSettings` defaults) on sets that
-            hold reference transition states.
+        ts_search: run TS searches (:data:`TS_SETTINGS`) on sets that hold
+            reference transition states.
         device: torch device of the evaluation.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = load_model(run_dir, device=device, name=Path(run_dir).name)
-    settings = TSSearchSettings() if ts_search else None
+    settings = TS_SETTINGS if ts_search else None
     out = {}
     for name, structures in test_sets.items():
         if not structures:

@@ -1,0 +1,145 @@
+"""Training epoch times of the study's Hessian modes, with and without size buckets.
+
+The measurement behind ``spkhess-bench --epochs DATA``: short spktrain runs of the
+study recipe (``experiment=study_recipe``) on one by-reaction fold of a data set, for
+E+F, E+F+H with the full Hessian and with HVP probes, each once with plain shuffling and
+once with :class:`~schnetpack_hessian.data.sampler.SizeBucketBatchSampler`
+(``data.size_buckets``).  The figure per run is the median training wall time of the
+epochs after the first (validation excluded, :class:`~.cost.EpochCost`).  Runs are
+kept in ``DIR/<arm>-<sampler>/`` and a finished one is not rerun.
+"""
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
+from schnetpack_hessian.study.runner import StudyData, spktrain_args, train_run
+from schnetpack_hessian.study.splits import make_split, write_split_file
+
+__all__ = ["EPOCH_ARMS", "EpochTime", "time_epochs", "epoch_table"]
+
+#: What is timed: E+F, E+F+H (full), E+F+H (HVP k=2).
+EPOCH_ARMS = (
+    Arm("EF", hessian="none"),
+    Arm("EFH", hessian="full"),
+    Arm("EFH", hessian="hvp-k2"),
+)
+
+
+@dataclass(frozen=True)
+class EpochTime:
+    """One timed run.
+
+    Attributes:
+        group: the arm (:attr:`Arm.group`).
+        buckets: ``data.size_buckets`` (None: plain shuffling).
+        n_train: training structures.
+        n_batches: training batches per epoch.
+        seconds: median training seconds per epoch, epochs 2..n.
+        peak_rss_mb: peak resident memory of the training process, MiB.
+    """
+
+    group: str
+    buckets: Optional[int]
+    n_train: int
+    n_batches: int
+    seconds: float
+    peak_rss_mb: float
+
+
+def _label(buckets: Optional[int]) -> str:
+    return "plain" if buckets is None else f"buckets{buckets}"
+
+
+def time_epochs(
+    data: StudyData,
+    out: Path,
+    arms: Sequence[Arm] = EPOCH_ARMS,
+    buckets: Sequence[Optional[int]] = (None, 1),
+    n_epochs: int = 4,
+    fraction: float = 1.0,
+    n_folds: int = 3,
+    threads: int = 1,
+    device: str = "cpu",
+    budget: Budget = Budget(),
+) -> List[EpochTime]:
+    """Train each arm for ``n_epochs`` with each sampler and read its epoch times.
+
+    Args:
+        data: the data set (its by-reaction fold 0 of ``n_folds`` is held out).
+        out: directory of the runs.
+        fraction: fraction of the training critical points (seed 1's nested subset).
+        n_epochs: epochs per run (at least 2: the first is not counted).
+        budget: the recipe (model size, batch size, lr); its epochs, patience and TS
+            searches are replaced by ``n_epochs``, no early stop and none.
+
+    Raises:
+        ValueError: ``n_epochs`` < 2.
+        StudyError: a training failed (its log named).
+    """
+    if n_epochs < 2:
+        raise ValueError(f"time_epochs: n_epochs {n_epochs} < 2 (epoch 1 is warm-up)")
+    out = Path(out).resolve()
+    budget = replace(
+        budget, max_epochs=n_epochs, patience=n_epochs + 1, ts_search=False
+    )
+    plan = StudyPlan("epochs", tuple(arms), n_folds, budget)
+    split = make_split(data.kinds, data.reactions, n_folds, 0, 1, fraction)
+    split_file = write_split_file(
+        split, split.heldout_critical(data.kinds), out / "split.npz"
+    )
+    n_batches = int(np.ceil(len(split.train) / budget.batch_size))
+    rows = []
+    for arm in arms:
+        for width in buckets:
+            run_id = f"{arm.group}-{_label(width)}"
+            run_dir = out / "runs" / run_id
+            cost_file = run_dir / "cost.json"
+            record = json.loads(cost_file.read_text()) if cost_file.exists() else {}
+            if len(record.get("epoch_seconds", [])) < n_epochs:
+                args = spktrain_args(arm, plan, data, split_file, out, device, run_id)
+                args.append(f"data.size_buckets={'null' if width is None else width}")
+                train_run(args, run_dir, out, threads)
+                record = json.loads(cost_file.read_text())
+            rows.append(
+                EpochTime(
+                    group=arm.group,
+                    buckets=width,
+                    n_train=len(split.train),
+                    n_batches=n_batches,
+                    seconds=float(np.median(record["epoch_seconds"][1:])),
+                    peak_rss_mb=float(record["peak_rss_mb"]),
+                )
+            )
+    return rows
+
+
+def epoch_table(rows: Sequence[EpochTime]) -> str:
+    """A markdown table: seconds per epoch per arm and sampler, bucket/plain and
+    the ratio to the E+F epoch of the same sampler."""
+    seconds: Dict[tuple, float] = {(r.group, r.buckets): r.seconds for r in rows}
+    samplers = list(dict.fromkeys(r.buckets for r in rows))
+    groups = list(dict.fromkeys(r.group for r in rows))
+    base = next((g for g in groups if g.startswith("EF-")), None)
+    head = ["arm"]
+    for b in samplers:
+        head += [f"s/epoch ({_label(b)})", f"× E+F ({_label(b)})"]
+    if len(samplers) == 2:
+        head.append(f"{_label(samplers[1])} / {_label(samplers[0])}")
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for g in groups:
+        cells = [g]
+        for b in samplers:
+            s = seconds.get((g, b))
+            ref = seconds.get((base, b)) if base else None
+            cells.append("–" if s is None else f"{s:.3g}")
+            cells.append("–" if s is None or not ref else f"{s / ref:.2f}")
+        if len(samplers) == 2:
+            a, b = (seconds.get((g, x)) for x in samplers)
+            cells.append("–" if a is None or b is None else f"{b / a:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ from schnetpack_hessian.study import figures
 from schnetpack_hessian.study.aggregate import GroupSummary, summarize
 from schnetpack_hessian.study.goals import GOAL_SET, check_goals
 from schnetpack_hessian.study.matrix import Arm, StudyPlan
-from schnetpack_hessian.study.scoring import METRICS, TEST_SETS
+from schnetpack_hessian.study.scoring import METRICS, TEST_SETS, TS_SETTINGS
 
 __all__ = ["accuracy_table", "cost_table", "goals_table", "write_report"]
 
@@ -94,6 +94,19 @@ def goals_table(summary: Dict[str, GroupSummary]) -> str:
     return _table(["model", "goal", "status", "evidence"], rows)
 
 
+def _ts_protocol() -> str:
+    t = TS_SETTINGS
+    starts = f"{t.n_perturbations} seeded {t.perturbation_rms:g} Å-RMS perturbations"
+    if t.irc_starts:
+        starts += " and the highest IRC point on each side"
+    return (
+        f"TS searches (Sella) from {starts} of each held-out reference TS, with the "
+        f"model Hessian and with Sella's updates, at most {t.max_steps} steps, fmax "
+        f"{t.fmax:g} eV/Å; a success is a converged first-order saddle point within "
+        f"{t.rmsd_threshold:g} Å RMSD of the reference TS."
+    )
+
+
 def _protocol(plan: StudyPlan) -> str:
     b = plan.budget
     return "\n".join(
@@ -107,7 +120,7 @@ def _protocol(plan: StudyPlan) -> str:
             "- Test (a): IRC/NMS geometries of the training reactions; test (b): every "
             "structure of the held-out reactions. Metrics: `spkhess-eval`'s library "
             "(`evaluate_downstream`, exact model Hessians); "
-            + ("TS searches on." if b.ts_search else "TS searches skipped."),
+            + (_ts_protocol() if b.ts_search else "TS searches skipped."),
             f"- Recipe (`experiment=study_recipe`, the same for every arm): "
             f"`loss={b.loss}`, Adam lr {b.lr:g}, ReduceLROnPlateau (factor 0.5, "
             f"patience {b.lr_patience}), warm-up {b.warmup_steps} steps, EMA 0.99, "

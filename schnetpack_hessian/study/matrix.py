@@ -101,6 +101,16 @@ class Arm:
         return f"{self.targets}{mode}-{self.model}-{self.fraction * 100:g}pct"
 
     @property
+    def ts_searched(self) -> bool:
+        """Whether a study with TS searches runs them for this arm: the contrast the
+        goal names, E+F against E+F+H with the full Hessian, on all the training
+        data (a search costs minutes per run on a CPU; the other arms skip it)."""
+        return self.fraction == 1.0 and (self.targets, self.hessian) in (
+            ("EF", "none"),
+            ("EFH", "full"),
+        )
+
+    @property
     def name(self) -> str:
         """Unique run name (the run's directory under ``DIR/runs``)."""
         return f"{self.group}-s{self.seed}-k{self.fold}"
@@ -129,7 +139,8 @@ class Budget:
         batch_size: training structures per batch.
         lr: initial learning rate.
         loss: loss preset (``configs/loss/``).
-        ts_search: run TS searches in evaluation (slow).
+        ts_search: run TS searches in evaluation for the arms that have them
+            (:attr:`Arm.ts_searched`; slow).
     """
 
     max_epochs: int = 400

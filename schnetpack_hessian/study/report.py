@@ -100,7 +100,8 @@ def _ts_protocol() -> str:
     if t.irc_starts:
         starts += " and the highest IRC point on each side"
     return (
-        f"TS searches (Sella) from {starts} of each held-out reference TS, with the "
+        "TS searches for E+F and E+F+H (full) on all the training data (Sella) from "
+        f"{starts} of each held-out reference TS, with the "
         f"model Hessian and with Sella's updates, at most {t.max_steps} steps, fmax "
         f"{t.fmax:g} eV/Å; a success is a converged first-order saddle point within "
         f"{t.rmsd_threshold:g} Å RMSD of the reference TS."

@@ -209,7 +209,7 @@ def run_arm(
             "train_offpath": data.subset(split.train_offpath),
             "heldout": data.subset(split.heldout),
         },
-        ts_search=plan.budget.ts_search,
+        ts_search=plan.budget.ts_search and arm.ts_searched,
         device=device,
         reaction_names=data.reaction_names,
     )

@@ -53,6 +53,10 @@ def test_arm_checks_and_overrides():
     overrides = Arm("EF", "schnet", "none", seed=4).overrides()
     assert "model/representation=schnet_smooth" in overrides
     assert "globals.hessian_weight=0.0" in overrides and "seed=4" in overrides
+    searched = {a.group for a in full_plan().arms if a.ts_searched}
+    assert searched == {
+        f"{t}-{m}-100pct" for t in ("EF", "EFH-full") for m in ("painn", "schnet")
+    }
     rows = Arm("EFH", hessian="rows-k2").overrides()
     assert "globals.probe=rows" in rows and "globals.n_probes=2" in rows
 

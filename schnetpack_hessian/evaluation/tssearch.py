@@ -18,7 +18,7 @@ the result has exactly one imaginary mode, and the result lies within
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -59,6 +59,7 @@ class TSSearchSettings:
         rmsd_threshold: largest RMSD (Å) from the reference TS for a success.
         imag_threshold: |ν| in cm⁻¹ below which an imaginary mode is not counted.
         seed: seed of the perturbations.
+        methods: which searches run from every start (:data:`METHODS`).
     """
 
     n_perturbations: int = 3
@@ -69,6 +70,15 @@ class TSSearchSettings:
     rmsd_threshold: float = 0.15
     imag_threshold: float = IMAG_THRESHOLD
     seed: int = 0
+    methods: Tuple[str, ...] = METHODS
+
+    def __post_init__(self):
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise ValueError(
+                f"TSSearchSettings: methods {list(self.methods)} must be a non-empty "
+                f"subset of {METHODS}"
+            )
 
 
 @dataclass(frozen=True)
@@ -210,11 +220,12 @@ def ts_searches(
     calc: HessianCalculator,
     starts: Sequence[TSStart],
     settings: TSSearchSettings = TSSearchSettings(),
-    methods: Sequence[str] = METHODS,
+    methods: Optional[Sequence[str]] = None,
     progress: bool = False,
 ) -> List[TSSearchResult]:
-    """Every start with every method, with a progress bar over searches."""
-    jobs = [(s, m) for s in starts for m in methods]
+    """Every start with every method (default ``settings.methods``), with a progress
+    bar over searches."""
+    jobs = [(s, m) for s in starts for m in (methods or settings.methods)]
     return [
         ts_search(calc, s, m, settings)
         for s, m in tqdm(jobs, desc="TS searches", unit="search", disable=not progress)

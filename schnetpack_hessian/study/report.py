@@ -94,6 +94,12 @@ def goals_table(summary: Dict[str, GroupSummary]) -> str:
     return _table(["model", "goal", "status", "evidence"], rows)
 
 
+_TS_METHODS = {
+    "model_hessian": "the model's Hessian",
+    "sella_updates": "Sella's Hessian updates",
+}
+
+
 def _ts_protocol() -> str:
     t = TS_SETTINGS
     starts = f"{t.n_perturbations} seeded {t.perturbation_rms:g} Å-RMS perturbations"
@@ -101,8 +107,9 @@ def _ts_protocol() -> str:
         starts += " and the highest IRC point on each side"
     return (
         "TS searches for E+F and E+F+H (full) on all the training data (Sella) from "
-        f"{starts} of each held-out reference TS, with the "
-        f"model Hessian and with Sella's updates, at most {t.max_steps} steps, fmax "
+        f"{starts} of each held-out reference TS, with "
+        f"{' and '.join(_TS_METHODS[m] for m in t.methods)}, at most {t.max_steps} "
+        "steps, fmax "
         f"{t.fmax:g} eV/Å; a success is a converged first-order saddle point within "
         f"{t.rmsd_threshold:g} Å RMSD of the reference TS."
     )

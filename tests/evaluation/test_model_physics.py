@@ -91,6 +91,14 @@ def test_ts_search_with_the_model_hessian_converges(calc, reaction_structures):
     assert baseline.hessian_calls == 0
 
 
+def test_ts_search_settings_choose_the_methods():
+    assert TSSearchSettings().methods == ("model_hessian", "sella_updates")
+    with pytest.raises(ValueError, match="methods"):
+        TSSearchSettings(methods=("newton",))
+    with pytest.raises(ValueError, match="methods"):
+        TSSearchSettings(methods=())
+
+
 def test_downstream_report_of_a_fitted_model(model, reaction_structures):
     report = evaluate_downstream(
         model,
@@ -98,6 +106,15 @@ def test_downstream_report_of_a_fitted_model(model, reaction_structures):
         reaction_names={1: "HNO -> HON"},
         ts_settings=TSSearchSettings(n_perturbations=1),
     )
+    only_model = evaluate_downstream(
+        model,
+        reaction_structures,
+        ts_settings=TSSearchSettings(
+            n_perturbations=1, irc_starts=False, methods=("model_hessian",)
+        ),
+    )
+    assert [r.method for r in only_model.ts_results] == ["model_hessian"]
+    assert set(only_model.ts_summary) == {"model_hessian"}
     stats = report.pooled["all"]
     assert stats["n_structures"] == 25 and stats["n_hessians"] == 25
     assert stats["energy_mae"] < 0.1 and stats["forces_mae"] < 0.1  # eV, eV/Å

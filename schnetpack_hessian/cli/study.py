@@ -9,7 +9,9 @@ Examples::
 Runs every arm of the matrix one at a time with spktrain (``experiment=study_recipe``)
 in ``DIR/runs/<arm>/``, scores it with ``spkhess-eval``'s library and writes
 ``DIR/RESULTS.md`` with tables, figures and the issue's goals.  A finished arm
-(``result.json``) is never retrained: rerun the same command to continue.
+(``result.json``) is never retrained: rerun the same command to continue.  Several
+processes may share one ``DIR`` (e.g. two with ``--threads 1`` on a 2-core machine, or
+one per GPU): each arm is locked while it runs, and the others skip it.
 """
 
 import argparse

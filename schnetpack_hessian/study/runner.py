@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import fasteners
 import numpy as np
 from ase import Atoms
 
@@ -270,6 +271,10 @@ def run_study(
 ) -> List[Dict[str, object]]:
     """Run every arm of ``plan`` that has no ``result.json`` yet, one at a time.
 
+    Each arm is locked while it runs (``DIR/runs/<arm>.lock``): several processes may
+    work on one study directory (one thread each on a small machine, one GPU each on a
+    node), and an arm another process holds is skipped, not trained twice.
+
     Raises:
         StudyError: ``out`` holds runs of another budget (:func:`check_budget`), or a
             training failed.
@@ -290,7 +295,19 @@ def run_study(
             continue
         if max_runs is not None and trained >= max_runs:
             break
-        record = run_arm(arm, plan, data, out, threads, device)
+        lock_path = out / "runs" / f"{arm.name}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = fasteners.InterProcessLock(str(lock_path))
+        if not lock.acquire(blocking=False):
+            log(f"[{i}/{len(plan.arms)}] {arm.name}: running in another process")
+            continue
+        try:
+            if result.exists():  # finished by another process meanwhile
+                done.append(json.loads(result.read_text()))
+                continue
+            record = run_arm(arm, plan, data, out, threads, device)
+        finally:
+            lock.release()
         trained += 1
         done.append(record)
         seconds = record["train_seconds"]

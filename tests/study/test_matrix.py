@@ -144,3 +144,49 @@ def test_stat_and_goal_verdicts():
     data_goal = next(g for t, g in goals.items() if "25 %" in t)
     assert data_goal.status == "not measured"
     assert check_goals(summarize(records[:2]), "painn")[0].status == "not measured"
+
+
+def test_an_arm_locked_by_another_process_is_skipped(tmp_path):
+    """Two processes on one study directory never train the same arm."""
+    import multiprocessing
+
+    import fasteners
+
+    from schnetpack_hessian.datasets import reactive_set_path
+    from schnetpack_hessian.study.runner import load_study_data, run_study
+
+    plan = quick_plan(replicates=2).select(["EF-painn-100pct"])
+    data = load_study_data(reactive_set_path())
+    locks = []
+    for arm in plan.arms:
+        path = tmp_path / "runs" / f"{arm.name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        locks.append(path)
+    ready, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(
+        target=_hold_locks, args=(locks, ready, release)
+    )
+    holder.start()
+    try:
+        assert ready.wait(30)
+        messages = []
+        assert run_study(plan, data, tmp_path, log=messages.append) == []
+        assert messages == [
+            f"[{i}/2] {arm.name}: running in another process"
+            for i, arm in enumerate(plan.arms, 1)
+        ]
+        assert not any((tmp_path / "runs" / a.name).exists() for a in plan.arms)
+    finally:
+        release.set()
+        holder.join(30)
+    assert fasteners.InterProcessLock(str(locks[0])).acquire(blocking=False)
+
+
+def _hold_locks(paths, ready, release):
+    import fasteners
+
+    held = [fasteners.InterProcessLock(str(p)) for p in paths]
+    for lock in held:
+        lock.acquire()
+    ready.set()
+    release.wait(60)

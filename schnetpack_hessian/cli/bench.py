@@ -73,7 +73,10 @@ def run_epochs(args: argparse.Namespace) -> dict:
     )
     print(f"{label}: {rows[0].n_train} training structures, {rows[0].n_batches} "
           f"batches per epoch, {args.threads} thread(s)")  # fmt: skip
-    print(epoch_table(rows))
+    print("training CPU seconds per epoch (median of epochs 2..n):")
+    print(epoch_table(rows, "cpu_seconds"))
+    print("training wall seconds per epoch (median of epochs 2..n):")
+    print(epoch_table(rows, "seconds"))
     report = {"data": str(path), "rows": [asdict(r) for r in rows]}
     if args.json:
         with open(args.json, "w") as f:

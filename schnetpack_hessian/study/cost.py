@@ -3,7 +3,9 @@
 :class:`EpochCost` is a Lightning callback; spktrain adds it through the study recipe
 (``experiment=study_recipe``).  The training part of an epoch is timed from its start to
 the start of validation (or the epoch's end when there is none), so validation's exact
-Hessians do not count.  Peak memory is the process's resident set on CPU
+Hessians do not count; both the wall time and the process's CPU time are recorded
+(with one thread the CPU time is the compute, whatever else the machine runs).  Peak
+memory is the process's resident set on CPU
 (``getrusage`` maximum RSS) and ``torch.cuda.max_memory_allocated`` on GPU.
 """
 
@@ -28,7 +30,7 @@ class EpochCost(Callback):
     """Record the training wall time of every epoch and the peak memory.
 
     Writes ``path`` (relative to the run directory) after every epoch:
-    ``epoch_seconds`` (list), ``peak_rss_mb``, ``peak_cuda_mb`` (None on CPU), ``device``.
+    ``epoch_seconds`` and ``epoch_cpu_seconds`` (lists), ``peak_rss_mb``, ``peak_cuda_mb`` (None on CPU), ``device``.
 
     Args:
         path: the JSON file to write.
@@ -38,14 +40,18 @@ class EpochCost(Callback):
         super().__init__()
         self.path = Path(path)
         self.epoch_seconds: List[float] = []
+        self.epoch_cpu_seconds: List[float] = []
         self._start: Optional[float] = None
+        self._cpu_start = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
     def _stop(self) -> None:
         if self._start is not None:
             self.epoch_seconds.append(time.perf_counter() - self._start)
+            self.epoch_cpu_seconds.append(time.process_time() - self._cpu_start)
             self._start = None
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule):
@@ -62,6 +68,7 @@ class EpochCost(Callback):
         cuda = device.type == "cuda"
         record = {
             "epoch_seconds": self.epoch_seconds,
+            "epoch_cpu_seconds": self.epoch_cpu_seconds,
             "peak_rss_mb": peak_rss_mb(),
             "peak_cuda_mb": (
                 torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None

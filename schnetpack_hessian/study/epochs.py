@@ -4,12 +4,16 @@ The measurement behind ``spkhess-bench --epochs DATA``: short spktrain runs of t
 study recipe (``experiment=study_recipe``) on one by-reaction fold of a data set, for
 E+F, E+F+H with the full Hessian and with HVP probes, each once with plain shuffling and
 once with :class:`~schnetpack_hessian.data.sampler.SizeBucketBatchSampler`
-(``data.size_buckets``).  The figure per run is the median training wall time of the
-epochs after the first (validation excluded, :class:`~.cost.EpochCost`).  Runs are
-kept in ``DIR/<arm>-<sampler>/`` and a finished one is not rerun.
+(``data.size_buckets``).  The figures per run are the medians of the training wall
+time and of the process's CPU time over the epochs after the first (validation
+excluded, :class:`~.cost.EpochCost`); with one thread the CPU time is the compute even
+on a busy machine.  Runs are
+kept in ``DIR/runs/<arm>-<sampler>/``; a finished one is not rerun, an unfinished
+one is started again.
 """
 
 import json
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -39,7 +43,8 @@ class EpochTime:
         buckets: ``data.size_buckets`` (None: plain shuffling).
         n_train: training structures.
         n_batches: training batches per epoch.
-        seconds: median training seconds per epoch, epochs 2..n.
+        seconds: median training wall seconds per epoch, epochs 2..n.
+        cpu_seconds: median training CPU seconds per epoch, epochs 2..n.
         peak_rss_mb: peak resident memory of the training process, MiB.
     """
 
@@ -48,6 +53,7 @@ class EpochTime:
     n_train: int
     n_batches: int
     seconds: float
+    cpu_seconds: float
     peak_rss_mb: float
 
 
@@ -100,7 +106,9 @@ def time_epochs(
             run_dir = out / "runs" / run_id
             cost_file = run_dir / "cost.json"
             record = json.loads(cost_file.read_text()) if cost_file.exists() else {}
-            if len(record.get("epoch_seconds", [])) < n_epochs:
+            if len(record.get("epoch_cpu_seconds", [])) < n_epochs:
+                # an unfinished (or older) run would resume from its checkpoint
+                shutil.rmtree(run_dir, ignore_errors=True)
                 args = spktrain_args(arm, plan, data, split_file, out, device, run_id)
                 args.append(f"data.size_buckets={'null' if width is None else width}")
                 train_run(args, run_dir, out, threads)
@@ -112,22 +120,30 @@ def time_epochs(
                     n_train=len(split.train),
                     n_batches=n_batches,
                     seconds=float(np.median(record["epoch_seconds"][1:])),
+                    cpu_seconds=float(np.median(record["epoch_cpu_seconds"][1:])),
                     peak_rss_mb=float(record["peak_rss_mb"]),
                 )
             )
     return rows
 
 
-def epoch_table(rows: Sequence[EpochTime]) -> str:
+def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
     """A markdown table: seconds per epoch per arm and sampler, bucket/plain and
-    the ratio to the E+F epoch of the same sampler."""
-    seconds: Dict[tuple, float] = {(r.group, r.buckets): r.seconds for r in rows}
+    the ratio to the E+F epoch of the same sampler.
+
+    Args:
+        measure: ``cpu_seconds`` (CPU time) or ``seconds`` (wall time).
+    """
+    seconds: Dict[tuple, float] = {
+        (r.group, r.buckets): getattr(r, measure) for r in rows
+    }
+    unit = "CPU s" if measure == "cpu_seconds" else "s"
     samplers = list(dict.fromkeys(r.buckets for r in rows))
     groups = list(dict.fromkeys(r.group for r in rows))
     base = next((g for g in groups if g.startswith("EF-")), None)
     head = ["arm"]
     for b in samplers:
-        head += [f"s/epoch ({_label(b)})", f"× E+F ({_label(b)})"]
+        head += [f"{unit}/epoch ({_label(b)})", f"× E+F ({_label(b)})"]
     if len(samplers) == 2:
         head.append(f"{_label(samplers[1])} / {_label(samplers[0])}")
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]

@@ -23,6 +23,7 @@ def test_epoch_times_with_and_without_buckets(tmp_path):
         ("EFH-full-painn-100pct", 1),
     ]
     assert all(r.seconds > 0 and r.peak_rss_mb > 50 for r in rows)
+    assert all(0 < r.cpu_seconds < 3 * r.seconds for r in rows)  # one thread
     assert len({r.n_train for r in rows}) == 1 and rows[0].n_batches >= 1
     config = (tmp_path / "runs/EF-painn-100pct-buckets1/config.yaml").read_text()
     assert "size_buckets: 1" in config
@@ -34,6 +35,8 @@ def test_epoch_times_with_and_without_buckets(tmp_path):
     assert again == rows and [p.stat().st_mtime_ns for p in logs] == before
     table = epoch_table(rows).splitlines()
     assert table[0].endswith("buckets1 / plain |") and len(table) == 4
+    assert "CPU s/epoch (plain)" in table[0]
+    assert "| s/epoch (plain)" in epoch_table(rows, "seconds").splitlines()[0]
     assert table[2].split("|")[3].strip() == "1.00"  # E+F is its own reference
 
 

@@ -271,7 +271,7 @@ def run_study(
 ) -> List[Dict[str, object]]:
     """Run every arm of ``plan`` that has no ``result.json`` yet, one at a time.
 
-    Each arm is locked while it runs (``DIR/runs/<arm>.lock``): several processes may
+    Each arm is locked while it runs (``DIR/locks/<arm>.lock``): several processes may
     work on one study directory (one thread each on a small machine, one GPU each on a
     node), and an arm another process holds is skipped, not trained twice.
 
@@ -295,7 +295,7 @@ def run_study(
             continue
         if max_runs is not None and trained >= max_runs:
             break
-        lock_path = out / "runs" / f"{arm.name}.lock"
+        lock_path = out / "locks" / f"{arm.name}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = fasteners.InterProcessLock(str(lock_path))
         if not lock.acquire(blocking=False):

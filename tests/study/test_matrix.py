@@ -159,7 +159,7 @@ def test_an_arm_locked_by_another_process_is_skipped(tmp_path):
     data = load_study_data(reactive_set_path())
     locks = []
     for arm in plan.arms:
-        path = tmp_path / "runs" / f"{arm.name}.lock"
+        path = tmp_path / "locks" / f"{arm.name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         locks.append(path)
     ready, release = multiprocessing.Event(), multiprocessing.Event()

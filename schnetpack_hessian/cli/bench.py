@@ -59,12 +59,18 @@ def run_epochs(args: argparse.Namespace) -> dict:
     from dataclasses import asdict
 
     from schnetpack_hessian.cli.study import resolve_data
-    from schnetpack_hessian.study.epochs import epoch_table, time_epochs
+    from schnetpack_hessian.study.epochs import (
+        epoch_table,
+        full_hessian_passes,
+        time_epochs,
+        train_indices,
+    )
     from schnetpack_hessian.study.runner import load_study_data
 
     path, label = resolve_data(args.epochs)
+    data = load_study_data(path)
     rows = time_epochs(
-        load_study_data(path),
+        data,
         args.output,
         n_epochs=args.n_epochs,
         fraction=args.fraction,
@@ -73,11 +79,34 @@ def run_epochs(args: argparse.Namespace) -> dict:
     )
     print(f"{label}: {rows[0].n_train} training structures, {rows[0].n_batches} "
           f"batches per epoch, {args.threads} thread(s)")  # fmt: skip
+    sizes = [len(data.structures[i]) for i in train_indices(data, args.fraction)]
+    passes = {
+        (w, a): full_hessian_passes(sizes, 8, w, atom_weighted=a)
+        for w in (None, 1)
+        for a in (False, True)
+    }
+    for weighted, what in ((False, "seeded passes"), (True, "atom-passes")):
+        plain, bucketed = passes[None, weighted], passes[1, weighted]
+        print(
+            f"full-Hessian {what} per epoch: plain {plain:.0f}, size buckets "
+            f"{bucketed:.0f} ({bucketed / plain:.2f} of plain)"
+        )
     print("training CPU seconds per epoch (median of epochs 2..n):")
     print(epoch_table(rows, "cpu_seconds"))
     print("training wall seconds per epoch (median of epochs 2..n):")
     print(epoch_table(rows, "seconds"))
-    report = {"data": str(path), "rows": [asdict(r) for r in rows]}
+    report = {
+        "data": str(path),
+        "rows": [asdict(r) for r in rows],
+        "full_hessian_passes": {
+            "plain": passes[None, False],
+            "buckets1": passes[1, False],
+        },
+        "full_hessian_atom_passes": {
+            "plain": passes[None, True],
+            "buckets1": passes[1, True],
+        },
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

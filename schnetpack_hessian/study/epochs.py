@@ -20,11 +20,19 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from schnetpack_hessian.data.sampler import SizeBucketBatchSampler
 from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
 from schnetpack_hessian.study.runner import StudyData, spktrain_args, train_run
 from schnetpack_hessian.study.splits import make_split, write_split_file
 
-__all__ = ["EPOCH_ARMS", "EpochTime", "time_epochs", "epoch_table"]
+__all__ = [
+    "EPOCH_ARMS",
+    "EpochTime",
+    "time_epochs",
+    "epoch_table",
+    "full_hessian_passes",
+    "train_indices",
+]
 
 #: What is timed: E+F, E+F+H (full), E+F+H (HVP k=2).
 EPOCH_ARMS = (
@@ -61,6 +69,17 @@ def _label(buckets: Optional[int]) -> str:
     return "plain" if buckets is None else f"buckets{buckets}"
 
 
+def _split(data: StudyData, fraction: float, n_folds: int):
+    return make_split(data.kinds, data.reactions, n_folds, 0, 1, fraction)
+
+
+def train_indices(
+    data: StudyData, fraction: float = 1.0, n_folds: int = 3
+) -> List[int]:
+    """The training structures :func:`time_epochs` uses (fold 0, seed 1)."""
+    return list(_split(data, fraction, n_folds).train)
+
+
 def time_epochs(
     data: StudyData,
     out: Path,
@@ -94,7 +113,7 @@ def time_epochs(
         budget, max_epochs=n_epochs, patience=n_epochs + 1, ts_search=False
     )
     plan = StudyPlan("epochs", tuple(arms), n_folds, budget)
-    split = make_split(data.kinds, data.reactions, n_folds, 0, 1, fraction)
+    split = _split(data, fraction, n_folds)
     split_file = write_split_file(
         split, split.heldout_critical(data.kinds), out / "split.npz"
     )
@@ -146,7 +165,10 @@ def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
         head += [f"{unit}/epoch ({_label(b)})", f"× E+F ({_label(b)})"]
     if len(samplers) == 2:
         head.append(f"{_label(samplers[1])} / {_label(samplers[0])}")
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "| " + " | ".join("---" for _ in head) + " |",
+    ]
     for g in groups:
         cells = [g]
         for b in samplers:
@@ -159,3 +181,45 @@ def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
             cells.append("–" if a is None or b is None else f"{b / a:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def full_hessian_passes(
+    sizes: Sequence[int],
+    batch_size: int,
+    bucket_width: Optional[int] = None,
+    n_epochs: int = 20,
+    seed: int = 0,
+    atom_weighted: bool = False,
+) -> float:
+    """Mean seeded backward passes per epoch of full-Hessian training, a batch costing
+    ``3·max(N) − 6`` passes; with ``atom_weighted`` each pass counts the batch's atoms
+    (a pass costs about as much as the batch has atoms), so the figure tracks compute.
+
+    The count, not a timing: what size buckets can save, free of machine noise.
+
+    Args:
+        sizes: atom count of every training structure.
+        batch_size: structures per batch.
+        bucket_width: :class:`SizeBucketBatchSampler`'s width; None: plain shuffling
+            (a seeded permutation cut into batches, as PyTorch's ``RandomSampler``).
+        n_epochs: epochs averaged over.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if bucket_width is None:
+        rng = np.random.default_rng(seed)
+        epochs = []
+        for _ in range(n_epochs):
+            order = rng.permutation(len(sizes))
+            epochs.append(
+                [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            )
+    else:
+        sampler = SizeBucketBatchSampler(sizes, batch_size, bucket_width, seed=seed)
+        epochs = [sampler.batches(epoch) for epoch in range(n_epochs)]
+
+    def cost(batch: np.ndarray) -> int:
+        passes = max(3 * int(sizes[batch].max()) - 6, 1)
+        return passes * int(sizes[batch].sum()) if atom_weighted else passes
+
+    per_epoch = [sum(cost(b) for b in batches) for batches in epochs]
+    return float(np.mean(per_epoch))

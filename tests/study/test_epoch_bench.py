@@ -4,7 +4,11 @@ plain shuffling and size buckets, the table, and no rerun of a finished run."""
 import pytest
 
 from schnetpack_hessian.datasets import reactive_set_path
-from schnetpack_hessian.study.epochs import epoch_table, time_epochs
+from schnetpack_hessian.study.epochs import (
+    epoch_table,
+    full_hessian_passes,
+    time_epochs,
+)
 from schnetpack_hessian.study.matrix import Arm, Budget
 from schnetpack_hessian.study.runner import load_study_data
 
@@ -44,3 +48,14 @@ def test_epoch_times_need_two_epochs(tmp_path):
     data = load_study_data(reactive_set_path())
     with pytest.raises(ValueError, match="n_epochs"):
         time_epochs(data, tmp_path, n_epochs=1)
+
+
+def test_full_hessian_passes_plain_and_bucketed():
+    sizes = [3] * 8 + [13] * 8
+    # buckets of one size: one batch of 3-atom molecules (3 passes), one of 13 (33)
+    assert full_hessian_passes(sizes, 8, bucket_width=1) == 3 + 33
+    plain = full_hessian_passes(sizes, 8, None, n_epochs=50)
+    assert 36 < plain <= 66  # a mixed batch pays for its 13-atom molecule
+    assert full_hessian_passes([5] * 16, 8, None) == 2 * 9
+    weighted = full_hessian_passes(sizes, 8, bucket_width=1, atom_weighted=True)
+    assert weighted == 3 * 24 + 33 * 104

@@ -121,16 +121,27 @@ def summarize(records: Sequence[Record]) -> Dict[str, GroupSummary]:
 
 
 def learning_curve(run_dir: Path) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """``(epochs, val_loss)`` from spktrain's CSV log in ``run_dir`` (None: no log)."""
-    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
-    if not files:
+    """``(epochs, val_loss)`` from spktrain's CSV logs in ``run_dir`` (None: no log).
+
+    A resumed training logs to a new ``csv/version_<k>``; the versions are merged in
+    order, a later one's value of an epoch replacing an earlier one's.
+    """
+    files = sorted(
+        Path(run_dir).glob("csv/**/metrics.csv"),
+        key=lambda p: (len(p.parts), _version(p), str(p)),
+    )
+    by_epoch: Dict[int, float] = {}
+    for path in files:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("val_loss"):
+                    by_epoch[int(row["epoch"])] = float(row["val_loss"])
+    if not by_epoch:
         return None
-    epochs, losses = [], []
-    with open(files[-1]) as f:
-        for row in csv.DictReader(f):
-            if row.get("val_loss"):
-                epochs.append(int(row["epoch"]))
-                losses.append(float(row["val_loss"]))
-    if not losses:
-        return None
-    return np.asarray(epochs), np.asarray(losses)
+    epochs = np.array(sorted(by_epoch))
+    return epochs, np.array([by_epoch[e] for e in epochs])
+
+
+def _version(path: Path) -> int:
+    name = path.parent.name
+    return int(name.split("_")[-1]) if name.split("_")[-1].isdigit() else -1

@@ -5,7 +5,8 @@ two at once: on a 2-core machine two multi-threaded trainings run 10-25× slower
 one) in ``DIR/runs/<arm>/``, is scored on its two test sets
 (:mod:`~schnetpack_hessian.study.scoring`) and writes ``DIR/runs/<arm>/result.json``.
 An arm with a ``result.json`` is never run again; an arm with a ``best_model`` but no
-result is only scored; an interrupted training resumes from spktrain's
+result is only scored if its training ended by the stopping rule
+(:func:`training_finished`); an interrupted training resumes from spktrain's
 ``checkpoints/last.ckpt``.  So a killed study continues where it stopped.
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "spktrain_args",
     "train_run",
     "run_arm",
+    "training_finished",
     "run_study",
     "read_results",
 ]
@@ -170,6 +172,23 @@ def _cost(run_dir: Path) -> Dict[str, object]:
     )
 
 
+def training_finished(run_dir: Path, max_epochs: int, patience: int) -> bool:
+    """Whether the training in ``run_dir`` ended by its own rule: a ``best_model``
+    and a validation curve that ran ``max_epochs`` epochs or ``patience`` epochs past
+    its best.  A training stopped from outside (SIGTERM, a killed study) also leaves a
+    ``best_model`` (Lightning stops gracefully and spktrain stores it); that run is
+    not finished and resumes from ``checkpoints/last.ckpt``.
+    """
+    if not (Path(run_dir) / MODEL_FILE).exists():
+        return False
+    curve = learning_curve(run_dir)
+    if curve is None:
+        return False
+    epochs, losses = curve
+    last, best = int(epochs[-1]), int(epochs[int(np.argmin(losses))])
+    return last + 1 >= max_epochs or last - best >= patience
+
+
 def run_arm(
     arm: Arm,
     plan: StudyPlan,
@@ -178,7 +197,8 @@ def run_arm(
     threads: int = 1,
     device: str = "cpu",
 ) -> Dict[str, object]:
-    """Train (unless a ``best_model`` exists), score and record one arm.
+    """Train (unless a finished training exists, :func:`training_finished`), score
+    and record one arm.
 
     Returns:
         The arm's record, as written to ``DIR/runs/<arm>/result.json``.
@@ -189,7 +209,8 @@ def run_arm(
         data.kinds, data.reactions, plan.n_folds, arm.fold, arm.seed, arm.fraction
     )
     t0 = time.perf_counter()
-    trained = not (run_dir / MODEL_FILE).exists()
+    budget = plan.budget
+    trained = not training_finished(run_dir, budget.max_epochs, budget.patience)
     if trained:
         split_file = write_split_file(
             split,
@@ -202,6 +223,12 @@ def run_arm(
             out,
             threads,
         )
+        if not training_finished(run_dir, budget.max_epochs, budget.patience):
+            raise StudyError(
+                f"{run_dir.name}: spktrain ended before its stopping rule (max "
+                f"{budget.max_epochs} epochs, patience {budget.patience}); was it "
+                f"stopped from outside? Rerun to resume; log {run_dir / 'spktrain.log'}"
+            )
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = score_run(

@@ -190,3 +190,38 @@ def _hold_locks(paths, ready, release):
         lock.acquire()
     ready.set()
     release.wait(60)
+
+
+def _fake_run(run_dir, curves):
+    """A run directory with a best_model and one CSV log per curve (val_loss per
+    epoch, a resumed training's later versions holding later epochs)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "best_model").write_bytes(b"")
+    for version, curve in enumerate(curves):
+        path = run_dir / "csv" / f"version_{version}" / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        rows = ["epoch,step,val_loss,train_loss"]
+        for epoch, loss in curve:
+            rows += [f"{epoch},{epoch},,1.0", f"{epoch},{epoch},{loss},"]
+        path.write_text("\n".join(rows) + "\n")
+
+
+def test_training_finished_follows_the_stopping_rule(tmp_path):
+    from schnetpack_hessian.study.aggregate import learning_curve
+    from schnetpack_hessian.study.runner import training_finished
+
+    def curve(n, best):
+        return [(e, 1.0 if e == best else 2.0 + e) for e in range(n)]
+
+    _fake_run(tmp_path / "early", [curve(15, 4)])  # 10 epochs past its best
+    _fake_run(tmp_path / "cut", [curve(12, 4)])  # stopped from outside
+    _fake_run(tmp_path / "max", [curve(20, 18)])  # ran its epochs
+    full = curve(15, 4)
+    _fake_run(tmp_path / "resumed", [full[:8], full[7:]])
+    assert training_finished(tmp_path / "early", max_epochs=20, patience=10)
+    assert not training_finished(tmp_path / "cut", max_epochs=20, patience=10)
+    assert training_finished(tmp_path / "max", max_epochs=20, patience=10)
+    assert training_finished(tmp_path / "resumed", max_epochs=20, patience=10)
+    epochs, losses = learning_curve(tmp_path / "resumed")
+    assert epochs.tolist() == list(range(15)) and losses[4] == 1.0
+    assert not training_finished(tmp_path / "missing", max_epochs=20, patience=10)

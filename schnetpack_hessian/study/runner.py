@@ -164,9 +164,12 @@ def _cost(run_dir: Path) -> Dict[str, object]:
         record.update(
             best_epoch=int(curve[0][best]), best_val_loss=float(curve[1][best])
         )
+    # a resumed training's cost.json holds only its own epochs; the merged validation
+    # curve counts them all
+    n_epochs = int(curve[0][-1]) + 1 if curve is not None else len(seconds)
     return dict(
         record,
-        n_epochs=len(seconds),
+        n_epochs=n_epochs,
         epoch_seconds_mean=float(np.mean(seconds)) if seconds else None,
         epoch_seconds_median=float(np.median(seconds)) if seconds else None,
     )

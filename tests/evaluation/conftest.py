@@ -49,7 +49,7 @@ def fitted_model_file(reaction_structures, tmp_path_factory):
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     model.train()
-    for step in range(400):
+    for step in range(800):
         optimizer.zero_grad()
         out = model({k: v.clone() for k, v in batch.items()})
         loss = (

@@ -65,6 +65,7 @@ def run_epochs(args: argparse.Namespace) -> dict:
         time_epochs,
         train_indices,
     )
+    from schnetpack_hessian.study.matrix import Budget
     from schnetpack_hessian.study.runner import load_study_data
 
     path, label = resolve_data(args.epochs)
@@ -81,7 +82,7 @@ def run_epochs(args: argparse.Namespace) -> dict:
           f"batches per epoch, {args.threads} thread(s)")  # fmt: skip
     sizes = [len(data.structures[i]) for i in train_indices(data, args.fraction)]
     passes = {
-        (w, a): full_hessian_passes(sizes, 8, w, atom_weighted=a)
+        (w, a): full_hessian_passes(sizes, Budget().batch_size, w, atom_weighted=a)
         for w in (None, 1)
         for a in (False, True)
     }

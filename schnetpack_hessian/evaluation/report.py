@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from ase import units
 
+from schnetpack_hessian import markdown
 from schnetpack_hessian.evaluation.downstream import DownstreamReport
 from schnetpack_hessian.evaluation.structures import POOLED_UNITS
 
@@ -282,11 +283,11 @@ def group_table(
     """
     by_name = {r.model: r for r in reports}
     table = UNIT_SYSTEMS[system]
-    head = " | ".join(
+    header = ["group", "n"] + [
         f"{label} ({table[dim][0]})" if dim != "1" else label
         for label, _, dim in GROUP_COLUMNS
-    )
-    lines = [f"| group | n | {head} |", "|" + " --- |" * (len(GROUP_COLUMNS) + 2)]
+    ]
+    rows = []
     for name, members in groups.items():
         missing = [m for m in members if m not in by_name]
         if missing:
@@ -306,8 +307,8 @@ def group_table(
             )
             digits = 0 if dim == "cm-1" else 2
             cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}")
-        lines.append(f"| {name} | {len(members)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([name, len(members), *cells])
+    return markdown.table(header, rows)
 
 
 def write_report_md(

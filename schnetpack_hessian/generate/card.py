@@ -19,6 +19,7 @@ import numpy as np
 from schnetpack_hessian import properties, vibrations
 from schnetpack_hessian.generate.enumerate import EDITS
 from schnetpack_hessian.generate.report import KCAL_PER_MOL
+from schnetpack_hessian.markdown import table_lines
 
 __all__ = [
     "HAND_WRITTEN",
@@ -164,9 +165,7 @@ def set_statistics(path: PathLike, imag_threshold: float = 20.0) -> SetStatistic
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> List[str]:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return table_lines(header, rows) + [""]
 
 
 def _quantiles(values: Sequence[float], fmt: str) -> List[str]:

@@ -14,6 +14,7 @@ from typing import Dict, List, Union
 from ase import units
 
 from schnetpack_hessian import properties, vibrations
+from schnetpack_hessian.markdown import table
 
 __all__ = ["summarize"]
 
@@ -51,16 +52,7 @@ def summarize(path: Union[str, Path]) -> str:
             )
     kinds = list(properties.KINDS[:5])
     total = {k: sum(c[k] for c in counts.values()) for k in kinds}
-    lines: List[str] = [
-        "| " + " | ".join(kinds) + " | all |",
-        "|" + " --- |" * (len(kinds) + 1),
-        "| " + " | ".join(str(total[k]) for k in kinds) + f" | {sum(total.values())} |",
-        "",
-        "| id | reaction | formula | "
-        + " | ".join(kinds)
-        + " | barrier fwd / rev (kcal/mol) | TS ν (cm⁻¹) |",
-        "|" + " --- |" * (len(kinds) + 5),
-    ]
+    rows: List[List[object]] = []
     for rid in sorted(counts):
         e = energy[rid]
         if all(k in e for k in properties.CRITICAL_KINDS):
@@ -70,9 +62,12 @@ def summarize(path: Union[str, Path]) -> str:
         else:
             barrier = "–"
         nu = f"{imag[rid]:.0f}i".replace("-", "") if rid in imag else "–"
-        lines.append(
-            f"| {rid} | {names.get(rid, '')} | {formula[rid]} | "
-            + " | ".join(str(counts[rid][k]) for k in kinds)
-            + f" | {barrier} | {nu} |"
+        rows.append(
+            [rid, names.get(rid, ""), formula[rid]]
+            + [counts[rid][k] for k in kinds]
+            + [barrier, nu]
         )
-    return "\n".join(lines) + "\n"
+    totals = table([*kinds, "all"], [[*(total[k] for k in kinds), sum(total.values())]])
+    header = ["id", "reaction", "formula", *kinds]
+    header += ["barrier fwd / rev (kcal/mol)", "TS ν (cm⁻¹)"]
+    return totals + "\n\n" + table(header, rows) + "\n"

@@ -128,7 +128,7 @@ def learning_curve(run_dir: Path) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """
     files = sorted(
         Path(run_dir).glob("csv/**/metrics.csv"),
-        key=lambda p: (len(p.parts), _version(p), str(p)),
+        key=lambda p: (_version(p), str(p)),
     )
     by_epoch: Dict[int, float] = {}
     for path in files:

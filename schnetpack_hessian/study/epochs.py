@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler
+from schnetpack_hessian.markdown import table
 from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
 from schnetpack_hessian.study.runner import StudyData, spktrain_args, train_run
 from schnetpack_hessian.study.splits import make_split, write_split_file
@@ -165,10 +166,7 @@ def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
         head += [f"{unit}/epoch ({_label(b)})", f"× E+F ({_label(b)})"]
     if len(samplers) == 2:
         head.append(f"{_label(samplers[1])} / {_label(samplers[0])}")
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "| " + " | ".join("---" for _ in head) + " |",
-    ]
+    rows = []
     for g in groups:
         cells = [g]
         for b in samplers:
@@ -179,8 +177,8 @@ def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
         if len(samplers) == 2:
             a, b = (seconds.get((g, x)) for x in samplers)
             cells.append("–" if a is None or b is None else f"{b / a:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return table(head, rows)
 
 
 def full_hessian_passes(

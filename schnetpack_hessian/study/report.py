@@ -4,6 +4,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from schnetpack_hessian.markdown import table
 from schnetpack_hessian.study import figures
 from schnetpack_hessian.study.aggregate import GroupSummary, summarize
 from schnetpack_hessian.study.goals import GOAL_SET, check_goals
@@ -20,15 +21,6 @@ _SET_TITLES = {
 }
 
 
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = [_row(header), _row(["---"] * len(header))]
-    return "\n".join(lines + [_row(r) for r in rows])
-
-
 def accuracy_table(summary: Dict[str, GroupSummary], test_set: str) -> str:
     """Markdown table: mean ± sd of every metric on ``test_set``, one row per group."""
     keys = [
@@ -43,7 +35,7 @@ def accuracy_table(summary: Dict[str, GroupSummary], test_set: str) -> str:
             continue
         m = s.metrics[test_set]
         rows.append([s.group, len(s.runs)] + [m.get(k, "–") for k in keys])
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
@@ -80,7 +72,7 @@ def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
                 s.peak_cuda_mb,
             ]
         )
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def goals_table(summary: Dict[str, GroupSummary]) -> str:
@@ -91,7 +83,7 @@ def goals_table(summary: Dict[str, GroupSummary]) -> str:
         for model in models
         for g in check_goals(summary, model)
     ]
-    return _table(["model", "goal", "status", "evidence"], rows)
+    return table(["model", "goal", "status", "evidence"], rows)
 
 
 _TS_METHODS = {

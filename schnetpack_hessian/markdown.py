@@ -14,7 +14,9 @@ def table_row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def table_lines(header: Sequence[object], rows: Sequence[Sequence[object]]) -> List[str]:
+def table_lines(
+    header: Sequence[object], rows: Sequence[Sequence[object]]
+) -> List[str]:
     """The lines of a table: the header, the ``---`` rule and one line per row.
 
     Raises:

@@ -39,6 +39,8 @@ _BUDGET_OPTIONS = (
     "patience",
     "lr_patience",
     "lr",
+    "weight_decay",
+    "gradient_clip",
     "n_atom_basis",
     "n_interactions",
     "batch_size",
@@ -87,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early-stopping patience, epochs")
     p.add_argument("--lr-patience", type=int, help="ReduceLROnPlateau patience, epochs")
     p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument(
+        "--weight-decay", type=float, help="AdamW weight decay (default 0: none)"
+    )
+    p.add_argument(
+        "--gradient-clip",
+        type=float,
+        help="clip the gradient norm to this value (default 0: no clipping)",
+    )
     p.add_argument("--n-atom-basis", type=int, help="features per atom")
     p.add_argument("--n-interactions", type=int, help="message-passing layers")
     p.add_argument("--batch-size", type=int, help="training batch size")

@@ -138,6 +138,8 @@ class Budget:
         n_interactions: message-passing layers.
         batch_size: training structures per batch.
         lr: initial learning rate.
+        weight_decay: AdamW's decoupled weight decay (0: none).
+        gradient_clip: clip the gradient norm to this value (0: no clipping).
         loss: loss preset (``configs/loss/``).
         ts_search: run TS searches in evaluation for the arms that have them
             (:attr:`Arm.ts_searched`; slow).
@@ -151,6 +153,8 @@ class Budget:
     n_interactions: int = 3
     batch_size: int = 8
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    gradient_clip: float = 0.0
     loss: str = "study"
     ts_search: bool = True
 
@@ -166,6 +170,8 @@ class Budget:
             f"model.representation.n_interactions={self.n_interactions}",
             f"data.batch_size={self.batch_size}",
             f"globals.lr={self.lr}",
+            f"task.optimizer_args.weight_decay={self.weight_decay}",
+            f"trainer.gradient_clip_val={self.gradient_clip}",
         ]
 
 

@@ -27,7 +27,7 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import atomic_output, file_metadata
 from schnetpack_hessian.evaluation.data import load_structures
 from schnetpack_hessian.study.aggregate import learning_curve
-from schnetpack_hessian.study.matrix import Arm, StudyPlan
+from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
 from schnetpack_hessian.study.scoring import score_run
 from schnetpack_hessian.study.splits import make_split, write_split_file
 
@@ -272,6 +272,9 @@ def check_budget(plan: StudyPlan, data: StudyData, out: Path) -> None:
     wanted = {"budget": asdict(plan.budget), "data": str(data.path)}
     if path.exists():
         found = json.loads(path.read_text())
+        # a directory made before a budget field existed ran with its default
+        defaults = asdict(Budget())
+        found["budget"] = {**defaults, **found.get("budget", {})}
         if found != wanted:
             raise StudyError(
                 f"{out} holds runs made with {found}, not {wanted}; finished runs are "

@@ -225,3 +225,38 @@ def test_training_finished_follows_the_stopping_rule(tmp_path):
     epochs, losses = learning_curve(tmp_path / "resumed")
     assert epochs.tolist() == list(range(15)) and losses[4] == 1.0
     assert not training_finished(tmp_path / "missing", max_epochs=20, patience=10)
+
+
+def test_budget_regularisation_knobs_reach_spktrain_and_old_directories_resume(
+    tmp_path,
+):
+    """Weight decay and gradient clipping are budget fields (spktrain overrides); a
+    study directory recorded before they existed resumes with their defaults, and
+    one recorded with other values is refused."""
+    import json
+    from dataclasses import asdict
+
+    from schnetpack_hessian.datasets import reactive_set_path
+    from schnetpack_hessian.study.matrix import Budget
+    from schnetpack_hessian.study.runner import (
+        BUDGET_FILE,
+        StudyError,
+        check_budget,
+        load_study_data,
+    )
+
+    overrides = Budget(weight_decay=0.05, gradient_clip=5.0).overrides()
+    assert "task.optimizer_args.weight_decay=0.05" in overrides
+    assert "trainer.gradient_clip_val=5.0" in overrides
+    assert "trainer.gradient_clip_val=0.0" in Budget().overrides()
+
+    data = load_study_data(reactive_set_path())
+    plan = quick_plan()
+    old = asdict(plan.budget)
+    del old["weight_decay"], old["gradient_clip"]
+    (tmp_path / BUDGET_FILE).write_text(
+        json.dumps({"budget": old, "data": str(data.path)})
+    )
+    check_budget(plan, data, tmp_path)  # the defaults: same budget
+    with pytest.raises(StudyError, match="new output directory"):
+        check_budget(plan.with_budget(weight_decay=0.1), data, tmp_path)

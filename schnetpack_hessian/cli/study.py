@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Tuple
 from schnetpack_hessian.convert import ConversionError
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.study.baselines import zero_force_baseline
 from schnetpack_hessian.study.matrix import StudyPlan, full_plan, quick_plan
 from schnetpack_hessian.study.report import write_report
 from schnetpack_hessian.study.runner import (
@@ -169,11 +170,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     path, label = resolve_data(args.data)
     plan = make_plan(args)
     out = Path(args.output)
+    data = load_study_data(path)
     if not args.report_only:
-        data = load_study_data(path)
         run_study(plan, data, out, args.threads, args.device, max_runs=args.max_runs)
     command = shlex.join(["spkhess-study", *argv])
-    report = write_report(plan, read_results(out), out, command, label)
+    zero_force = zero_force_baseline(data, plan.n_folds, {a.fold for a in plan.arms})
+    report = write_report(
+        plan, read_results(out), out, command, label, zero_force=zero_force
+    )
     print(f"written {report}")
     return 0
 

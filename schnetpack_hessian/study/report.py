@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 from schnetpack_hessian.markdown import table
 from schnetpack_hessian.study import figures
-from schnetpack_hessian.study.aggregate import GroupSummary, summarize
+from schnetpack_hessian.study.aggregate import GroupSummary, Stat, summarize
 from schnetpack_hessian.study.goals import GOAL_SET, check_goals
 from schnetpack_hessian.study.matrix import Arm, StudyPlan
 from schnetpack_hessian.study.scoring import METRICS, TEST_SETS, TS_SETTINGS
@@ -141,9 +141,16 @@ def write_report(
     command: str,
     data_label: str,
     note: Optional[str] = None,
+    zero_force: Optional[Dict[str, Stat]] = None,
 ) -> Path:
     """Write ``out/RESULTS.md`` and its figures (``out/figures/``) from the finished
-    ``records`` of ``plan``; a study with unfinished arms is labelled partial."""
+    ``records`` of ``plan``; a study with unfinished arms is labelled partial.
+
+    Args:
+        zero_force: force MAE of the zero-force predictor per test set
+            (:func:`~schnetpack_hessian.study.baselines.zero_force_baseline`), shown
+            under each accuracy table.
+    """
     out = Path(out)
     names = {a.name for a in plan.arms}
     records = [r for r in records if r["name"] in names]
@@ -193,6 +200,13 @@ def write_report(
                 accuracy_table(summary, test_set),
                 "",
             ]
+            if zero_force and zero_force.get(test_set) and zero_force[test_set].n:
+                parts += [
+                    "Zero-force predictor (no model; the training forces at critical "
+                    f"points are ≈ 0): force MAE {zero_force[test_set]} kcal/mol/Å "
+                    "over the folds.",
+                    "",
+                ]
         parts += ["## Cost", "", cost_table(summary, plan.budget.max_epochs), ""]
         parts += [
             f"## Goals of the issue (judged on test set {GOAL_SET!r})",

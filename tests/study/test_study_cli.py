@@ -65,6 +65,7 @@ def test_two_tiny_runs_report_and_resume(tmp_path):
     assert "spkhess-study --data shipped --quick" in report
     assert "EFH-full-painn-100pct" in report and "Hessian MAE −70 %" in report
     assert "complete: 2 of 2 runs" in report
+    assert report.count("Zero-force predictor") == 2  # under both accuracy tables
     assert (out / "figures" / "bars_hessian_mae.png").stat().st_size > 1000
     assert (out / "figures" / "learning_curves.png").exists()
 

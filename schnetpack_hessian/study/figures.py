@@ -71,13 +71,15 @@ def bar_charts(
 
 
 def data_efficiency(summary: Dict[str, GroupSummary], out: Path) -> List[str]:
-    """Energy, force and Hessian MAE against the training fraction, per target/model
-    (drawn when some arm ran at several fractions; single-fraction arms as points)."""
+    """Energy, force and Hessian MAE against the training fraction, one curve per
+    target/Hessian mode/model that ran at several fractions (arms run at one
+    fraction only are in the bar charts)."""
     series: Dict[str, List[GroupSummary]] = {}
     for s in summary.values():
         key = f"{s.arm['targets']}-{s.arm['hessian']}-{s.arm['model']}"
         series.setdefault(key, []).append(s)
-    if not any(len(v) > 1 for v in series.values()):
+    series = {k: v for k, v in series.items() if len(v) > 1}
+    if not series:
         return []
     keys = ("energy_mae", "forces_mae", "hessian_mae")
     fig, axes = plt.subplots(1, len(keys), figsize=(11, 3.3))

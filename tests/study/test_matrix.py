@@ -260,3 +260,16 @@ def test_budget_regularisation_knobs_reach_spktrain_and_old_directories_resume(
     check_budget(plan, data, tmp_path)  # the defaults: same budget
     with pytest.raises(StudyError, match="new output directory"):
         check_budget(plan.with_budget(weight_decay=0.1), data, tmp_path)
+
+
+def test_data_efficiency_figure_draws_only_arms_run_at_several_fractions(tmp_path):
+    from schnetpack_hessian.study import figures
+
+    errors = {"hessian_mae": 50.0, "forces_mae": 10.0, "energy_mae": 5.0}
+    ef = Arm("EF", hessian="none")
+    single = [_record(ef, 1, errors), _record(Arm("EFH", hessian="hvp-k2"), 1, errors)]
+    assert figures.data_efficiency(summarize(single), tmp_path) == []
+    curve = single + [_record(Arm("EF", hessian="none", fraction=0.25), 1, errors)]
+    drawn = figures.data_efficiency(summarize(curve), tmp_path)
+    assert drawn == ["data_efficiency.png"]
+    assert (tmp_path / "data_efficiency.png").stat().st_size > 1000

@@ -122,7 +122,13 @@ def _protocol(plan: StudyPlan) -> str:
             "(`evaluate_downstream`, exact model Hessians); "
             + (_ts_protocol() if b.ts_search else "TS searches skipped."),
             f"- Recipe (`experiment=study_recipe`, the same for every arm): "
-            f"`loss={b.loss}`, Adam lr {b.lr:g}, ReduceLROnPlateau (factor 0.5, "
+            f"`loss={b.loss}`, AdamW lr {b.lr:g} (weight decay {b.weight_decay:g}), "
+            + (
+                f"gradient norm clipped at {b.gradient_clip:g}, "
+                if b.gradient_clip
+                else "no gradient clipping, "
+            )
+            + f"ReduceLROnPlateau (factor 0.5, "
             f"patience {b.lr_patience}), warm-up {b.warmup_steps} steps, EMA 0.99, "
             f"early stopping on val_loss (patience {b.patience}), at most "
             f"{b.max_epochs} epochs, batch {b.batch_size}, {b.n_atom_basis} features, "

@@ -134,29 +134,42 @@ def cost_accuracy(summary: Dict[str, GroupSummary], out: Path) -> List[str]:
 def learning_curves(
     summary: Dict[str, GroupSummary], runs_dir: Path, out: Path
 ) -> List[str]:
-    """Validation loss (relative to its first epoch) of every run; a colour per group."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = False
-    for i, s in enumerate(summary.values()):
-        for j, run in enumerate(s.runs):
-            curve = learning_curve(runs_dir / run)
-            if curve is None:
-                continue
-            epochs, loss = curve
-            ax.plot(
-                epochs,
-                loss / loss[0],
-                color=colours[i % len(colours)],
-                lw=0.9,
-                label=s.group if j == 0 else None,
-            )
-            drawn = True
-    if not drawn:
-        plt.close(fig)
+    """Validation loss (relative to its first epoch) of every run on all the training
+    data, one panel per model and a colour per arm; a dot marks the epoch early
+    stopping kept.  (Runs on fractions of the data are left out: their curves would
+    hide the comparison at equal data.)"""
+    groups = [s for s in summary.values() if s.arm.get("fraction", 1.0) == 1.0]
+    models = list(dict.fromkeys(s.arm["model"] for s in groups))
+    curves = {run: learning_curve(runs_dir / run) for s in groups for run in s.runs}
+    if not any(c is not None for c in curves.values()):
         return []
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val_loss / first val_loss")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models) + 1.8, 3.6), squeeze=False
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, model in zip(axes[0], models):
+        members = [s for s in groups if s.arm["model"] == model]
+        for i, s in enumerate(members):
+            colour = colours[i % len(colours)]
+            label = s.group.replace(f"-{model}-100pct", "")
+            for j, run in enumerate(s.runs):
+                curve = curves.get(run)
+                if curve is None:
+                    continue
+                epochs, loss = curve
+                relative = loss / loss[0]
+                ax.plot(
+                    epochs,
+                    relative,
+                    color=colour,
+                    lw=0.9,
+                    label=label if j == 0 else None,
+                )
+                best = int(np.argmin(loss))
+                ax.plot(epochs[best], relative[best], "o", color=colour, ms=3)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(model, fontsize=9)
+    axes[0][0].set_ylabel("val_loss / first val_loss")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return [_save(fig, out, "learning_curves.png")]

@@ -42,6 +42,8 @@ _BUDGET_OPTIONS = (
     "lr",
     "weight_decay",
     "gradient_clip",
+    "val_per_reaction",
+    "ts_search",
     "n_atom_basis",
     "n_interactions",
     "batch_size",
@@ -92,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument(
         "--weight-decay", type=float, help="AdamW weight decay (default 0: none)"
+    )
+    p.add_argument(
+        "--val-per-reaction",
+        type=int,
+        help="at most this many critical points of one training reaction validate "
+        "(default 0: no limit)",
+    )
+    p.add_argument(
+        "--no-ts-search",
+        dest="ts_search",
+        action="store_const",
+        const=False,
+        help="skip the TS searches in scoring (minutes per run on a CPU)",
     )
     p.add_argument(
         "--gradient-clip",

@@ -140,6 +140,8 @@ class Budget:
         lr: initial learning rate.
         weight_decay: AdamW's decoupled weight decay (0: none).
         gradient_clip: clip the gradient norm to this value (0: no clipping).
+        val_per_reaction: at most this many critical points of one training
+            reaction validate (0: no limit; :func:`~.splits.make_split`).
         loss: loss preset (``configs/loss/``).
         ts_search: run TS searches in evaluation for the arms that have them
             (:attr:`Arm.ts_searched`; slow).
@@ -155,6 +157,7 @@ class Budget:
     lr: float = 1e-3
     weight_decay: float = 0.0
     gradient_clip: float = 0.0
+    val_per_reaction: int = 0
     loss: str = "study"
     ts_search: bool = True
 

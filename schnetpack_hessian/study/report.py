@@ -116,7 +116,13 @@ def _protocol(plan: StudyPlan) -> str:
             f"{plan.n_folds} by-reaction folds, each reaction held out once.",
             "- Training and validation: critical points (reactant, product, TS) of the "
             "training reactions only; 15 % of them validate (early stopping, LR "
-            "schedule). Nothing is tuned on held-out reactions.",
+            "schedule)"
+            + (
+                f", at most {b.val_per_reaction} per reaction"
+                if b.val_per_reaction
+                else ""
+            )
+            + ". Nothing is tuned on held-out reactions.",
             "- Test (a): IRC/NMS geometries of the training reactions; test (b): every "
             "structure of the held-out reactions. Metrics: `spkhess-eval`'s library "
             "(`evaluate_downstream`, exact model Hessians); "

@@ -208,11 +208,17 @@ def run_arm(
     """
     out = Path(out).resolve()
     run_dir = out / "runs" / arm.name
+    budget = plan.budget
     split = make_split(
-        data.kinds, data.reactions, plan.n_folds, arm.fold, arm.seed, arm.fraction
+        data.kinds,
+        data.reactions,
+        plan.n_folds,
+        arm.fold,
+        arm.seed,
+        arm.fraction,
+        val_per_reaction=budget.val_per_reaction,
     )
     t0 = time.perf_counter()
-    budget = plan.budget
     trained = not training_finished(run_dir, budget.max_epochs, budget.patience)
     if trained:
         split_file = write_split_file(

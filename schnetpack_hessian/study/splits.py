@@ -13,9 +13,10 @@ Nothing of fold ``f`` is seen in training or validation.
 """
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -79,6 +80,7 @@ def make_split(
     seed: int,
     fraction: float = 1.0,
     val_fraction: float = 0.15,
+    val_per_reaction: int = 0,
 ) -> RunSplit:
     """The index sets of the run on ``fold`` with ``seed``.
 
@@ -92,9 +94,14 @@ def make_split(
             subsets of one seed are nested: 12.5 % ⊂ 25 % ⊂ ...).
         val_fraction: fraction of the training reactions' critical points that
             validate (at least one).
+        val_per_reaction: at most this many critical points of one reaction
+            validate (0: no limit), so that no training reaction gives most of its
+            critical points to validation; the draw is the same seeded order,
+            skipping points of reactions that have given their share.
 
     Raises:
-        ValueError: too few critical points for a train and a validation set.
+        ValueError: too few critical points for a train and a validation set, or
+            too few reactions for ``val_per_reaction``.
     """
     folds = reaction_folds(reactions, n_folds)
     held = folds[fold]
@@ -110,7 +117,10 @@ def make_split(
     rng = np.random.default_rng([seed, fold])
     pool = pool[rng.permutation(len(pool))]
     n_val = max(1, int(round(val_fraction * len(pool))))
-    val, rest = pool[:n_val], pool[n_val:]
+    if val_per_reaction:
+        val, rest = _capped_draw(pool, reactions, n_val, val_per_reaction, fold)
+    else:
+        val, rest = pool[:n_val], pool[n_val:]
     n_train = max(1, math.ceil(fraction * len(rest) - 1e-9))
     return RunSplit(
         train=sorted(rest[:n_train].tolist()),
@@ -119,6 +129,29 @@ def make_split(
         heldout=np.flatnonzero(in_held).tolist(),
         heldout_reactions=held.tolist(),
     )
+
+
+def _capped_draw(
+    pool: np.ndarray, reactions: np.ndarray, n_val: int, cap: int, fold: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The first ``n_val`` points of ``pool`` (in order) whose reaction has given
+    fewer than ``cap`` points, and the rest of ``pool`` in its order."""
+    given: Counter = Counter()
+    val: List[int] = []
+    for i in pool:
+        if len(val) == n_val:
+            break
+        if given[reactions[i]] < cap:
+            val.append(int(i))
+            given[reactions[i]] += 1
+    if len(val) < n_val:
+        raise ValueError(
+            f"make_split: fold {fold} has too few training reactions for {n_val} "
+            f"validation points at most {cap} per reaction"
+        )
+    chosen = set(val)
+    rest = np.array([i for i in pool if int(i) not in chosen], dtype=pool.dtype)
+    return np.array(val, dtype=pool.dtype), rest
 
 
 def write_split_file(split: RunSplit, test: List[int], path: Path) -> Path:

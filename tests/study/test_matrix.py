@@ -111,6 +111,33 @@ def test_fractions_are_nested_and_validation_is_fixed():
     assert len(splits[0].train) == 3  # ceil(0.25 · (12 critical points − 2 val))
 
 
+def test_validation_capped_per_reaction():
+    """With val_per_reaction=1 no training reaction gives two critical points to
+    validation; the split is otherwise the same protocol, nested and fixed."""
+    from collections import Counter
+
+    kinds = np.array([P.KINDS.index(k) for k in ("reactant", "product", "ts")] * 20)
+    reactions = np.repeat(np.arange(20), 3)
+    uncapped = [
+        make_split(kinds, reactions, 2, 0, s, val_fraction=0.5) for s in range(5)
+    ]
+    # at 50 % validation an uncapped draw gives some reaction 2-3 points
+    assert any(max(Counter(reactions[s.val]).values()) > 1 for s in uncapped)
+    for seed in range(5):
+        splits = [
+            make_split(kinds, reactions, 2, 0, seed, f, 0.3, val_per_reaction=1)
+            for f in (0.5, 1.0)
+        ]
+        capped = splits[1]
+        assert max(Counter(reactions[capped.val]).values()) == 1
+        assert len(capped.val) == 9  # round(0.3 · 30)
+        assert not set(capped.val) & set(capped.train)
+        assert len(capped.val) + len(capped.train) == 30
+        assert splits[0].val == capped.val and set(splits[0].train) < set(capped.train)
+    with pytest.raises(ValueError, match="too few training reactions"):
+        make_split(kinds, reactions, 2, 0, 1, val_fraction=0.5, val_per_reaction=1)
+
+
 def _record(group_arm, seed, metrics, epoch_s=1.0):
     return {
         "name": f"{group_arm.group}-s{seed}",

@@ -109,3 +109,20 @@ def test_missing_xtb_set_is_a_clear_error(tmp_path, capsys, monkeypatch):
 def test_unknown_arm_is_a_clear_error(tmp_path, capsys):
     assert main(["--quick", "--arms", "EX-painn", "-o", str(tmp_path)]) == 2
     assert "EX-painn" in capsys.readouterr().err
+
+
+def test_budget_options_reach_the_plan():
+    from schnetpack_hessian.cli.study import build_parser, make_plan
+
+    def budget(*argv):
+        args = build_parser().parse_args(["--full", "-o", "x", *argv])
+        return make_plan(args).budget
+
+    default = budget()
+    assert default.ts_search and default.val_per_reaction == 0
+    assert default.weight_decay == 0.0 and default.gradient_clip == 0.0
+    changed = budget(
+        "--no-ts-search", "--val-per-reaction", "1", "--weight-decay", "0.01"
+    )
+    assert not changed.ts_search and changed.val_per_reaction == 1
+    assert changed.weight_decay == 0.01 and changed.gradient_clip == 0.0

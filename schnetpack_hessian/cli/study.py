@@ -189,7 +189,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not args.report_only:
         run_study(plan, data, out, args.threads, args.device, max_runs=args.max_runs)
     command = shlex.join(["spkhess-study", *argv])
-    zero_force = zero_force_baseline(data, plan.n_folds, {a.fold for a in plan.arms})
+    try:
+        zero_force = zero_force_baseline(
+            data, plan.n_folds, {a.fold for a in plan.arms}
+        )
+    except ValueError as err:  # a file without forces: no zero-force reference
+        print(f"no zero-force reference in the report: {err}", file=sys.stderr)
+        zero_force = None
     report = write_report(
         plan, read_results(out), out, command, label, zero_force=zero_force
     )

@@ -22,6 +22,10 @@ __all__ = ["mean_abs_force", "zero_force_baseline"]
 _KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
+def _has_forces(atoms: Atoms) -> bool:
+    return atoms.calc is not None and "forces" in atoms.calc.results
+
+
 def mean_abs_force(structures: Sequence[Atoms]) -> float:
     """Mean absolute force component over ``structures`` (kcal/mol/Å): the force MAE
     of predicting zero force everywhere, pooled over all components as the study's
@@ -34,7 +38,7 @@ def mean_abs_force(structures: Sequence[Atoms]) -> float:
         raise ValueError("mean_abs_force: no structures")
     parts = []
     for i, atoms in enumerate(structures):
-        if atoms.calc is None or "forces" not in atoms.calc.results:
+        if not _has_forces(atoms):
             raise ValueError(f"mean_abs_force: structure {i} has no forces")
         parts.append(np.abs(atoms.get_forces()).ravel())
     return float(np.concatenate(parts).mean() * _KCAL_PER_EV)
@@ -45,12 +49,23 @@ def zero_force_baseline(
 ) -> Dict[str, Stat]:
     """``{test set: force MAE of the zero-force predictor}`` over ``folds`` (mean ±
     sd over the folds; kcal/mol/Å).  The test sets depend on the fold only, not on
-    the seed or the training fraction."""
+    the seed or the training fraction.
+
+    Raises:
+        ValueError: a test structure without forces (named by its index in the file).
+    """
     values: Dict[str, List[float]] = {"train_offpath": [], "heldout": []}
     for fold in sorted(set(folds)):
         split = make_split(data.kinds, data.reactions, n_folds, fold, seed=0)
         for name in values:
             indices = getattr(split, name)
-            if indices:
-                values[name].append(mean_abs_force(data.subset(indices)))
+            if not indices:
+                continue
+            missing = [i for i in indices if not _has_forces(data.structures[i])]
+            if missing:
+                raise ValueError(
+                    f"{data.path}: structure {missing[0]} (test set {name}) has no "
+                    "forces"
+                )
+            values[name].append(mean_abs_force(data.subset(indices)))
     return {name: stat(v) for name, v in values.items()}

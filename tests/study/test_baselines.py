@@ -46,3 +46,17 @@ def test_zero_force_baseline_on_the_shipped_set():
     # off-path geometries carry forces; the critical points trained on do not
     critical = [i for i, k in enumerate(data.kinds) if P.KINDS[k] in P.CRITICAL_KINDS]
     assert mean_abs_force(data.subset(critical)) < 0.05 * base["train_offpath"].mean
+
+
+def test_a_test_structure_without_forces_is_named_with_its_file(tmp_path):
+    from dataclasses import replace
+
+    data = load_study_data(reactive_set_path())
+    split = make_split(data.kinds, data.reactions, 3, 0, seed=0)
+    structures = list(data.structures)
+    victim = split.heldout[2]
+    structures[victim] = structures[victim].copy()  # positions only, no results
+    structures[victim].calc = None
+    broken = replace(data, structures=structures)
+    with pytest.raises(ValueError, match=rf"reactive_chon.h5: structure {victim} "):
+        zero_force_baseline(broken, n_folds=3, folds=[0])

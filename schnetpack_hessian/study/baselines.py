@@ -7,7 +7,7 @@ that of the predictor that says "zero force" everywhere: the mean absolute refer
 force component of the test set.
 """
 
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -22,14 +22,15 @@ __all__ = ["mean_abs_force", "zero_force_baseline"]
 _KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
-def _has_forces(atoms: Atoms) -> bool:
-    return atoms.calc is not None and "forces" in atoms.calc.results
-
-
-def mean_abs_force(structures: Sequence[Atoms]) -> float:
+def mean_abs_force(
+    structures: Sequence[Atoms], labels: Optional[Sequence[str]] = None
+) -> float:
     """Mean absolute force component over ``structures`` (kcal/mol/Å): the force MAE
     of predicting zero force everywhere, pooled over all components as the study's
     force MAE is.
+
+    Args:
+        labels: how errors name each structure (default: its position).
 
     Raises:
         ValueError: no structures, or a structure without forces.
@@ -38,8 +39,9 @@ def mean_abs_force(structures: Sequence[Atoms]) -> float:
         raise ValueError("mean_abs_force: no structures")
     parts = []
     for i, atoms in enumerate(structures):
-        if not _has_forces(atoms):
-            raise ValueError(f"mean_abs_force: structure {i} has no forces")
+        if atoms.calc is None or "forces" not in atoms.calc.results:
+            label = labels[i] if labels else f"mean_abs_force: structure {i}"
+            raise ValueError(f"{label} has no forces")
         parts.append(np.abs(atoms.get_forces()).ravel())
     return float(np.concatenate(parts).mean() * _KCAL_PER_EV)
 
@@ -61,11 +63,6 @@ def zero_force_baseline(
             indices = getattr(split, name)
             if not indices:
                 continue
-            missing = [i for i in indices if not _has_forces(data.structures[i])]
-            if missing:
-                raise ValueError(
-                    f"{data.path}: structure {missing[0]} (test set {name}) has no "
-                    "forces"
-                )
-            values[name].append(mean_abs_force(data.subset(indices)))
+            labels = [f"{data.path}: structure {i} (test set {name})" for i in indices]
+            values[name].append(mean_abs_force(data.subset(indices), labels))
     return {name: stat(v) for name, v in values.items()}

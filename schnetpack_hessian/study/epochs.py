@@ -166,7 +166,7 @@ def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
         head += [f"{unit}/epoch ({_label(b)})", f"× E+F ({_label(b)})"]
     if len(samplers) == 2:
         head.append(f"{_label(samplers[1])} / {_label(samplers[0])}")
-    rows = []
+    body = []
     for g in groups:
         cells = [g]
         for b in samplers:
@@ -177,8 +177,8 @@ def epoch_table(rows: Sequence[EpochTime], measure: str = "cpu_seconds") -> str:
         if len(samplers) == 2:
             a, b = (seconds.get((g, x)) for x in samplers)
             cells.append("–" if a is None or b is None else f"{b / a:.2f}")
-        rows.append(cells)
-    return table(head, rows)
+        body.append(cells)
+    return table(head, body)
 
 
 def full_hessian_passes(

@@ -85,6 +85,9 @@ def enable_full_hessian(
 class HessianCalculator(SpkCalculator):
     """``SpkCalculator`` that also computes Hessians (ASE property ``"hessian"``).
 
+    .. warning:: ``model_file`` is a pickled model: loading it runs code the file
+       names. Use only model files you made or trust.
+
     Args:
         model_file: path of a saved SchNetPack model (e.g. ``spktrain``'s best_model);
             with schnetpack 2.2 also a model object.

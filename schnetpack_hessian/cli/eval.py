@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spkhess-eval",
         description="Evaluate trained models on a Hessian data set: E/F/H errors, "
         "barriers, frequencies, imaginary modes, IRC profiles and TS searches.",
+        epilog="A model file (spktrain's best_model) is a pickled Python object: "
+        "loading it runs code from the file. Evaluate only model files you made or "
+        "trust; data files are never executed.",
     )
     p.add_argument(
         "paths",

@@ -18,14 +18,15 @@ key             shape         meaning [unit]
 ==============  ============  ============================================
 
 The records are unpickled with :class:`HormUnpickler`, which maps the
-``torch_geometric`` classes to minimal stand-ins and refuses every class outside
-``torch``, ``numpy`` and ``collections``.
+``torch_geometric`` classes to minimal stand-ins and resolves nothing but the exact
+``(module, name)`` pairs such a record needs: a crafted record cannot run code.
 """
 
+import codecs
 import io
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,28 +50,137 @@ __all__ = [
 
 UNITS = {"distance": "Ang", "energy": "eV", "forces": "eV/Ang", "hessian": "eV/Ang/Ang"}
 METADATA = {"source": "HORM", "level_of_theory": "wB97X/6-31G(d)"}
-_ALLOWED = ("torch", "numpy", "collections", "copyreg", "_codecs")
+#: PyG classes a HORM record names (PyG 1.x and 2.x); each becomes :class:`_PygObject`.
+_PYG_CLASSES = frozenset(
+    {
+        ("torch_geometric.data.data", "Data"),
+        ("torch_geometric.data.data", "DataEdgeAttr"),
+        ("torch_geometric.data.data", "DataTensorAttr"),
+        ("torch_geometric.data.storage", "BaseStorage"),
+        ("torch_geometric.data.storage", "GlobalStorage"),
+        ("torch_geometric.data.storage", "NodeStorage"),
+        ("torch_geometric.data.storage", "EdgeStorage"),
+    }
+)
 
 
 class _PygObject:
     """Stand-in for PyG's ``Data`` and its storages: keeps the pickled state."""
 
-    def __setstate__(self, state: Dict[str, Any]):
+    def __setstate__(self, state: Any):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(
+                f"a PyG object's state is a {type(state).__name__}, not a dict"
+            )
         self.__dict__.update(state)
 
 
+def _numeric_dtype(*args) -> np.dtype:
+    """``numpy.dtype`` for numeric and boolean types only (an object dtype would let
+    an array's payload name arbitrary Python objects)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"refusing the object dtype {dtype}")
+    return dtype
+
+
+def _safe_globals() -> Dict[Tuple[str, str], Any]:
+    """The exact ``(module, name)`` pairs a HORM record needs, and what each becomes.
+
+    Tensors pickle as ``torch._utils._rebuild_tensor_v2(storage, ...)`` with the
+    storage as a ``torch.save`` payload (loaded here weights-only); arrays through
+    numpy's reconstructors (numpy 1.x and 2.x module names; ``_frombuffer`` at
+    protocol 5); Python 3 bytes at
+    protocol 2 through ``_codecs.encode``.  Every callable is a fresh wrapper, so a
+    record that sets attributes on what it resolved (pickle's BUILD) changes nothing
+    outside its own load.
+    """
+    import collections
+
+    import torch
+    import torch._utils
+
+    def rebuild_tensor_v2(*args):
+        return torch._utils._rebuild_tensor_v2(*args)
+
+    def rebuild_tensor(*args):
+        return torch._utils._rebuild_tensor(*args)
+
+    def load_storage(payload: bytes):
+        if not isinstance(payload, bytes):
+            raise pickle.UnpicklingError("a tensor storage payload is not bytes")
+        return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+
+    def reconstruct(subtype, shape, dtype):
+        if subtype is not np.ndarray:
+            raise pickle.UnpicklingError(f"refusing to rebuild an array of {subtype}")
+        return np.ndarray.__new__(np.ndarray, shape, _numeric_dtype(dtype))
+
+    def scalar(dtype, *payload):
+        dtype = _numeric_dtype(dtype)
+        if len(payload) != 1 or not isinstance(payload[0], bytes):
+            raise pickle.UnpicklingError("a numpy scalar's payload is not bytes")
+        return np.frombuffer(payload[0], dtype=dtype, count=1)[0]
+
+    def frombuffer(buffer, dtype, shape, order):
+        if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+            raise pickle.UnpicklingError("a numpy array's payload is not bytes")
+        array = np.frombuffer(buffer, dtype=_numeric_dtype(dtype))
+        return array.reshape(shape, order=order)
+
+    def size(*args):
+        return torch.Size(*args)
+
+    def ordered_dict(*args):
+        return collections.OrderedDict(*args)
+
+    def encode(text, encoding="latin1"):
+        if not isinstance(text, str) or encoding != "latin1":
+            raise pickle.UnpicklingError("only latin-1 text becomes bytes")
+        return codecs.encode(text, encoding)
+
+    class PygObject(_PygObject):
+        pass
+
+    table: Dict[Tuple[str, str], Any] = {
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
+        ("torch.storage", "_load_from_bytes"): load_storage,
+        ("torch", "Size"): size,
+        ("collections", "OrderedDict"): ordered_dict,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _numeric_dtype,
+        ("_codecs", "encode"): encode,
+    }
+    for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(core, "_reconstruct")] = reconstruct
+        table[(core, "scalar")] = scalar
+    for numeric in ("numpy.core.numeric", "numpy._core.numeric"):
+        table[(numeric, "_frombuffer")] = frombuffer
+    table.update({pair: PygObject for pair in _PYG_CLASSES})
+    return table
+
+
 class HormUnpickler(pickle.Unpickler):
-    """Unpickler for PyG records without ``torch_geometric`` installed."""
+    """Unpickler for PyG records without ``torch_geometric`` installed.
+
+    Only the exact ``(module, name)`` pairs of :func:`_safe_globals` resolve; any other
+    global (``os.system``, ``builtins.eval``, a dotted name reaching through a module's
+    attributes such as ``torch`` / ``os.system``) is refused before it can be called.
+    """
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self._globals = _safe_globals()
 
     def find_class(self, module: str, name: str):
-        if module == "torch_geometric" or module.startswith("torch_geometric."):
-            return _PygObject
-        if module.split(".")[0] in _ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to unpickle {module}.{name} (only torch_geometric, torch and "
-            "numpy classes are loaded from HORM records)"
-        )
+        found = self._globals.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(
+                f"refusing to unpickle {module}.{name}: a HORM record holds only PyG "
+                "Data, torch tensors and numpy arrays"
+            )
+        return found
 
 
 def _as_array(value: Any) -> np.ndarray:

@@ -165,6 +165,10 @@ def load_model(
 ) -> EvaluationModel:
     """Load ``spktrain``'s ``best_model`` (or a run directory holding one).
 
+    .. warning:: A SchNetPack model file is the whole model pickled (``torch.save``
+       of the module, as ``spktrain`` writes it), so loading it runs code the file
+       names. Load only model files you made or trust, as you would a Python script.
+
     Units, cutoff and keys come from the run's ``config.yaml`` next to the model;
     arguments given here override them.
 

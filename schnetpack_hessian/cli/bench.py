@@ -45,6 +45,19 @@ def parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="--epochs: OMP threads of each training"
     )
     p.add_argument(
+        "--batch-size", type=int,
+        help="--epochs: training batch size (default: the study recipe's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--modes", nargs="+", metavar="MODE",
+        help="--epochs: Hessian modes timed, 'none' for E+F (default: none full "
+        "hvp-k2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--plain-only", action="store_true",
+        help="--epochs: plain shuffling only (no size-bucket runs)",
+    )  # fmt: skip
+    p.add_argument(
         "-o", "--output", default="spkhess_epoch_bench",
         help="--epochs: directory of the runs (a finished run is not rerun)",
     )  # fmt: skip
@@ -56,33 +69,49 @@ def parser() -> argparse.ArgumentParser:
 
 def run_epochs(args: argparse.Namespace) -> dict:
     """``--epochs DATA``: the epoch-time table of the study recipe on DATA."""
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from schnetpack_hessian.cli.study import resolve_data
     from schnetpack_hessian.study.epochs import (
+        EPOCH_ARMS,
         epoch_table,
         full_hessian_passes,
         time_epochs,
         train_indices,
     )
-    from schnetpack_hessian.study.matrix import Budget
+    from schnetpack_hessian.study.matrix import HESSIAN_MODES, Arm, Budget
+
     from schnetpack_hessian.study.runner import load_study_data
 
+    budget = Budget()
+    if args.batch_size is not None:
+        budget = replace(budget, batch_size=args.batch_size)
+    arms = EPOCH_ARMS
+    if args.modes:
+        unknown = sorted(set(args.modes) - set(HESSIAN_MODES))
+        if unknown:
+            raise SystemExit(
+                f"spkhess-bench: --modes {unknown}: not in {list(HESSIAN_MODES)}"
+            )
+        arms = tuple(Arm("EF" if m == "none" else "EFH", hessian=m) for m in args.modes)
     path, label = resolve_data(args.epochs)
     data = load_study_data(path)
     rows = time_epochs(
         data,
         args.output,
+        arms=arms,
+        buckets=(None,) if args.plain_only else (None, 1),
         n_epochs=args.n_epochs,
         fraction=args.fraction,
         threads=args.threads,
         device=args.device or "cpu",
+        budget=budget,
     )
     print(f"{label}: {rows[0].n_train} training structures, {rows[0].n_batches} "
           f"batches per epoch, {args.threads} thread(s)")  # fmt: skip
     sizes = [len(data.structures[i]) for i in train_indices(data, args.fraction)]
     passes = {
-        (w, a): full_hessian_passes(sizes, Budget().batch_size, w, atom_weighted=a)
+        (w, a): full_hessian_passes(sizes, budget.batch_size, w, atom_weighted=a)
         for w in (None, 1)
         for a in (False, True)
     }

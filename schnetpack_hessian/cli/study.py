@@ -24,7 +24,7 @@ from schnetpack_hessian.convert import ConversionError
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.datasets import reactive_set_path
 from schnetpack_hessian.study.baselines import zero_force_baseline
-from schnetpack_hessian.study.matrix import StudyPlan, full_plan, quick_plan
+from schnetpack_hessian.study.matrix import PRESETS, StudyPlan, full_plan, quick_plan
 from schnetpack_hessian.study.report import write_report
 from schnetpack_hessian.study.runner import (
     StudyError,
@@ -48,6 +48,7 @@ _BUDGET_OPTIONS = (
     "n_interactions",
     "batch_size",
     "loss",
+    "score_per_set",
 )
 
 
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="PaiNN, E+F vs E+F+H (full, HVP k=2, 25 %% data), 3 seeds",
     )
     size.add_argument("--full", action="store_true", help="the whole matrix")
+    size.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named plan: cpu = E+F vs E+F+H (HVP k=2), PaiNN and SchNet, 100 and "
+        "25 %% of the data, the full Hessian on one subset, larger batches and "
+        "subsampled scoring (the bulk study within ~20 CPU-hours; docs/RESULTS.md)",
+    )
     p.add_argument("-o", "--output", required=True, help="study directory")
     p.add_argument(
         "--replicates",
@@ -118,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="training batch size")
     p.add_argument("--loss", help="loss preset: study, horm, hip, variance, default")
     p.add_argument(
+        "--score-per-set",
+        type=int,
+        help="score each run on at most N structures per test set: every critical "
+        "point plus a subsample stratified by reaction and kind (0: all)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -130,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--report-only", action="store_true", help="write RESULTS.md, train nothing"
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train the arms but score none (a later run without it scores the "
+        "finished trainings without retraining them)",
     )
     return p
 
@@ -163,6 +183,12 @@ def make_plan(args: argparse.Namespace) -> StudyPlan:
     """The plan of ``--quick`` / ``--full`` with the budget options applied."""
     if args.quick:
         plan = quick_plan(args.replicates or 3)
+    elif args.preset:
+        if args.seeds or args.folds:
+            raise StudyError(
+                f"--preset {args.preset}: --replicates, not --seeds/--folds"
+            )
+        plan = PRESETS[args.preset](args.replicates or 3)
     else:
         if args.replicates and (args.seeds or args.folds):
             raise StudyError("--full: --replicates or --seeds/--folds, not both")
@@ -187,7 +213,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out = Path(args.output)
     data = load_study_data(path)
     if not args.report_only:
-        run_study(plan, data, out, args.threads, args.device, max_runs=args.max_runs)
+        run_study(
+            plan,
+            data,
+            out,
+            args.threads,
+            args.device,
+            max_runs=args.max_runs,
+            score=not args.train_only,
+        )
+    if args.train_only:
+        return 0
     command = shlex.join(["spkhess-study", *argv])
     try:
         zero_force = zero_force_baseline(

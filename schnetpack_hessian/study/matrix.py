@@ -21,6 +21,8 @@ __all__ = [
     "StudyPlan",
     "quick_plan",
     "full_plan",
+    "cpu_plan",
+    "PRESETS",
 ]
 
 TARGETS = ("E", "EF", "EH", "EFH")
@@ -101,16 +103,6 @@ class Arm:
         return f"{self.targets}{mode}-{self.model}-{self.fraction * 100:g}pct"
 
     @property
-    def ts_searched(self) -> bool:
-        """Whether a study with TS searches runs them for this arm: the contrast the
-        goal names, E+F against E+F+H with the full Hessian, on all the training
-        data (a search costs minutes per run on a CPU; the other arms skip it)."""
-        return self.fraction == 1.0 and (self.targets, self.hessian) in (
-            ("EF", "none"),
-            ("EFH", "full"),
-        )
-
-    @property
     def name(self) -> str:
         """Unique run name (the run's directory under ``DIR/runs``)."""
         return f"{self.group}-s{self.seed}-k{self.fold}"
@@ -144,7 +136,9 @@ class Budget:
             reaction validate (0: no limit; :func:`~.splits.make_split`).
         loss: loss preset (``configs/loss/``).
         ts_search: run TS searches in evaluation for the arms that have them
-            (:attr:`Arm.ts_searched`; slow).
+            (:meth:`StudyPlan.ts_searched`; slow).
+        score_per_set: score each run on at most this many structures per test set,
+            a subsample stratified by reaction and kind (0: every structure).
     """
 
     max_epochs: int = 400
@@ -160,6 +154,7 @@ class Budget:
     val_per_reaction: int = 0
     loss: str = "study"
     ts_search: bool = True
+    score_per_set: int = 0
 
     def overrides(self) -> List[str]:
         """spktrain overrides of the budget (on top of ``experiment=study_recipe``)."""
@@ -180,12 +175,38 @@ class Budget:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """A study: its arms, the number of by-reaction folds and the shared budget."""
+    """A study: its arms, the number of by-reaction folds and the shared budget.
+
+    Attributes:
+        name: the plan's name (``quick``, ``full``, ``cpu``).
+        arms: every run, in the order they are trained.
+        n_folds: by-reaction folds.
+        budget: the recipe shared by every arm.
+        ts_hessian: the Hessian mode of the E+F+H arm whose TS searches are compared
+            with E+F's (:meth:`ts_searched`).
+        ts_fractions: the data fractions of that E+F+H arm that are searched too (E+F
+            is searched at 100 % only).
+    """
 
     name: str
     arms: Tuple[Arm, ...]
     n_folds: int
     budget: Budget = field(default_factory=Budget)
+    ts_hessian: str = "full"
+    ts_fractions: Tuple[float, ...] = (1.0,)
+
+    def ts_searched(self, arm: Arm) -> bool:
+        """Whether the study runs TS searches for ``arm`` (when its budget has them):
+        the contrasts the goals name, E+F on all the training data against the plan's
+        E+F+H arm at :attr:`ts_fractions` (a search costs minutes per run on a CPU;
+        other arms skip it)."""
+        if not self.budget.ts_search:
+            return False
+        if (arm.targets, arm.hessian) == ("EF", "none"):
+            return arm.fraction == 1.0
+        return (arm.targets, arm.hessian) == ("EFH", self.ts_hessian) and (
+            arm.fraction in self.ts_fractions
+        )
 
     def __post_init__(self):
         bad = [a.name for a in self.arms if not 0 <= a.fold < self.n_folds]
@@ -276,3 +297,61 @@ def full_plan(
         return StudyPlan("full", _replicated(groups, _paired(replicates)), replicates)
     pairs = [(s, k) for s in seeds for k in range(n_folds)]
     return StudyPlan("full", _replicated(groups, pairs), n_folds)
+
+
+#: The E+F+H arm of the CPU preset: HVP with two Gaussian probes per structure, which
+#: kept the full Hessian's gain on the shipped set at ~3× an E+F epoch on the bulk set
+#: (the full Hessian: 27–34×; docs/RESULTS.md).
+CPU_HESSIAN = "hvp-k2"
+
+#: The CPU preset's recipe (chosen by epoch cost, docs/RESULTS.md "The CPU preset"):
+#: study_recipe's model, loss and optimiser with larger batches, a shorter stopping
+#: rule, and scoring on a stratified subsample of each test set.
+CPU_BUDGET = Budget(
+    max_epochs=200,
+    patience=40,
+    lr_patience=10,
+    batch_size=16,
+    score_per_set=300,
+)
+
+
+def cpu_plan(replicates: int = 3) -> StudyPlan:
+    """The bulk study within a CPU budget (``spkhess-study --preset cpu``).
+
+    E+F against E+F+H (:data:`CPU_HESSIAN`), PaiNN and SchNet, at 100 % and 25 % of
+    the training critical points; run ``r`` with seed ``r + 1`` tested on fold ``r`` of
+    ``replicates`` by-reaction folds (every reaction tested once).  The full Hessian
+    runs on a subset only, PaiNN at 25 % on fold 0, to tie the HVP arm to it.  The main
+    contrast (100 %) comes first, then the data fractions, then the full Hessian.
+
+    Raises:
+        ValueError: ``replicates`` < 2.
+    """
+    if replicates < 2:
+        raise ValueError(f"cpu_plan: replicates {replicates} < 2 (folds)")
+    main, fractions = [], []
+    for model in MODELS:
+        main += [Arm("EF", model, "none"), Arm("EFH", model, CPU_HESSIAN)]
+        fractions += [
+            Arm("EF", model, "none", 0.25),
+            Arm("EFH", model, CPU_HESSIAN, 0.25),
+        ]
+    pairs = _paired(replicates)
+    arms = (
+        _replicated(main, pairs)
+        + _replicated(fractions, pairs)
+        + (Arm("EFH", "painn", "full", 0.25, seed=1, fold=0),)
+    )
+    return StudyPlan(
+        "cpu",
+        arms,
+        replicates,
+        CPU_BUDGET,
+        ts_hessian=CPU_HESSIAN,
+        ts_fractions=(1.0, 0.25),
+    )
+
+
+#: Named plans of ``spkhess-study --preset``.
+PRESETS = {"cpu": cpu_plan}

@@ -30,6 +30,7 @@ from schnetpack_hessian.study.aggregate import learning_curve
 from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
 from schnetpack_hessian.study.scoring import score_run
 from schnetpack_hessian.study.splits import make_split, write_split_file
+from schnetpack_hessian.study.subsample import scored_subset
 
 __all__ = [
     "RESULT_FILE",
@@ -199,12 +200,17 @@ def run_arm(
     out: Path,
     threads: int = 1,
     device: str = "cpu",
-) -> Dict[str, object]:
+    score: bool = True,
+) -> Optional[Dict[str, object]]:
     """Train (unless a finished training exists, :func:`training_finished`), score
     and record one arm.
 
+    Args:
+        score: score the trained run and write its record; ``False`` only trains.
+
     Returns:
-        The arm's record, as written to ``DIR/runs/<arm>/result.json``.
+        The arm's record, as written to ``DIR/runs/<arm>/result.json`` (``None``
+        when not scored).
     """
     out = Path(out).resolve()
     run_dir = out / "runs" / arm.name
@@ -239,14 +245,21 @@ def run_arm(
                 f"stopped from outside? Rerun to resume; log {run_dir / 'spktrain.log'}"
             )
     train_seconds = time.perf_counter() - t0
+    if not score:
+        return None
     t0 = time.perf_counter()
+    test_sets = {"train_offpath": split.train_offpath, "heldout": split.heldout}
+    if budget.score_per_set:
+        test_sets = {
+            name: scored_subset(
+                indices, data.kinds, data.reactions, budget.score_per_set, arm.fold
+            )
+            for name, indices in test_sets.items()
+        }
     metrics = score_run(
         run_dir,
-        {
-            "train_offpath": data.subset(split.train_offpath),
-            "heldout": data.subset(split.heldout),
-        },
-        ts_search=plan.budget.ts_search and arm.ts_searched,
+        {name: data.subset(indices) for name, indices in test_sets.items()},
+        ts_search=plan.ts_searched(arm),
         device=device,
         reaction_names=data.reaction_names,
     )
@@ -256,6 +269,11 @@ def run_arm(
         "arm": asdict(arm),
         "n_train": len(split.train),
         "n_val": len(split.val),
+        "n_scored": {name: len(indices) for name, indices in test_sets.items()},
+        "n_test": {
+            "train_offpath": len(split.train_offpath),
+            "heldout": len(split.heldout),
+        },
         "heldout_reactions": split.heldout_reactions,
         "metrics": metrics,
         "cost": _cost(run_dir),
@@ -307,6 +325,7 @@ def run_study(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     max_runs: Optional[int] = None,
+    score: bool = True,
 ) -> List[Dict[str, object]]:
     """Run every arm of ``plan`` that has no ``result.json`` yet, one at a time.
 
@@ -320,6 +339,8 @@ def run_study(
 
     Args:
         max_runs: stop after training this many new arms (``None``: all).
+        score: score each trained arm; ``False`` only trains (a later call with
+            ``score=True`` scores the finished trainings without retraining).
 
     Returns:
         The records of all finished arms of the plan.
@@ -344,10 +365,13 @@ def run_study(
             if result.exists():  # finished by another process meanwhile
                 done.append(json.loads(result.read_text()))
                 continue
-            record = run_arm(arm, plan, data, out, threads, device)
+            record = run_arm(arm, plan, data, out, threads, device, score)
         finally:
             lock.release()
         trained += 1
+        if record is None:
+            log(f"[{i}/{len(plan.arms)}] {arm.name}: trained (not scored)")
+            continue
         done.append(record)
         seconds = record["train_seconds"]
         trained_in = (

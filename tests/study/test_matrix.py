@@ -53,7 +53,8 @@ def test_arm_checks_and_overrides():
     overrides = Arm("EF", "schnet", "none", seed=4).overrides()
     assert "model/representation=schnet_smooth" in overrides
     assert "globals.hessian_weight=0.0" in overrides and "seed=4" in overrides
-    searched = {a.group for a in full_plan().arms if a.ts_searched}
+    plan = full_plan()
+    searched = {a.group for a in plan.arms if plan.ts_searched(a)}
     assert searched == {
         f"{t}-{m}-100pct" for t in ("EF", "EFH-full") for m in ("painn", "schnet")
     }
@@ -300,3 +301,56 @@ def test_data_efficiency_figure_draws_only_arms_run_at_several_fractions(tmp_pat
     drawn = figures.data_efficiency(summarize(curve), tmp_path)
     assert drawn == ["data_efficiency.png"]
     assert (tmp_path / "data_efficiency.png").stat().st_size > 1000
+
+
+def test_cpu_preset_is_the_bulk_contrast_with_one_full_hessian_subset():
+    from schnetpack_hessian.study.matrix import CPU_HESSIAN, cpu_plan
+
+    plan = cpu_plan()
+    assert plan.n_folds == 3 and plan.budget.score_per_set > 0
+    groups = [a.group for a in plan.arms]
+    for model in ("painn", "schnet"):
+        for fraction in (1.0, 0.25):
+            for arm in (
+                Arm("EF", model, "none", fraction),
+                Arm("EFH", model, CPU_HESSIAN, fraction),
+            ):
+                runs = [a for a in plan.arms if a.group == arm.group]
+                assert [(a.seed, a.fold) for a in runs] == [(1, 0), (2, 1), (3, 2)]
+    full = [a for a in plan.arms if a.hessian == "full"]
+    assert [(a.model, a.fraction, a.fold) for a in full] == [("painn", 0.25, 0)]
+    assert groups[:6:3] == ["EF-painn-100pct", f"EFH-{CPU_HESSIAN}-painn-100pct"]
+    searched = {a.group for a in plan.arms if plan.ts_searched(a)}
+    assert searched == {
+        f"{g}-{m}-{f}pct"
+        for m in ("painn", "schnet")
+        for g, f in [
+            ("EF", 100),
+            (f"EFH-{CPU_HESSIAN}", 100),
+            (f"EFH-{CPU_HESSIAN}", 25),
+        ]
+    }
+    assert not any(plan.with_budget(ts_search=False).ts_searched(a) for a in plan.arms)
+    with pytest.raises(ValueError, match="replicates"):
+        cpu_plan(1)
+
+
+def test_scored_subset_keeps_critical_points_and_is_stratified_and_paired():
+    from schnetpack_hessian.study.subsample import scored_subset
+
+    kinds_named = ["reactant", "product", "ts"] + ["irc"] * 30 + ["nms"] * 10
+    kinds = np.array([P.KINDS.index(k) for k in kinds_named] * 4)
+    reactions = np.repeat(np.arange(4), len(kinds_named))
+    indices = np.arange(len(kinds))
+    picked = scored_subset(indices, kinds, reactions, 52, fold=1)
+    assert len(picked) == 52 and picked == sorted(set(picked))
+    critical = [i for i in indices if P.KINDS[kinds[i]] in P.CRITICAL_KINDS]
+    assert set(critical) <= set(picked)
+    for r in range(4):  # 40 others drawn from 160: 7.5 irc and 2.5 nms per reaction
+        mine = [i for i in picked if reactions[i] == r and i not in critical]
+        irc = sum(P.KINDS[kinds[i]] == "irc" for i in mine)
+        assert irc in (7, 8) and len(mine) - irc in (2, 3)
+    assert scored_subset(indices, kinds, reactions, 52, fold=1) == picked
+    assert scored_subset(indices, kinds, reactions, 52, fold=2) != picked
+    assert scored_subset(indices, kinds, reactions, 0, fold=1) == indices.tolist()
+    assert scored_subset(indices[:20], kinds, reactions, 52, 0) == list(range(20))

@@ -126,3 +126,36 @@ def test_budget_options_reach_the_plan():
     )
     assert not changed.ts_search and changed.val_per_reaction == 1
     assert changed.weight_decay == 0.01 and changed.gradient_clip == 0.0
+
+
+def test_cpu_preset_trains_first_and_scores_a_subsample_later(tmp_path):
+    out = tmp_path / "study"
+    tiny = [
+        "--data", "shipped", "--preset", "cpu", "--replicates", "2",
+        "--arms", "EF-painn-100pct", "--max-epochs", "2", "--n-atom-basis", "8",
+        "--n-interactions", "1", "--no-ts-search", "--score-per-set", "40",
+        "-o", str(out),
+    ]  # fmt: skip
+    exe = Path(sys.executable).with_name("spkhess-study")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def study(*extra):
+        done = subprocess.run(
+            [str(exe), *tiny, *extra], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+
+    study("--train-only")
+    run = out / "runs" / "EF-painn-100pct-s1-k0"
+    assert (run / "best_model").exists() and not (run / "result.json").exists()
+    assert not (out / "RESULTS.md").exists()
+    model_time = (run / "best_model").stat().st_mtime_ns
+    study()
+    record = json.loads((run / "result.json").read_text())
+    assert (run / "best_model").stat().st_mtime_ns == model_time  # not retrained
+    for test_set in ("train_offpath", "heldout"):
+        assert record["n_scored"][test_set] == 40 < record["n_test"][test_set]
+        assert record["metrics"][test_set]["n_structures"] == (
+            record["n_scored"][test_set]
+        )
+    assert "EF-painn-100pct" in (out / "RESULTS.md").read_text()

@@ -23,7 +23,10 @@ from typing import Optional, Sequence, Tuple
 from schnetpack_hessian.convert import ConversionError
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.datasets import reactive_set_path
-from schnetpack_hessian.study.baselines import zero_force_baseline
+from schnetpack_hessian.study.baselines import (
+    harmonic_force_baseline,
+    zero_force_baseline,
+)
 from schnetpack_hessian.study.matrix import PRESETS, StudyPlan, full_plan, quick_plan
 from schnetpack_hessian.study.report import write_report
 from schnetpack_hessian.study.runner import (
@@ -225,15 +228,22 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.train_only:
         return 0
     command = shlex.join(["spkhess-study", *argv])
+    folds = {a.fold for a in plan.arms}
+    per_set = plan.budget.score_per_set
     try:
-        zero_force = zero_force_baseline(
-            data, plan.n_folds, {a.fold for a in plan.arms}
-        )
-    except ValueError as err:  # a file without forces: no zero-force reference
-        print(f"no zero-force reference in the report: {err}", file=sys.stderr)
-        zero_force = None
+        zero_force = zero_force_baseline(data, plan.n_folds, folds, per_set)
+        harmonic = harmonic_force_baseline(data, plan.n_folds, folds, per_set)
+    except ValueError as err:  # a file without forces: no force references
+        print(f"no force references in the report: {err}", file=sys.stderr)
+        zero_force = harmonic = None
     report = write_report(
-        plan, read_results(out), out, command, label, zero_force=zero_force
+        plan,
+        read_results(out),
+        out,
+        command,
+        label,
+        zero_force=zero_force,
+        harmonic=harmonic,
     )
     print(f"written {report}")
     return 0

@@ -1,7 +1,15 @@
 """Transition-state searches on a model's surface, with and without its Hessian.
 
-From every reference TS displaced by a seeded random perturbation, and from the
-highest IRC point on each side of it, Sella runs an order-1 saddle search twice:
+Two protocols, each from every reaction with a reference TS (or a seeded subset of
+``max_reactions`` of them):
+
+* ``endpoints`` (as users run a search): from the reaction's reactant and product,
+  the highest-energy image of an IDPP interpolation on the model
+  (:func:`~.tsguess.interpolated_guess`);
+* reference starts: the reference TS displaced by a seeded random perturbation, and
+  the highest IRC point on each side of it.
+
+From every start Sella runs an order-1 saddle search twice:
 
 * ``model_hessian``: the model's exact analytic Hessian (``HessianCalculator``) as
   Sella's ``hessian_function``, re-diagonalised at every step (``diag_every_n=1``,
@@ -12,7 +20,10 @@ highest IRC point on each side of it, Sella runs an order-1 saddle search twice:
 
 A search succeeds when it converges (max force below ``fmax``), the model's Hessian at
 the result has exactly one imaginary mode, and the result lies within
-``rmsd_threshold`` Å (Kabsch, atom-mapped) of the reference TS.
+``rmsd_threshold`` Å (Kabsch, atom-mapped) of the reference TS; a search from the
+end points must also be *intended*: the model's IRC from the saddle relaxes to the
+reactant's and the product's bond graphs (:func:`~.tsguess.irc_connects`, run only
+for searches that pass the other tests).
 """
 
 import time
@@ -27,6 +38,7 @@ from tqdm import tqdm
 from schnetpack_hessian.calculator import HessianCalculator
 from schnetpack_hessian.evaluation.reactions import ReactionPath
 from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD
+from schnetpack_hessian.evaluation.tsguess import interpolated_guess, irc_connects
 from schnetpack_hessian.generate.geometry import rmsd
 from schnetpack_hessian.vibrations import count_imaginary
 
@@ -45,6 +57,9 @@ __all__ = [
 #: The two ways of running Sella that are compared.
 METHODS: Tuple[str, ...] = ("model_hessian", "sella_updates")
 
+#: Label of a search started from the reaction's end points.
+ENDPOINTS = "endpoints"
+
 
 @dataclass(frozen=True)
 class TSSearchSettings:
@@ -58,8 +73,12 @@ class TSSearchSettings:
         max_steps: Sella steps before a search counts as not converged.
         rmsd_threshold: largest RMSD (Å) from the reference TS for a success.
         imag_threshold: |ν| in cm⁻¹ below which an imaginary mode is not counted.
-        seed: seed of the perturbations.
+        seed: seed of the perturbations and of the reaction subset.
         methods: which searches run from every start (:data:`METHODS`).
+        endpoint_starts: also start from the reactant and product (IDPP guess).
+        n_images: interior images of the IDPP path.
+        irc_check: a search from the end points must be intended (model IRC).
+        max_reactions: search at most this many reactions (a seeded subset; 0: all).
     """
 
     n_perturbations: int = 3
@@ -71,6 +90,10 @@ class TSSearchSettings:
     imag_threshold: float = IMAG_THRESHOLD
     seed: int = 0
     methods: Tuple[str, ...] = METHODS
+    endpoint_starts: bool = False
+    n_images: int = 9
+    irc_check: bool = True
+    max_reactions: int = 0
 
     def __post_init__(self):
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -83,13 +106,17 @@ class TSSearchSettings:
 
 @dataclass(frozen=True)
 class TSStart:
-    """A starting geometry: reaction, label (``perturbed-<k>``, ``irc-<side>``), its
-    structure and the reference TS it should lead to."""
+    """A start: reaction, label (``endpoints``, ``perturbed-<k>``, ``irc-<side>``),
+    its structure (``None`` for ``endpoints``: the guess is made on the model when
+    the search runs), the reference TS it should lead to, and the reaction's
+    reference reactant and product (end-point starts)."""
 
     reaction: int
     label: str
-    atoms: Atoms
+    atoms: Optional[Atoms]
     reference_ts: Atoms
+    reactant: Optional[Atoms] = None
+    product: Optional[Atoms] = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,7 @@ class TSSearchResult:
     rmsd: float
     success: bool
     seconds: float
+    intended: Optional[bool] = None
 
     def as_row(self) -> Dict[str, object]:
         """The result as a flat dict."""
@@ -127,12 +155,29 @@ def ts_starts(
     paths: Dict[int, ReactionPath],
     settings: TSSearchSettings = TSSearchSettings(),
 ) -> List[TSStart]:
-    """Starting geometries of every reaction that has a reference TS."""
+    """Starts of every reaction that has a reference TS (or of a seeded subset of
+    ``settings.max_reactions`` of them, the same whatever model is searched)."""
     starts: List[TSStart] = []
-    for rid, rp in sorted(paths.items()):
-        if rp.ts is None:
-            continue
+    searched = sorted(rid for rid, rp in paths.items() if rp.ts is not None)
+    if 0 < settings.max_reactions < len(searched):
+        rng = np.random.default_rng(settings.seed)
+        searched = sorted(
+            rng.choice(searched, size=settings.max_reactions, replace=False).tolist()
+        )
+    for rid in searched:
+        rp = paths[rid]
         ts = structures[rp.ts]
+        if settings.endpoint_starts and None not in (rp.reactant, rp.product):
+            starts.append(
+                TSStart(
+                    rid,
+                    ENDPOINTS,
+                    None,
+                    ts,
+                    structures[rp.reactant],
+                    structures[rp.product],
+                )
+            )
         for k in range(settings.n_perturbations):
             rng = np.random.default_rng([settings.seed, rid, k])
             starts.append(
@@ -178,14 +223,19 @@ def ts_search(
 
     if method not in METHODS:
         raise ValueError(f"ts_search: method must be one of {METHODS}, got {method!r}")
-    atoms = start.atoms.copy()
-    atoms.calc = calc
     calc.reset()
     calc.n_calls = {"forces": 0, "hessian": 0}
+    t0 = time.perf_counter()
+    if start.atoms is None:
+        atoms, _ = interpolated_guess(
+            start.reactant, start.product, calc, settings.n_images
+        )
+    else:
+        atoms = start.atoms.copy()
+    atoms.calc = calc
     extra = {}
     if method == "model_hessian":
         extra = dict(hessian_function=calc.get_hessian, diag_every_n=1)
-    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opt = Sella(
@@ -195,12 +245,18 @@ def ts_search(
             converged = bool(opt.run(fmax=settings.fmax, steps=settings.max_steps))
         except (np.linalg.LinAlgError, ValueError, RuntimeError):
             converged = False  # Sella failed on this geometry: not a success
-    seconds = time.perf_counter() - t0
     calls = dict(calc.n_calls)
     n_imag = count_imaginary(
         calc.get_hessian(atoms), atoms=atoms, threshold=settings.imag_threshold
     )
     dist = rmsd(atoms.positions, start.reference_ts.positions)
+    success = converged and n_imag == 1 and dist < settings.rmsd_threshold
+    intended = None
+    if start.label == ENDPOINTS and settings.irc_check and success:
+        hessian = calc.get_hessian if method == "model_hessian" else None
+        intended = irc_connects(atoms, start.reactant, start.product, calc, hessian)
+        success = intended
+    seconds = time.perf_counter() - t0
     return TSSearchResult(
         reaction=start.reaction,
         start=start.label,
@@ -211,8 +267,9 @@ def ts_search(
         hessian_calls=calls["hessian"],
         n_imaginary=n_imag,
         rmsd=dist,
-        success=converged and n_imag == 1 and dist < settings.rmsd_threshold,
+        success=success,
         seconds=seconds,
+        intended=intended,
     )
 
 
@@ -235,31 +292,41 @@ def ts_searches(
 def summarize_ts_searches(
     results: Sequence[TSSearchResult],
 ) -> Dict[str, Dict[str, float]]:
-    """Per method: searches, success rate, the rates of converging and of converging
-    to a first-order saddle point (one imaginary mode, wherever it lies), the median
-    RMSD of those saddle points to the reference TS, and the median steps, force calls
-    and Hessian calls of the successful searches (NaN where there are none)."""
+    """Per protocol and method (``model_hessian``, ``sella_updates`` for the
+    reference starts; ``endpoints_model_hessian``, ``endpoints_sella_updates`` for
+    the end-point starts): searches, success rate, the rates of converging and of
+    converging to a first-order saddle point (one imaginary mode, wherever it lies),
+    the median RMSD of those saddle points to the reference TS, and the median steps,
+    force calls and Hessian calls of the successful searches (NaN where there are
+    none; an end-point search's calls include the guess's energies, not the IRC
+    check's)."""
     summary: Dict[str, Dict[str, float]] = {}
-    for method in METHODS:
-        rs = [r for r in results if r.method == method]
-        if not rs:
-            continue
-        ok = [r for r in rs if r.success]
-        saddles = [r for r in rs if r.converged and r.n_imaginary == 1]
+    for endpoints in (False, True):
+        for method in METHODS:
+            rs = [
+                r
+                for r in results
+                if r.method == method and (r.start == ENDPOINTS) == endpoints
+            ]
+            if not rs:
+                continue
+            ok = [r for r in rs if r.success]
+            saddles = [r for r in rs if r.converged and r.n_imaginary == 1]
 
-        def median(runs: Sequence[TSSearchResult], key: str) -> float:
-            if not runs:
-                return float("nan")
-            return float(np.median([getattr(r, key) for r in runs]))
+            def median(runs: Sequence[TSSearchResult], key: str) -> float:
+                if not runs:
+                    return float("nan")
+                return float(np.median([getattr(r, key) for r in runs]))
 
-        summary[method] = {
-            "n_searches": len(rs),
-            "success_rate": len(ok) / len(rs),
-            "converged_rate": sum(r.converged for r in rs) / len(rs),
-            "saddle_rate": len(saddles) / len(rs),
-            "median_saddle_rmsd": median(saddles, "rmsd"),
-            "median_steps": median(ok, "steps"),
-            "median_force_calls": median(ok, "force_calls"),
-            "median_hessian_calls": median(ok, "hessian_calls"),
-        }
+            key = f"{ENDPOINTS}_{method}" if endpoints else method
+            summary[key] = {
+                "n_searches": len(rs),
+                "success_rate": len(ok) / len(rs),
+                "converged_rate": sum(r.converged for r in rs) / len(rs),
+                "saddle_rate": len(saddles) / len(rs),
+                "median_saddle_rmsd": median(saddles, "rmsd"),
+                "median_steps": median(ok, "steps"),
+                "median_force_calls": median(ok, "force_calls"),
+                "median_hessian_calls": median(ok, "hessian_calls"),
+            }
     return summary

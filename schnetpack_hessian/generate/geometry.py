@@ -10,6 +10,7 @@ import numpy as np
 from ase.data import covalent_radii
 
 __all__ = [
+    "kabsch_rotation",
     "kabsch_align",
     "rmsd",
     "bond_graph",
@@ -17,6 +18,28 @@ __all__ = [
     "n_fragments",
     "has_clash",
 ]
+
+
+def kabsch_rotation(
+    mobile: np.ndarray, reference: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The proper rotation that superimposes ``mobile`` on ``reference``.
+
+    Args:
+        mobile: ``(N, 3)`` positions in Å.
+        reference: ``(N, 3)`` positions in Å.
+
+    Returns:
+        ``(rot, c_mobile, c_reference)``: ``(3, 3)`` rotation and the two centroids;
+        the aligned copy is ``(mobile - c_mobile) @ rot + c_reference`` and a vector
+        ``v`` of the mobile frame is ``v @ rot`` in the reference frame.
+    """
+    a = np.asarray(mobile, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    ca, cb = a.mean(0), b.mean(0)
+    u, _, vt = np.linalg.svd((a - ca).T @ (b - cb))
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt, ca, cb
 
 
 def kabsch_align(mobile: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -29,13 +52,8 @@ def kabsch_align(mobile: np.ndarray, reference: np.ndarray) -> np.ndarray:
     Returns:
         ``(N, 3)`` aligned copy of ``mobile`` with minimal RMSD to ``reference``.
     """
-    a = np.asarray(mobile, dtype=np.float64)
-    b = np.asarray(reference, dtype=np.float64)
-    ca, cb = a.mean(0), b.mean(0)
-    u, _, vt = np.linalg.svd((a - ca).T @ (b - cb))
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return (a - ca) @ rot + cb
+    rot, ca, cb = kabsch_rotation(mobile, reference)
+    return (np.asarray(mobile, dtype=np.float64) - ca) @ rot + cb
 
 
 def rmsd(a: np.ndarray, b: np.ndarray) -> float:

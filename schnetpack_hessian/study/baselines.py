@@ -4,19 +4,32 @@ The study trains on critical points only, where the reference forces vanish (up 
 the optimiser's tolerance).  A model trained on such forces has only learnt that the
 forces are zero there, so its force MAE on other geometries is to be compared with
 that of the predictor that says "zero force" everywhere: the mean absolute reference
-force component of the test set.
+force component of the test set.  The harmonic predictor shows what the reference
+Hessians could buy: ``F ≈ F_c − H_c·(x − x_c)`` from the structure's parent critical
+point ``c`` (the critical point of its reaction with the smallest RMSD), with ``x``
+superimposed on ``x_c`` (files store structures in frames of their own) and the
+forces rotated back.
 """
 
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms, units
 
+from schnetpack_hessian import properties as P
+from schnetpack_hessian.generate.geometry import kabsch_rotation, rmsd
 from schnetpack_hessian.study.aggregate import Stat, stat
 from schnetpack_hessian.study.runner import StudyData
 from schnetpack_hessian.study.splits import make_split
+from schnetpack_hessian.study.subsample import scored_subset
 
-__all__ = ["mean_abs_force", "zero_force_baseline"]
+__all__ = [
+    "mean_abs_force",
+    "harmonic_forces",
+    "harmonic_force_mae",
+    "zero_force_baseline",
+    "harmonic_force_baseline",
+]
 
 #: kcal/mol per eV.
 _KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
@@ -46,23 +59,98 @@ def mean_abs_force(
     return float(np.concatenate(parts).mean() * _KCAL_PER_EV)
 
 
+def harmonic_forces(parent: Atoms, positions: np.ndarray) -> np.ndarray:
+    """``F_c − H_c·(x − x_c)`` (eV/Å, ``(N, 3)``, in the frame of ``positions``)
+    from the critical point ``parent`` (its forces and ``info["hessian"]`` (3N, 3N)
+    eV/Å²) at ``positions`` (Å), superimposed on the parent first."""
+    rot, c_mobile, c_parent = kabsch_rotation(positions, parent.positions)
+    aligned = (np.asarray(positions, dtype=np.float64) - c_mobile) @ rot + c_parent
+    dx = (aligned - parent.positions).reshape(-1)
+    hessian = np.asarray(parent.info[P.hessian], dtype=np.float64)
+    forces = parent.get_forces() - (hessian @ dx).reshape(-1, 3)
+    return forces @ rot.T
+
+
+def _parent(data: StudyData, index: int) -> Optional[int]:
+    """The critical point of ``index``'s reaction with the smallest RMSD to it
+    (``None``: ``index`` is a critical point, or its reaction has none with a
+    Hessian)."""
+    critical = [P.KINDS.index(k) for k in P.CRITICAL_KINDS]
+    if data.kinds[index] in critical or data.reactions[index] < 0:
+        return None
+    x = data.structures[index].positions
+    candidates = [
+        j
+        for j in np.flatnonzero(data.reactions == data.reactions[index])
+        if data.kinds[j] in critical
+        and data.structures[j].info.get(P.hessian) is not None
+        and len(data.structures[j]) == len(x)
+    ]
+    if not candidates:
+        return None
+    return int(min(candidates, key=lambda j: rmsd(x, data.structures[j].positions)))
+
+
+def harmonic_force_mae(data: StudyData, indices: Sequence[int]) -> Tuple[float, int]:
+    """Force MAE (kcal/mol/Å, pooled over components) of the harmonic predictor over
+    the structures of ``indices`` that have a parent critical point, and their count.
+    """
+    errors = []
+    for i in indices:
+        parent = _parent(data, int(i))
+        if parent is None:
+            continue
+        atoms = data.structures[i]
+        predicted = harmonic_forces(data.structures[parent], atoms.positions)
+        errors.append(np.abs(predicted - atoms.get_forces()).ravel())
+    if not errors:
+        return float("nan"), 0
+    return float(np.concatenate(errors).mean() * _KCAL_PER_EV), len(errors)
+
+
+def _test_sets(
+    data: StudyData, n_folds: int, fold: int, score_per_set: int
+) -> Dict[str, List[int]]:
+    """The two test sets of ``fold`` as scored (the subsample when the budget has
+    one); they depend on the fold only, not on the seed or the training fraction."""
+    split = make_split(data.kinds, data.reactions, n_folds, fold, seed=0)
+    return {
+        name: scored_subset(
+            getattr(split, name), data.kinds, data.reactions, score_per_set, fold
+        )
+        for name in ("train_offpath", "heldout")
+    }
+
+
 def zero_force_baseline(
-    data: StudyData, n_folds: int, folds: Iterable[int]
+    data: StudyData, n_folds: int, folds: Iterable[int], score_per_set: int = 0
 ) -> Dict[str, Stat]:
     """``{test set: force MAE of the zero-force predictor}`` over ``folds`` (mean ±
-    sd over the folds; kcal/mol/Å).  The test sets depend on the fold only, not on
-    the seed or the training fraction.
+    sd over the folds; kcal/mol/Å), on the structures the runs are scored on.
 
     Raises:
         ValueError: a test structure without forces (named by its index in the file).
     """
     values: Dict[str, List[float]] = {"train_offpath": [], "heldout": []}
     for fold in sorted(set(folds)):
-        split = make_split(data.kinds, data.reactions, n_folds, fold, seed=0)
-        for name in values:
-            indices = getattr(split, name)
+        for name, indices in _test_sets(data, n_folds, fold, score_per_set).items():
             if not indices:
                 continue
             labels = [f"{data.path}: structure {i} (test set {name})" for i in indices]
             values[name].append(mean_abs_force(data.subset(indices), labels))
+    return {name: stat(v) for name, v in values.items()}
+
+
+def harmonic_force_baseline(
+    data: StudyData, n_folds: int, folds: Iterable[int], score_per_set: int = 0
+) -> Dict[str, Stat]:
+    """``{test set: force MAE of the harmonic predictor}`` over ``folds`` (mean ± sd
+    over the folds; kcal/mol/Å), over the scored structures that are not critical
+    points (:func:`harmonic_force_mae`)."""
+    values: Dict[str, List[float]] = {"train_offpath": [], "heldout": []}
+    for fold in sorted(set(folds)):
+        for name, indices in _test_sets(data, n_folds, fold, score_per_set).items():
+            mae, count = harmonic_force_mae(data, indices)
+            if count:
+                values[name].append(mae)
     return {name: stat(v) for name, v in values.items()}

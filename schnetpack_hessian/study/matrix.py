@@ -11,6 +11,9 @@ recipe's budget and stopping rule, the same for every arm of a study.
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
+from schnetpack_hessian.study.scoring import ENDPOINT_TS_SETTINGS, TS_SETTINGS
+
 __all__ = [
     "TARGETS",
     "HESSIAN_MODES",
@@ -186,6 +189,7 @@ class StudyPlan:
             with E+F's (:meth:`ts_searched`).
         ts_fractions: the data fractions of that E+F+H arm that are searched too (E+F
             is searched at 100 % only).
+        ts_settings: how the searches start, run and are judged.
     """
 
     name: str
@@ -194,6 +198,7 @@ class StudyPlan:
     budget: Budget = field(default_factory=Budget)
     ts_hessian: str = "full"
     ts_fractions: Tuple[float, ...] = (1.0,)
+    ts_settings: TSSearchSettings = TS_SETTINGS
 
     def ts_searched(self, arm: Arm) -> bool:
         """Whether the study runs TS searches for ``arm`` (when its budget has them):
@@ -350,6 +355,7 @@ def cpu_plan(replicates: int = 3) -> StudyPlan:
         CPU_BUDGET,
         ts_hessian=CPU_HESSIAN,
         ts_fractions=(1.0, 0.25),
+        ts_settings=ENDPOINT_TS_SETTINGS,
     )
 
 

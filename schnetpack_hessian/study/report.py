@@ -9,7 +9,7 @@ from schnetpack_hessian.study import figures
 from schnetpack_hessian.study.aggregate import GroupSummary, Stat, summarize
 from schnetpack_hessian.study.goals import GOAL_SET, check_goals
 from schnetpack_hessian.study.matrix import Arm, StudyPlan
-from schnetpack_hessian.study.scoring import METRICS, TEST_SETS, TS_SETTINGS
+from schnetpack_hessian.study.scoring import METRICS, TEST_SETS
 
 __all__ = ["accuracy_table", "cost_table", "goals_table", "write_report"]
 
@@ -92,18 +92,38 @@ _TS_METHODS = {
 }
 
 
-def _ts_protocol() -> str:
-    t = TS_SETTINGS
+def _ts_protocol(plan: StudyPlan) -> str:
+    t = plan.ts_settings
     starts = f"{t.n_perturbations} seeded {t.perturbation_rms:g} Å-RMS perturbations"
     if t.irc_starts:
         starts += " and the highest IRC point on each side"
+    starts += " of each held-out reference TS"
+    if t.endpoint_starts:
+        starts = (
+            "the reaction's reactant and product (the highest model energy of a "
+            f"{t.n_images}-image IDPP path as the guess) and, as the second protocol, "
+            + starts
+        )
+    searched = f"E+F and E+F+H ({plan.ts_hessian})"
+    fractions = ", ".join(f"{f * 100:g} %" for f in plan.ts_fractions)
+    reactions = (
+        f"a seeded {t.max_reactions} held-out reactions per run"
+        if t.max_reactions
+        else "every held-out reaction"
+    )
+    irc = (
+        "; from the end points the model's IRC from the saddle must also relax to "
+        "the reactant's and product's bond graphs (intended)"
+        if t.endpoint_starts and t.irc_check
+        else ""
+    )
     return (
-        "TS searches for E+F and E+F+H (full) on all the training data (Sella) from "
-        f"{starts} of each held-out reference TS, with "
+        f"TS searches for {searched} (E+F at 100 %, E+F+H at {fractions} of the "
+        f"training data) with Sella on {reactions}, from {starts}, with "
         f"{' and '.join(_TS_METHODS[m] for m in t.methods)}, at most {t.max_steps} "
         "steps, fmax "
         f"{t.fmax:g} eV/Å; a success is a converged first-order saddle point within "
-        f"{t.rmsd_threshold:g} Å RMSD of the reference TS."
+        f"{t.rmsd_threshold:g} Å RMSD of the reference TS{irc}."
     )
 
 
@@ -126,7 +146,7 @@ def _protocol(plan: StudyPlan) -> str:
             "- Test (a): IRC/NMS geometries of the training reactions; test (b): every "
             "structure of the held-out reactions. Metrics: `spkhess-eval`'s library "
             "(`evaluate_downstream`, exact model Hessians); "
-            + (_ts_protocol() if b.ts_search else "TS searches skipped."),
+            + (_ts_protocol(plan) if b.ts_search else "TS searches skipped."),
             f"- Recipe (`experiment=study_recipe`, the same for every arm): "
             f"`loss={b.loss}`, AdamW lr {b.lr:g} (weight decay {b.weight_decay:g}), "
             + (
@@ -154,6 +174,7 @@ def write_report(
     data_label: str,
     note: Optional[str] = None,
     zero_force: Optional[Dict[str, Stat]] = None,
+    harmonic: Optional[Dict[str, Stat]] = None,
 ) -> Path:
     """Write ``out/RESULTS.md`` and its figures (``out/figures/``) from the finished
     ``records`` of ``plan``; a study with unfinished arms is labelled partial.
@@ -162,6 +183,9 @@ def write_report(
         zero_force: force MAE of the zero-force predictor per test set
             (:func:`~schnetpack_hessian.study.baselines.zero_force_baseline`), shown
             under each accuracy table.
+        harmonic: force MAE of the harmonic predictor from the parent critical
+            point's reference Hessian per test set
+            (:func:`~schnetpack_hessian.study.baselines.harmonic_force_baseline`).
     """
     out = Path(out)
     names = {a.name for a in plan.arms}
@@ -217,6 +241,14 @@ def write_report(
                     "Zero-force predictor (no model; the training forces at critical "
                     f"points are ≈ 0): force MAE {zero_force[test_set]} kcal/mol/Å "
                     "over the folds.",
+                    "",
+                ]
+            if harmonic and harmonic.get(test_set) and harmonic[test_set].n:
+                parts += [
+                    "Harmonic predictor (no model; F ≈ F_c − H_c·Δx from the nearest "
+                    "critical point of the structure's reaction, with its reference "
+                    f"Hessian): force MAE {harmonic[test_set]} kcal/mol/Å over the "
+                    "folds, on the structures that are not critical points.",
                     "",
                 ]
         parts += ["## Cost", "", cost_table(summary, plan.budget.max_epochs), ""]

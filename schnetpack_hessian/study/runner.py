@@ -259,7 +259,7 @@ def run_arm(
     metrics = score_run(
         run_dir,
         {name: data.subset(indices) for name, indices in test_sets.items()},
-        ts_search=plan.ts_searched(arm),
+        ts_settings=plan.ts_settings if plan.ts_searched(arm) else None,
         device=device,
         reaction_names=data.reaction_names,
     )

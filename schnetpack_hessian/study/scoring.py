@@ -21,7 +21,14 @@ from schnetpack_hessian.evaluation.model import load_model
 from schnetpack_hessian.evaluation.report import in_units
 from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
 
-__all__ = ["METRICS", "TEST_SETS", "TS_SETTINGS", "flat_metrics", "score_run"]
+__all__ = [
+    "METRICS",
+    "TEST_SETS",
+    "TS_SETTINGS",
+    "ENDPOINT_TS_SETTINGS",
+    "flat_metrics",
+    "score_run",
+]
 
 #: The test sets of a run.
 TEST_SETS = ("train_offpath", "heldout")
@@ -36,6 +43,19 @@ TS_SETTINGS = TSSearchSettings(
     n_perturbations=1, irc_starts=False, max_steps=50, methods=("model_hessian",)
 )
 
+#: TS searches as users run them, for studies on large sets: from the reactant and
+#: product of a seeded 12 held-out reactions per run (the same for every arm of a
+#: fold), IDPP guess, both Sella methods, at most 50 steps, success only when the
+#: model's IRC connects reactant and product; the perturbed reference TS (one start)
+#: as the second protocol.
+ENDPOINT_TS_SETTINGS = TSSearchSettings(
+    n_perturbations=1,
+    irc_starts=False,
+    max_steps=50,
+    endpoint_starts=True,
+    max_reactions=12,
+)
+
 #: Metric → (label, unit) in the study's units; the report's columns.
 METRICS: Dict[str, tuple] = {
     "energy_mae": ("energy MAE", "kcal/mol"),
@@ -46,6 +66,22 @@ METRICS: Dict[str, tuple] = {
     "barrier_fwd_mae": ("forward barrier MAE", "kcal/mol"),
     "ts_success_model_hessian": ("TS-search success (model Hessian)", "1"),
     "ts_success_sella_updates": ("TS-search success (Sella updates)", "1"),
+    "ts_success_endpoints_model_hessian": (
+        "TS success from end points (model Hessian)",
+        "1",
+    ),
+    "ts_success_endpoints_sella_updates": (
+        "TS success from end points (Sella updates)",
+        "1",
+    ),
+    "ts_steps_endpoints_model_hessian": (
+        "median steps from end points (model Hessian)",
+        "1",
+    ),
+    "ts_steps_endpoints_sella_updates": (
+        "median steps from end points (Sella updates)",
+        "1",
+    ),
 }
 
 _POOLED = (
@@ -66,6 +102,8 @@ def flat_metrics(report: DownstreamReport) -> Dict[str, float]:
         out["barrier_fwd_mae"] = float(barriers["barrier_fwd_mae"])
     for method, summary in report.ts_summary.items():
         out[f"ts_success_{method}"] = float(summary["success_rate"])
+        out[f"ts_steps_{method}"] = float(summary["median_steps"])
+        out[f"ts_calls_{method}"] = float(summary["median_force_calls"])
     out["n_structures"] = float(len(report.rows))
     return {k: v for k, v in out.items() if v == v}
 
@@ -73,7 +111,7 @@ def flat_metrics(report: DownstreamReport) -> Dict[str, float]:
 def score_run(
     run_dir: Path,
     test_sets: Dict[str, Sequence[Atoms]],
-    ts_search: bool,
+    ts_settings: Optional[TSSearchSettings],
     device: str = "cpu",
     reaction_names: Optional[Dict[int, str]] = None,
 ) -> Dict[str, Dict[str, float]]:
@@ -82,14 +120,13 @@ def score_run(
     Args:
         run_dir: spktrain's run directory.
         test_sets: structures (ASE units) per test set.
-        ts_search: run TS searches (:data:`TS_SETTINGS`) on sets that hold
-            reference transition states.
+        ts_settings: TS searches on sets that hold reference transition states
+            (``None``: none).
         device: torch device of the evaluation.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = load_model(run_dir, device=device, name=Path(run_dir).name)
-    settings = TS_SETTINGS if ts_search else None
     out = {}
     for name, structures in test_sets.items():
         if not structures:
@@ -99,7 +136,7 @@ def score_run(
             structures,
             data_name=name,
             reaction_names=reaction_names,
-            ts_settings=settings,
+            ts_settings=ts_settings,
         )
         out[name] = flat_metrics(report)
     return out

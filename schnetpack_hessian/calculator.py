@@ -22,6 +22,7 @@ from schnetpack.interfaces import SpkCalculator
 from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.layout import blocks_to_square
+from schnetpack_hessian.pretrained import is_exported, load_exported
 
 __all__ = ["HessianCalculator", "enable_full_hessian", "hessians_computed"]
 
@@ -85,8 +86,10 @@ def enable_full_hessian(
 class HessianCalculator(SpkCalculator):
     """``SpkCalculator`` that also computes Hessians (ASE property ``"hessian"``).
 
-    .. warning:: ``model_file`` is a pickled model: loading it runs code the file
-       names. Use only model files you made or trust.
+    .. warning:: ``model_file`` as ``spktrain`` writes it is a pickled model:
+       loading it runs code the file names. Use only model files you made or trust.
+       Pretrained models (``"pretrained:NAME"``) and exported files
+       (:func:`~schnetpack_hessian.pretrained.export_model`) load without pickle.
 
     Args:
         model_file: path of a saved SchNetPack model (e.g. ``spktrain``'s best_model);
@@ -120,7 +123,13 @@ class HessianCalculator(SpkCalculator):
 
     def _load_model(self, *args, **kwargs) -> spk.model.AtomisticModel:
         # schnetpack 2.1 passes (model_file), 2.2 (model, device, dtype)
-        model = super()._load_model(*args, **kwargs)
+        source = args[0] if args else next(iter(kwargs.values()), None)
+        if is_exported(source):  # pretrained:NAME or an exported file: no pickle
+            model = load_exported(source).model
+            if len(args) >= 3:
+                model = model.to(device=args[1], dtype=args[2])
+        else:
+            model = super()._load_model(*args, **kwargs)
         return enable_full_hessian(model, self.hessian_key)
 
     def calculate(

@@ -19,6 +19,13 @@ import schnetpack.transform as trn
 
 from schnetpack_hessian import properties
 from schnetpack_hessian.calculator import HessianCalculator, enable_full_hessian
+from schnetpack_hessian.pretrained import (
+    PREFIX,
+    PretrainedError,
+    is_exported,
+    load_exported,
+    resolve,
+)
 
 __all__ = ["EvaluationError", "EvaluationModel", "load_model", "MODEL_FILE"]
 
@@ -155,6 +162,42 @@ def _find_model_file(path: Path) -> Path:
     return path
 
 
+def _load_exported(
+    path: PathLike,
+    energy_unit: Optional[str],
+    distance_unit: Optional[str],
+    cutoff: Optional[float],
+    device: torch.device,
+    name: Optional[str],
+) -> "EvaluationModel":
+    """:func:`load_model` of an exported file or ``pretrained:NAME``."""
+    try:
+        exported = load_exported(path)
+    except PretrainedError as err:
+        raise EvaluationError(str(err)) from err
+    try:
+        enable_full_hessian(exported.model, exported.keys["hessian"])
+    except ValueError as err:
+        raise EvaluationError(f"{path}: {err}") from err
+    model = exported.model.to(device=device)
+    model.do_postprocessing = True
+    text = str(path)
+    label = text[len(PREFIX) :] if text.startswith(PREFIX) else Path(path).stem
+    return EvaluationModel(
+        model=model,
+        path=resolve(path),
+        name=name or label,
+        cutoff=float(cutoff or exported.cutoff),
+        energy_unit=str(energy_unit or exported.energy_unit),
+        distance_unit=str(distance_unit or exported.distance_unit),
+        energy_key=exported.keys["energy"],
+        force_key=exported.keys["forces"],
+        hessian_key=exported.keys["hessian"],
+        elements=_trained_elements(model),
+        device=device,
+    )
+
+
 def load_model(
     path: PathLike,
     energy_unit: Optional[str] = None,
@@ -163,7 +206,9 @@ def load_model(
     device: Union[str, torch.device] = "cpu",
     name: Optional[str] = None,
 ) -> EvaluationModel:
-    """Load ``spktrain``'s ``best_model`` (or a run directory holding one).
+    """Load ``spktrain``'s ``best_model`` (or a run directory holding one), an
+    exported model file or a pretrained model (``pretrained:NAME``;
+    :mod:`~schnetpack_hessian.pretrained`, loaded without running code).
 
     .. warning:: A SchNetPack model file is the whole model pickled (``torch.save``
        of the module, as ``spktrain`` writes it), so loading it runs code the file
@@ -184,9 +229,11 @@ def load_model(
         EvaluationError: no model, no energy output, no way to get forces/Hessians,
             or units that cannot be determined.
     """
+    device = torch.device(device)
+    if is_exported(path):
+        return _load_exported(path, energy_unit, distance_unit, cutoff, device, name)
     model_file = _find_model_file(Path(path))
     config = _run_config(model_file)
-    device = torch.device(device)
     try:
         model = torch.load(model_file, map_location=device, weights_only=False)
     except Exception as err:

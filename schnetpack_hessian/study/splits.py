@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def make_split(
     kinds: np.ndarray,
     reactions: np.ndarray,
     n_folds: int,
-    fold: int,
+    fold: Optional[int],
     seed: int,
     fraction: float = 1.0,
     val_fraction: float = 0.15,
@@ -88,7 +88,8 @@ def make_split(
         kinds: kind code per structure (index into :data:`properties.KINDS`) ``(n,)``.
         reactions: reaction id per structure ``(n,)``.
         n_folds: number of by-reaction folds.
-        fold: the held-out fold.
+        fold: the held-out fold (``None``: no reaction held out, as for a model
+            trained on every reaction).
         seed: draws the validation points and the training subset.
         fraction: fraction of the remaining training critical points used (the
             subsets of one seed are nested: 12.5 % ⊂ 25 % ⊂ ...).
@@ -103,8 +104,11 @@ def make_split(
         ValueError: too few critical points for a train and a validation set, or
             too few reactions for ``val_per_reaction``.
     """
-    folds = reaction_folds(reactions, n_folds)
-    held = folds[fold]
+    held = (
+        np.array([], dtype=np.int64)
+        if fold is None
+        else reaction_folds(reactions, n_folds)[fold]
+    )
     critical = np.isin(kinds, [P.KINDS.index(k) for k in P.CRITICAL_KINDS])
     in_held = np.isin(reactions, held)
     in_train = (reactions >= 0) & ~in_held
@@ -114,7 +118,7 @@ def make_split(
             f"make_split: fold {fold} leaves {len(pool)} training critical points; "
             "need at least 2 (one to train, one to validate)"
         )
-    rng = np.random.default_rng([seed, fold])
+    rng = np.random.default_rng([seed] if fold is None else [seed, fold])
     pool = pool[rng.permutation(len(pool))]
     n_val = max(1, int(round(val_fraction * len(pool))))
     if val_per_reaction:

@@ -1,0 +1,92 @@
+"""Exported and pretrained models: trained by spkhess-pretrain, loaded without pickle
+by name or path everywhere a model path is accepted, reproducing their card."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import schnetpack.transform as trn
+
+from schnetpack_hessian import HessianCalculator, pretrained
+from schnetpack_hessian.cli.pretrain import main
+from schnetpack_hessian.data import iread
+from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.evaluation.model import EvaluationError, load_model
+from schnetpack_hessian.study.runner import load_study_data
+from schnetpack_hessian.study.scoring import score_run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny E+F+H PaiNN trained on every shipped reaction by spkhess-pretrain."""
+    work = tmp_path_factory.mktemp("pretrain")
+    argv = [
+        "--data", "shipped", "--targets", "EFH", "--name", "tiny-efh",
+        "-o", str(work / "train"), "--export-dir", str(work / "models"),
+        "--max-epochs", "2", "--n-atom-basis", "8", "--n-interactions", "1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return work / "models"
+
+
+def test_export_loads_weights_only_and_matches_the_trained_model(exported):
+    path = exported / "tiny-efh.pt"
+    record = torch.load(path, weights_only=True)  # plain data: no pickle of code
+    assert record["format"] == pretrained.EXPORT_FORMAT
+    run = exported.parent / "train" / "runs" / "tiny-efh"
+    original = load_model(run)
+    again = load_model(path)
+    atoms = next(iter(iread(reactive_set_path())))
+    h1 = original.calculator().get_hessian(atoms.copy())
+    h2 = again.calculator().get_hessian(atoms.copy())
+    np.testing.assert_array_equal(h1, h2)
+    assert again.energy_unit == "kcal/mol" and again.cutoff == original.cutoff
+
+
+def test_card_errors_are_reproduced_by_name(exported, monkeypatch):
+    monkeypatch.setattr(pretrained, "MODEL_DIR", exported)
+    assert pretrained.available() == ["tiny-efh"]
+    card = (exported / "tiny-efh.md").read_text()
+    assert "spkhess-pretrain --data shipped --targets EFH" in card
+    assert "not** a replacement for DFT" in card
+    facts = json.loads((exported / "tiny-efh.json").read_text())
+    data = load_study_data(reactive_set_path())
+    again = score_run(
+        "pretrained:tiny-efh",
+        {"irc_nms": data.subset(facts["scored"])},
+        ts_settings=None,
+    )["irc_nms"]
+    for key in ("energy_mae", "forces_mae", "hessian_mae"):
+        assert again[key] == pytest.approx(facts["metrics"][key], rel=1e-9)
+        assert f"{facts['metrics'][key]:.3g}" in card
+    calc = HessianCalculator(
+        "pretrained:tiny-efh", trn.MatScipyNeighborList(5.0), energy_unit="kcal/mol"
+    )
+    atoms = next(iter(iread(reactive_set_path())))
+    assert calc.get_hessian(atoms).shape == (3 * len(atoms), 3 * len(atoms))
+    with pytest.raises(EvaluationError, match="available: \\['tiny-efh'\\]"):
+        load_model("pretrained:nope")
+
+
+def test_crafted_export_naming_other_code_is_refused(exported, tmp_path):
+    record = torch.load(exported / "tiny-efh.pt", weights_only=True)
+    marker = tmp_path / "ran"
+    record["model_config"]["representation"] = {
+        "_target_": "os.system",
+        "command": f"touch {marker}",
+    }
+    bad = tmp_path / "bad.pt"
+    torch.save(record, bad)
+    with pytest.raises(pretrained.PretrainedError, match="os.system"):
+        pretrained.load_exported(bad)
+    record["model_config"]["representation"] = {
+        "_target_": "schnetpack.utils.load_model"
+    }
+    torch.save(record, bad)
+    with pytest.raises(pretrained.PretrainedError, match="not a module"):
+        pretrained.load_exported(bad)
+    assert not marker.exists()

@@ -28,6 +28,7 @@ def exported(tmp_path_factory):
         "--data", "shipped", "--targets", "EFH", "--name", "tiny-efh",
         "-o", str(work / "train"), "--export-dir", str(work / "models"),
         "--max-epochs", "2", "--n-atom-basis", "8", "--n-interactions", "1",
+        "--score-per-set", "24",
     ]  # fmt: skip
     assert main(argv) == 0
     return work / "models"
@@ -53,6 +54,7 @@ def test_card_errors_are_reproduced_by_name(exported, monkeypatch):
     card = (exported / "tiny-efh.md").read_text()
     assert "spkhess-pretrain --data shipped --targets EFH" in card
     assert "not** a replacement for DFT" in card
+    assert "Measured errors on 24 IRC/NMS structures" in card
     facts = json.loads((exported / "tiny-efh.json").read_text())
     data = load_study_data(reactive_set_path())
     again = score_run(

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, help="override the preset's epochs")
     p.add_argument("--n-atom-basis", type=int, help="override the features per atom")
     p.add_argument("--n-interactions", type=int, help="override the interactions")
+    p.add_argument(
+        "--score-per-set",
+        type=int,
+        help="IRC/NMS structures the card's errors are measured on (default: the "
+        "preset's)",
+    )
     p.add_argument("--threads", type=int, default=1, help="OMP threads (default 1)")
     p.add_argument("--device", default="cpu")
     return p
@@ -61,7 +67,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     plan = PRESETS[args.preset]()
     changes = {
         k: getattr(args, k)
-        for k in ("max_epochs", "n_atom_basis", "n_interactions")
+        for k in ("max_epochs", "n_atom_basis", "n_interactions", "score_per_set")
         if getattr(args, k) is not None
     }
     if changes:

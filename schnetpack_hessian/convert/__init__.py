@@ -290,7 +290,9 @@ def _validated(
 ) -> Iterator[HessianRecord]:
     """Validate and physics-check every record (messages name its origin)."""
     for i, rec in enumerate(_progress(source, progress)):
-        rec, asym = validate_record(rec, rtol=rtol, symmetrize=symmetrize)
+        rec, asym = validate_record(
+            rec, rtol=rtol, symmetrize=symmetrize, units=source.units
+        )
         physics(rec, source.units, report.physics)
         report.update(i, rec.hessian is not None, asym, str(rec.origin))
         yield rec

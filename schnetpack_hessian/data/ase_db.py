@@ -19,7 +19,7 @@ from schnetpack.data import ASEAtomsData
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import kind_name
-from schnetpack_hessian.data.storage import check_stored, to_tensor
+from schnetpack_hessian.data.storage import check_loaded, check_stored, to_tensor
 from schnetpack_hessian.data.units import normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
@@ -76,6 +76,7 @@ class HessianASEAtomsData(ASEAtomsData):
             props[structure.pbc] = torch.tensor(row["pbc"])
         if load_metadata:
             props["metadata"] = row.key_value_pairs
+        check_loaded(props, self.units, self.distance_unit, self.datapath, idx)
         return props
 
     def labels(self, name: str) -> np.ndarray:

@@ -32,7 +32,7 @@ import schnetpack.properties as structure
 from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.storage import check_stored, to_tensor
+from schnetpack_hessian.data.storage import check_loaded, check_stored, to_tensor
 from schnetpack_hessian.data.units import conversion_factor, normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
@@ -335,6 +335,7 @@ class HDF5AtomsData(BaseAtomsData):
                 ds["cell"][0][idx][None], self.distance_conversion
             )
             props[structure.pbc] = torch.from_numpy(ds["pbc"][0][idx].astype(bool))
+        check_loaded(props, self._units, self.distance_unit, self.datapath, idx)
         return props
 
     def _read(self, ds: h5py.Dataset, per: str, idx: int) -> np.ndarray:

@@ -267,7 +267,12 @@ class RecordWriter:
         else:
             where, at = source or str(self.path), index
         record, asym = validate_record(
-            record, where, at, rtol=self.rtol, symmetrize=self.symmetrize
+            record,
+            where,
+            at,
+            rtol=self.rtol,
+            symmetrize=self.symmetrize,
+            units=self.units,
         )
         record.reaction = self.reactions(record.reaction, where, at)
         self.report.update(index, record.hessian is not None, asym)
@@ -460,7 +465,7 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     names = reaction_names(file_metadata(path))
     for i, record in enumerate(read_records(path)):
         if record.forces is not None:  # plain SchNetPack files may hold energies only
-            record, _ = validate_record(record, str(path), i, rtol=np.inf)
+            record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
         yield record_to_atoms(record, units, names)
 
 
@@ -478,6 +483,6 @@ def check_file(
     units = file_units(path)
     report = SymmetryReport()
     for i, record in enumerate(read_records(path)):
-        record, asym = validate_record(record, str(path), i, rtol=rtol)
+        record, asym = validate_record(record, str(path), i, rtol=rtol, units=units)
         report.update(i, record.hessian is not None, asym)
     return report, units

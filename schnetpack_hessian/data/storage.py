@@ -6,13 +6,21 @@ Both backends store, per structure, SchNetPack's property arrays: ``energy`` ``(
 next to the structure (``numbers``, ``positions``, ``cell``, ``pbc``).
 """
 
-from typing import Any, Dict, Optional
+import logging
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 
+import schnetpack.properties as structure
+
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.record import HessianRecord, kind_code, kind_name
+from schnetpack_hessian.data.record import (
+    HessianRecord,
+    check_values,
+    kind_code,
+    kind_name,
+)
 from schnetpack_hessian.data.validation import HessianDataError, prefix
 from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
 
@@ -23,6 +31,8 @@ __all__ = [
     "record_to_storage",
     "storage_to_record",
     "check_stored",
+    "check_loaded",
+    "native_byte_order",
     "to_tensor",
     "base_metadata",
 ]
@@ -33,6 +43,14 @@ PROPERTIES = ("energy", "forces", P.hessian, P.kind, P.reaction)
 LABELS = (P.kind, P.reaction)
 #: Human-readable description of the Hessian layout stored in the metadata.
 HESSIAN_LAYOUT = "(N*N, 3, 3) blocks; block i*N+j = d2E/dR_i dR_j; all NaN = missing"
+#: Magnitudes a stored float can have (besides 0, NaN = missing): byte-reversed
+#: float64 values of real data fall far outside (e.g. -31.5 eV reads as 4e-317).
+_PLAUSIBLE_FLOAT = (1e-30, 1e30)
+#: Integer labels (kind codes, reaction ids) are small; byte-reversed ones are not.
+_PLAUSIBLE_INT = 2**31
+
+log = logging.getLogger(__name__)
+_warned_byte_order: set = set()
 
 
 def property_unit_dict(units: Dict[str, str]) -> Dict[str, Optional[str]]:
@@ -95,6 +113,57 @@ def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.n
     }
 
 
+def _implausible(array: np.ndarray) -> np.ndarray:
+    """Mask of entries no real stored value has (NaN is "missing", not implausible)."""
+    if array.dtype.kind in "iu":
+        return np.abs(array.astype(np.float64)) >= _PLAUSIBLE_INT
+    with np.errstate(all="ignore"):
+        size = np.abs(array)
+    lo, hi = _PLAUSIBLE_FLOAT
+    return (size != 0) & ~np.isnan(size) & ~((size >= lo) & (size <= hi))
+
+
+def native_byte_order(
+    name: str, value: Any, source: Optional[str] = None, index: Optional[int] = None
+) -> Any:
+    """``value`` with its bytes reversed when it was stored in the other byte order.
+
+    ASE's ``.db`` stores an array's raw bytes and its dtype name without the byte
+    order, so a file written from big-endian arrays (``>f8``) reads back as garbage
+    (an energy of -31.5 eV as 4e-317).  An array is taken as byte-reversed when some
+    of its values are implausible (nonzero magnitudes outside 1e-30..1e30, integers
+    beyond 2³¹) and all of its byte-reversed values are plausible; it is then
+    corrected, with a warning once per file.
+
+    Args:
+        name: property name (for the warning).
+        value: the stored array.
+        source: file for the warning.
+        index: structure index for the warning.
+
+    Returns:
+        The corrected array, or ``value`` unchanged.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu" or array.dtype.itemsize < 2 or not array.size:
+        return value
+    if not _implausible(array).any():
+        return value
+    swapped = array.byteswap()
+    if _implausible(swapped).any():
+        return value
+    if source not in _warned_byte_order:
+        _warned_byte_order.add(source)
+        log.warning(
+            "%s%s was stored in the other byte order (written from big-endian "
+            "arrays?); its bytes are reversed on loading (and so are those of every "
+            "such array in this file)",
+            prefix(source, index),
+            name,
+        )
+    return swapped
+
+
 def check_stored(
     name: str,
     value: Any,
@@ -115,11 +184,12 @@ def check_stored(
         index: structure index for messages.
 
     Returns:
-        ``value`` unchanged.
+        ``value``, byte-reversed if it was stored in the other byte order.
 
     Raises:
         HessianDataError: wrong shape, non-finite values or a partly NaN Hessian.
     """
+    value = native_byte_order(name, value, source, index)
     shapes = {
         "energy": (1,),
         "forces": (n_atoms, 3),
@@ -161,9 +231,14 @@ def storage_to_record(
             NaN Hessian (see :func:`check_stored`).
     """
     n = len(data["numbers"])
-    for name in ("energy", "forces", P.hessian):
-        if data.get(name) is not None:
-            check_stored(name, np.asarray(data[name]), n, source, index)
+    data = {
+        k: (
+            check_stored(k, np.asarray(v), n, source, index)
+            if k in PROPERTIES and v is not None
+            else v
+        )
+        for k, v in data.items()
+    }
     hessian = data.get(P.hessian)
     if hessian is not None:
         hessian = np.asarray(hessian)
@@ -187,6 +262,47 @@ def storage_to_record(
         reaction=-1 if reaction is None else int(np.asarray(reaction).reshape(-1)[0]),
         cell=np.asarray(data.get("cell", np.zeros((3, 3)))),
         pbc=np.asarray(data.get("pbc", np.zeros(3, dtype=bool))),
+    )
+
+
+def check_loaded(
+    props: Mapping[str, torch.Tensor],
+    units: Mapping[str, Optional[str]],
+    distance_unit: Optional[str],
+    source: Optional[str] = None,
+    index: Optional[int] = None,
+):
+    """:func:`~.record.check_values` on one structure as a dataset loads it.
+
+    Args:
+        props: SchNetPack's property dict (``_positions`` [``distance_unit``] if
+            loaded, ``energy`` and ``hessian`` blocks in ``units``, ``_n_atoms``).
+        units: the units of the loaded properties (after any ``property_units``).
+        distance_unit: the unit of the loaded positions.
+        source: file for messages.
+        index: structure index for messages.
+
+    Raises:
+        HessianDataError: coincident atoms, a collapsed geometry, an absurd energy
+            per atom or a nonzero one-atom Hessian (file, structure, value named).
+    """
+
+    def array(key):
+        value = props.get(key)
+        return None if value is None else value.detach().cpu().numpy()
+
+    check_values(
+        array(structure.position),
+        array("energy"),
+        array(P.hessian),
+        {
+            "distance": distance_unit,
+            "energy": units.get("energy"),
+            P.hessian: units.get(P.hessian),
+        },
+        source,
+        index,
+        n_atoms=int(props[structure.n_atoms][0]),
     )
 
 

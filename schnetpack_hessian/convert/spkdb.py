@@ -24,17 +24,9 @@ __all__ = ["READER", "SpkdbReader"]
 _KEYS = {"energy": "energy_key", "forces": "forces_key", P.hessian: "hessian_key"}
 
 
-def _data(row, key: str, path: Path):
-    """``row.data[key]`` in the native byte order (``None`` when absent)."""
-    value = row.data.get(key)
-    if value is None:
-        return None
-    return native_byte_order(key, np.asarray(value), str(path), row.id - 1)
-
-
-def _label(row, name: str, path: Path):
-    if name in row.data:
-        return _data(row, name, path).reshape(-1)[0]
+def _label(row, data: Dict[str, Any], name: str):
+    if name in data:
+        return np.asarray(data[name]).reshape(-1)[0]
     return row.key_value_pairs.get(name)
 
 
@@ -43,18 +35,19 @@ def _row_record(row, keys: Dict[str, str], path: Path) -> HessianRecord:
     for name in ("energy", "forces"):
         if keys[name] not in row.data:
             raise ConversionError(f"row {row.id} has no {keys[name]!r} data")
-    h = _data(row, keys[P.hessian], path)
+    data = native_byte_order(row.data, str(path), row.id - 1)
+    h = data.get(keys[P.hessian])
     if h is not None:
         h = hessian_to_square(np.asarray(h, dtype=np.float64), n)
-    k = _label(row, P.kind, path)
+    k = _label(row, data, P.kind)
     if k is not None and not isinstance(k, str):
         k = kind_name(k)
-    r = _label(row, P.reaction, path)
+    r = _label(row, data, P.reaction)
     return HessianRecord(
         numbers=row.numbers,
         positions=row.positions,
-        energy=float(_data(row, keys["energy"], path).reshape(-1)[0]),
-        forces=_data(row, keys["forces"], path).reshape(n, 3),
+        energy=float(np.asarray(data[keys["energy"]]).reshape(-1)[0]),
+        forces=np.asarray(data[keys["forces"]]).reshape(n, 3),
         hessian=h,
         kind=k or "other",
         reaction=-1 if r is None else r,

@@ -32,6 +32,7 @@ from schnetpack_hessian.data.record import (
 )
 from schnetpack_hessian.data.storage import (
     base_metadata,
+    native_byte_order,
     record_to_storage,
     storage_to_record,
 )
@@ -435,7 +436,7 @@ def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]
         connect(str(path), type="db", use_lock_file=False) as conn,
     ):
         for i, row in enumerate(conn.select(sort="id")):
-            data = dict(row.data)
+            data = native_byte_order(row.data, str(path), i)
             data.update(
                 numbers=row.numbers,
                 positions=row.positions,

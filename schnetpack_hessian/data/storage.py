@@ -43,9 +43,10 @@ PROPERTIES = ("energy", "forces", P.hessian, P.kind, P.reaction)
 LABELS = (P.kind, P.reaction)
 #: Human-readable description of the Hessian layout stored in the metadata.
 HESSIAN_LAYOUT = "(N*N, 3, 3) blocks; block i*N+j = d2E/dR_i dR_j; all NaN = missing"
-#: Magnitudes a stored float can have (besides 0, NaN = missing): byte-reversed
-#: float64 values of real data fall far outside (e.g. -31.5 eV reads as 4e-317).
-_PLAUSIBLE_FLOAT = (1e-30, 1e30)
+#: Magnitudes a stored float has (besides 0 and NaN = missing): a float64 of real
+#: data read in the other byte order takes its exponent from the low mantissa bits
+#: and falls outside with a probability of ~96% per value (-31.5 eV reads as 4e-317).
+_PLAUSIBLE_FLOAT = (1e-12, 1e12)
 #: Integer labels (kind codes, reaction ids) are small; byte-reversed ones are not.
 _PLAUSIBLE_INT = 2**31
 
@@ -113,55 +114,60 @@ def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.n
     }
 
 
-def _implausible(array: np.ndarray) -> np.ndarray:
-    """Mask of entries no real stored value has (NaN is "missing", not implausible)."""
+def _implausible(array: np.ndarray) -> bool:
+    """True if some entry is one no real stored value has (NaN means "missing")."""
     if array.dtype.kind in "iu":
-        return np.abs(array.astype(np.float64)) >= _PLAUSIBLE_INT
+        return bool((np.abs(array.astype(np.float64)) >= _PLAUSIBLE_INT).any())
     with np.errstate(all="ignore"):
         size = np.abs(array)
     lo, hi = _PLAUSIBLE_FLOAT
-    return (size != 0) & ~np.isnan(size) & ~((size >= lo) & (size <= hi))
+    return bool(((size != 0) & ~np.isnan(size) & ~((size >= lo) & (size <= hi))).any())
 
 
 def native_byte_order(
-    name: str, value: Any, source: Optional[str] = None, index: Optional[int] = None
-) -> Any:
-    """``value`` with its bytes reversed when it was stored in the other byte order.
+    data: Mapping[str, Any], source: Optional[str] = None, index: Optional[int] = None
+) -> Dict[str, Any]:
+    """The arrays of one stored structure, byte-reversed if they were written in the
+    other byte order.
 
     ASE's ``.db`` stores an array's raw bytes and its dtype name without the byte
     order, so a file written from big-endian arrays (``>f8``) reads back as garbage
-    (an energy of -31.5 eV as 4e-317).  An array is taken as byte-reversed when some
-    of its values are implausible (nonzero magnitudes outside 1e-30..1e30, integers
-    beyond 2³¹) and all of its byte-reversed values are plausible; it is then
-    corrected, with a warning once per file.
+    (an energy of -31.5 eV as 4e-317).  A structure's numeric arrays are taken as
+    byte-reversed when, together, some of their values are implausible (nonzero
+    magnitudes outside 1e-12..1e12, integers beyond 2³¹) and all byte-reversed values
+    are plausible; they are then corrected, with a warning once per file.
 
     Args:
-        name: property name (for the warning).
-        value: the stored array.
+        data: property name → stored array (other values pass unchanged).
         source: file for the warning.
         index: structure index for the warning.
 
     Returns:
-        The corrected array, or ``value`` unchanged.
+        A new dict with the arrays in the native byte order.
     """
-    array = np.asarray(value)
-    if array.dtype.kind not in "fiu" or array.dtype.itemsize < 2 or not array.size:
-        return value
-    if not _implausible(array).any():
-        return value
-    swapped = array.byteswap()
-    if _implausible(swapped).any():
-        return value
+    numeric = {
+        k: np.asarray(v)
+        for k, v in data.items()
+        if isinstance(v, np.ndarray)
+        and v.dtype.kind in "fiu"
+        and v.dtype.itemsize > 1
+        and v.size
+    }
+    if not any(map(_implausible, numeric.values())):
+        return dict(data)
+    swapped = {k: v.byteswap() for k, v in numeric.items()}
+    if any(map(_implausible, swapped.values())):
+        return dict(data)
     if source not in _warned_byte_order:
         _warned_byte_order.add(source)
         log.warning(
-            "%s%s was stored in the other byte order (written from big-endian "
-            "arrays?); its bytes are reversed on loading (and so are those of every "
-            "such array in this file)",
+            "%sthe arrays %s were stored in the other byte order (written from "
+            "big-endian arrays?); their bytes are reversed on loading, as those of "
+            "every such structure in this file",
             prefix(source, index),
-            name,
+            sorted(swapped),
         )
-    return swapped
+    return {**data, **swapped}
 
 
 def check_stored(
@@ -184,12 +190,11 @@ def check_stored(
         index: structure index for messages.
 
     Returns:
-        ``value``, byte-reversed if it was stored in the other byte order.
+        ``value`` unchanged.
 
     Raises:
         HessianDataError: wrong shape, non-finite values or a partly NaN Hessian.
     """
-    value = native_byte_order(name, value, source, index)
     shapes = {
         "energy": (1,),
         "forces": (n_atoms, 3),
@@ -231,14 +236,9 @@ def storage_to_record(
             NaN Hessian (see :func:`check_stored`).
     """
     n = len(data["numbers"])
-    data = {
-        k: (
-            check_stored(k, np.asarray(v), n, source, index)
-            if k in PROPERTIES and v is not None
-            else v
-        )
-        for k, v in data.items()
-    }
+    for name in ("energy", "forces", P.hessian):
+        if data.get(name) is not None:
+            check_stored(name, np.asarray(data[name]), n, source, index)
     hessian = data.get(P.hessian)
     if hessian is not None:
         hessian = np.asarray(hessian)

@@ -272,7 +272,7 @@ def check_energy(
     if per_atom > bound:
         raise HessianDataError(
             f"{prefix(source, index)}energy {energy:.6g} eV is {per_atom:.3g} eV per "
-            f"atom in magnitude, beyond {bound:g} eV/atom (no real total energy comes "
+            f"atom in magnitude, beyond {bound:.3g} eV/atom (no real total energy comes "
             "close; a wrong energy unit or corrupt numbers?)"
         )
 

@@ -335,3 +335,12 @@ def test_one_atom_hessian_must_vanish(tmp_path, path_records, write_openreact):
         [f"{path}: structure 2 (/o", "one-atom structure with a nonzero Hessian"],
         kind="ts",
     )
+
+
+@pytest.mark.parametrize("suffix", ["h5", "db"])
+def test_input_without_structures_is_refused(tmp_path, suffix, capsys):
+    empty = tmp_path / f"empty.{suffix}"
+    write_records(empty, [])
+    assert_fails(tmp_path, [empty], [f"{empty}: holds no structures"])
+    assert main(["--check", str(empty)]) == 1
+    assert f"{empty}: holds no structures" in capsys.readouterr().err

@@ -232,3 +232,15 @@ def test_big_endian_db_arrays_load_as_stored(tmp_path):
     ds = open_dataset(path)
     assert ds[1]["energy"].item() == atoms[1].get_potential_energy()
     np.testing.assert_array_equal(ds[2]["forces"].numpy(), atoms[2].get_forces())
+
+
+def test_extra_property_without_per_is_a_sentence(h5_file, capsys):
+    with h5py.File(h5_file, "a") as f:
+        f["properties"].create_dataset("dipole", data=np.zeros((6, 3)))
+    message = "data.h5: property 'dipole' has per=None; every dataset in /properties"
+    with pytest.raises(HessianDataError, match=message):
+        open_dataset(h5_file)
+    with pytest.raises(HessianDataError, match=message):
+        _dm(h5_file, split_file=None, splitting="random").setup()
+    assert main(["--check", str(h5_file)]) == 1
+    assert message in capsys.readouterr().err

@@ -7,6 +7,7 @@ round trips are exact; :func:`record_to_atoms` / :func:`record_from_atoms` trans
 and from ``ase.Atoms`` in ASE units (eV, Å).
 """
 
+import functools
 import numbers as _numbers
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Union
@@ -250,10 +251,15 @@ class HessianRecord:
         return int(len(self.numbers))
 
 
+@functools.lru_cache(maxsize=64)
+def _factor(unit: str, target: str) -> float:
+    return conversion_factor(unit, target)
+
+
 def _to(units: Mapping[str, Optional[str]], key: str, target: str) -> Optional[float]:
     """Factor from ``units[key]`` to ``target``; ``None`` when no unit is declared."""
     unit = units.get(key)
-    return None if unit is None else conversion_factor(unit, target)
+    return None if unit is None else _factor(unit, target)
 
 
 def check_values(

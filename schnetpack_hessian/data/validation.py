@@ -224,13 +224,16 @@ def check_geometry(
     n = len(x)
     if n < 2:
         return
-    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
-    extent = float(d.max())
-    d[np.diag_indices(n)] = np.inf
-    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-    closest = float(d[i, j])
-    if closest >= min_distance:
+    diff = x[:, None, :] - x[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    d2.flat[:: n + 1] = np.inf
+    k = int(np.argmin(d2))
+    if d2.flat[k] >= min_distance**2:
         return
+    i, j = divmod(k, n)
+    closest = float(np.sqrt(d2.flat[k]))
+    d2.flat[:: n + 1] = 0.0
+    extent = float(np.sqrt(d2.max()))
     if extent < min_distance:
         raise HessianDataError(
             f"{prefix(source, index)}degenerate geometry: all {n} atoms lie within "

@@ -74,10 +74,16 @@ def test_fit_stops_before_the_weights_take_the_nan(batch):
     pl = pytest.importorskip("pytorch_lightning")
     task = _energy_task()
     before = [p.detach().clone() for p in task.parameters()]
-    batches = torch.utils.data.DataLoader(
-        [_labelled(batch, [-1.0, -2.0, float("inf"), -4.0])],
-        batch_size=None,
-    )
+
+    class OneBatch(pl.LightningDataModule):
+        datapath = "reactive.h5"
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(
+                [_labelled(batch, [-1.0, -2.0, float("inf"), -4.0])],
+                batch_size=None,
+            )
+
     trainer = pl.Trainer(
         max_epochs=1,
         logger=False,
@@ -86,7 +92,9 @@ def test_fit_stops_before_the_weights_take_the_nan(batch):
         enable_model_summary=False,
         inference_mode=False,
     )
-    with pytest.raises(NonFiniteLossError, match=r"structures \[11, 4, 7, 2\]"):
-        trainer.fit(task, train_dataloaders=batches)
+    with pytest.raises(
+        NonFiniteLossError, match=r"structures \[11, 4, 7, 2\] of reactive.h5"
+    ):
+        trainer.fit(task, datamodule=OneBatch())
     for a, b in zip(before, task.parameters()):
         assert torch.equal(a, b.detach())

@@ -28,6 +28,7 @@ from schnetpack_hessian.data.record import (
     reaction_names,
     record_from_atoms,
     record_to_atoms,
+    check_values,
     validate_record,
 )
 from schnetpack_hessian.data.storage import (
@@ -467,6 +468,8 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     for i, record in enumerate(read_records(path)):
         if record.forces is not None:  # plain SchNetPack files may hold energies only
             record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
+        else:
+            check_values(record.positions, record.energy, None, units, str(path), i)
         yield record_to_atoms(record, units, names)
 
 

@@ -158,6 +158,29 @@ def test_energy_only_schnetpack_db_still_reads(tmp_path):
     assert atoms.get_potential_energy() == -2.5 and atoms.info["hessian"] is None
 
 
+def test_energy_only_schnetpack_db_geometry_is_checked(tmp_path):
+    path = tmp_path / "collapsed.db"
+    ds = ASEAtomsData.create(
+        str(path), distance_unit="Ang", property_unit_dict={"energy": "eV"}
+    )
+    ds.add_systems(
+        [
+            {
+                "_atomic_numbers": np.array([8, 1, 1]),
+                "_positions": np.zeros((3, 3)),
+                "_cell": np.zeros((3, 3)),
+                "_pbc": np.zeros(3, dtype=bool),
+                "energy": np.array([-2.5]),
+            }
+        ]
+    )
+    message = "collapsed.db, structure 0: degenerate geometry: all 3 atoms lie within 0"
+    with pytest.raises(HessianDataError, match=message):
+        list(iread(path))
+    with pytest.raises(HessianDataError, match=message):
+        open_dataset(path)[0]
+
+
 @pytest.mark.parametrize("name,value", [("forces", np.inf), ("energy", np.nan)])
 def test_non_finite_forces_or_energy_refused(h5_file, name, value):
     with h5py.File(h5_file, "a") as f:

@@ -17,6 +17,7 @@ d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 """
 
 import math
+import numbers
 import warnings
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -66,6 +67,11 @@ PROBES = ("gaussian", "rademacher", "rows")
 MODES = ("full", "hvp")
 #: Symmetries the full Hessian may use (see :mod:`schnetpack_hessian.rigid`).
 INVARIANCES = ("auto", "rigid", "translation", "none")
+
+
+def _is_count(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool or a float such as 2.5."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class HessianError(RuntimeError):
@@ -553,8 +559,11 @@ class Hessian(nn.Module):
             raise ValueError(f"Hessian: mode must be one of {MODES}, got {mode!r}")
         if probe not in PROBES:
             raise ValueError(f"Hessian: probe must be one of {PROBES}, got {probe!r}")
-        if n_probes < 1:
-            raise ValueError(f"Hessian: n_probes must be >= 1, got {n_probes}")
+        if not _is_count(n_probes) or n_probes < 1:
+            raise ValueError(
+                f"Hessian: n_probes must be an integer >= 1 (probes per molecule), "
+                f"got {n_probes!r}"
+            )
         if invariance not in INVARIANCES:
             raise ValueError(
                 f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"

@@ -32,6 +32,8 @@ and ``loss="mae"`` raises.  The probe type is recognised from the probes themsel
 (one-hot per molecule ⇒ rows).
 """
 
+import math
+import numbers
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -269,6 +271,16 @@ class HessianOutput(ModelOutput):
         if loss not in LOSSES:
             raise ValueError(
                 f"HessianOutput: loss must be one of {LOSSES}, got {loss!r}"
+            )
+        if (
+            isinstance(loss_weight, bool)
+            or not isinstance(loss_weight, numbers.Real)
+            or not math.isfinite(loss_weight)
+            or loss_weight < 0
+        ):
+            raise ValueError(
+                f"HessianOutput: loss_weight must be a finite number >= 0, got "
+                f"{loss_weight!r}"
             )
         if metrics is None:
             metrics = {"MAE": HessianMAE(), "RMSE": HessianRMSE()}

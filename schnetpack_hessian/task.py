@@ -10,7 +10,10 @@ when it is built, so its checkpoints reload with ``weights_only=True`` in any pr
 that builds the same task (spktrain's test, ``load_from_checkpoint`` and resume), while
 foreign globals are still refused.  It also restores the grad mode after validation
 and test steps and refuses DDP without ``find_unused_parameters=True``: together they
-make SchNetPack's force (and Hessian) models train correctly under DDP.
+make SchNetPack's force (and Hessian) models train correctly under DDP.  A training
+step whose loss is not finite stops the training with :class:`NonFiniteLossError`
+naming the batch's structures, before the optimiser step can spread the NaN into the
+weights.
 """
 
 import _compat_pickle
@@ -18,12 +21,17 @@ import io
 import pickletools
 import zipfile
 from importlib import import_module
-from typing import Any, List
+from typing import Any, Dict, List
 
 import torch
+import schnetpack.properties as structure
 from schnetpack.task import AtomisticTask
 
-__all__ = ["HessianTask", "pickled_globals"]
+__all__ = ["HessianTask", "NonFiniteLossError", "pickled_globals"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss is NaN or infinite; the message names the batch's structures."""
 
 
 def _resolve(module: str, qualname: str) -> Any:
@@ -69,6 +77,7 @@ class HessianTask(AtomisticTask):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._loss_terms: Dict[str, torch.Tensor] = {}
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
             add_safe_globals(pickled_globals(dict(self.hparams)))
@@ -86,6 +95,51 @@ class HessianTask(AtomisticTask):
                 "trainer=ddp_hessian)."
             )
         super().on_fit_start()
+
+    def loss_fn(self, pred, batch):
+        """Weighted sum of the outputs' losses (as ``AtomisticTask``); the terms are
+        kept (as tensors, no host sync) to name the culprit of a non-finite loss."""
+        loss = 0.0
+        self._loss_terms = {}
+        for output in self.outputs:
+            term = output.calculate_loss(pred, batch)
+            self._loss_terms[output.name] = term
+            loss += term
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        """``AtomisticTask``'s step, stopped at the first non-finite loss.
+
+        The check costs one host sync per step (``torch.isfinite(loss)`` read on the
+        host); it comes before the optimiser step, so the weights stay finite.
+
+        Raises:
+            NonFiniteLossError: the loss is NaN or infinite; the message gives the
+                epoch, the step, every loss term and the batch's structures (dataset
+                indices ``_idx`` in the training file).
+        """
+        loss = super().training_step(batch, batch_idx)
+        if not bool(torch.isfinite(torch.as_tensor(loss)).all()):
+            raise NonFiniteLossError(self._non_finite_message(loss, batch, batch_idx))
+        return loss
+
+    def _non_finite_message(self, loss, batch, batch_idx) -> str:
+        terms = ", ".join(
+            f"{name} {float(term):.4g}" for name, term in self._loss_terms.items()
+        )
+        idx = batch.get(structure.idx)
+        indices = "unknown" if idx is None else str(idx.reshape(-1).tolist())
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer else None
+        datapath = getattr(datamodule, "datapath", None)
+        where = f" of {datapath}" if datapath else ""
+        return (
+            f"HessianTask: training loss is {float(loss)} at epoch "
+            f"{self.current_epoch}, step {self.global_step} (batch {batch_idx}; "
+            f"terms: {terms}); the batch holds structures {indices}{where}. Check "
+            "them with spkhess-convert --check, or lower the learning rate if the "
+            "model diverged; the optimiser step was not taken"
+        )
 
     # AtomisticTask enables gradients in validation/test and leaves them on; under DDP
     # the next evaluation forward then prepares the reducer for a backward that never

@@ -346,3 +346,13 @@ def test_modules_pickled_by_earlier_releases_load_with_their_meaning(batch):
         rtol=0,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("n_probes", [2.5, 2.0, True, "2"])
+def test_n_probes_must_be_an_integer(n_probes):
+    with pytest.raises(
+        ValueError,
+        match=rf"Hessian: n_probes must be an integer >= 1 \(probes per molecule\), "
+        rf"got {n_probes!r}",
+    ):
+        Hessian(mode="hvp", n_probes=n_probes)

@@ -94,13 +94,17 @@ def test_training_steps_lower_the_hessian_loss(mode, batch):
     exact_loss = HessianOutput()
 
     def evaluation_loss():
-        return float(exact_loss.calculate_loss(model.eval()(clone_batch(batch)), reference))
+        return float(
+            exact_loss.calculate_loss(model.eval()(clone_batch(batch)), reference)
+        )
 
     before = evaluation_loss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(30):
         optimizer.zero_grad()
-        loss = HessianOutput().calculate_loss(model.train()(clone_batch(batch)), reference)
+        loss = HessianOutput().calculate_loss(
+            model.train()(clone_batch(batch)), reference
+        )
         loss.backward()
         optimizer.step()
     assert evaluation_loss() < 0.5 * before
@@ -329,3 +333,13 @@ def test_hvp_masking_keeps_every_other_molecules_error(batch):
     loss = HessianOutput().calculate_loss(pred, {properties.hessian: masked})
     expected = (partial.sse[1:] / partial.n_entries[1:]).mean()
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("weight", [math.nan, math.inf, -0.5, "1", None])
+def test_loss_weight_must_be_a_finite_non_negative_number(weight):
+    with pytest.raises(
+        ValueError,
+        match=rf"HessianOutput: loss_weight must be a finite number >= 0, got "
+        rf"{weight!r}",
+    ):
+        HessianOutput(loss_weight=weight)

@@ -94,3 +94,30 @@ def test_spktrain_ddp_on_two_cpu_processes(training_file, tmp_path):
     result = spktrain(common + ["trainer=ddp_hessian"], cwd=tmp_path / "ddp")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp" / "runs" / "ddp" / "extrapolation_report.json").exists()
+
+
+def test_spktrain_refuses_coincident_atoms_instead_of_training_on_nan(
+    training_file, tmp_path
+):
+    import shutil
+
+    import h5py
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(training_file, bad)
+    with h5py.File(bad, "a") as f:
+        start = int(f["n_atoms"][:6].sum())  # structure 6: a reactant, so trained on
+        f["positions"][start + 1] = f["positions"][start]
+    result = spktrain(
+        [
+            "experiment=hessian_demo",
+            f"data.datapath={bad}",
+            "trainer.max_epochs=1",
+            "model.representation.n_atom_basis=8",
+            "model.representation.n_interactions=1",
+            "globals.atomrefs=False",
+        ],
+        cwd=tmp_path / "run",
+    )
+    assert result.returncode != 0
+    assert "bad.h5, structure 6: atoms 0 and 1 are 0 Ang apart" in result.stderr

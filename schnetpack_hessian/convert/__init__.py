@@ -288,12 +288,21 @@ def _validated(
     report: SymmetryReport,
     progress: bool,
 ) -> Iterator[HessianRecord]:
-    """Validate and physics-check every record (messages name its origin)."""
+    """Validate and physics-check every record (messages name its origin).
+
+    Raises:
+        HessianDataError: a bad record, or no record at all (raised when the stream
+            ends, so that a writer consuming it leaves no output).
+    """
     for i, rec in enumerate(_progress(source, progress)):
-        rec, asym = validate_record(rec, rtol=rtol, symmetrize=symmetrize)
+        rec, asym = validate_record(
+            rec, rtol=rtol, symmetrize=symmetrize, units=source.units
+        )
         physics(rec, source.units, report.physics)
         report.update(i, rec.hessian is not None, asym, str(rec.origin))
         yield rec
+    if report.n_structures == 0:
+        raise HessianDataError(f"{source.name}: holds no structures")
 
 
 def _check_rtol(rtol: float):

@@ -244,7 +244,9 @@ def write(
     n = 0
     with atomic_output(path, overwrite, directory=True, mkdir=mkdir) as tmp:
         for i, rec in enumerate(records):
-            rec, _ = validate_record(rec, *((None, None) if rec.origin else (path, i)))
+            rec, _ = validate_record(
+                rec, *((None, None) if rec.origin else (path, i)), units=units
+            )
             if rec.pbc.any():
                 raise ConversionError(
                     f"{path}, structure {i}: periodic structures are not supported"

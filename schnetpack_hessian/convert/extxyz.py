@@ -157,7 +157,9 @@ def write(
     n_frames = 0
     with atomic_output(path, overwrite, mkdir=mkdir) as tmp, open(tmp, "w") as fh:
         for i, rec in enumerate(records):
-            rec, _ = validate_record(rec, *((None, None) if rec.origin else (path, i)))
+            rec, _ = validate_record(
+                rec, *((None, None) if rec.origin else (path, i)), units=units
+            )
             rec = convert_record(rec, units, target)
             n = rec.n_atoms
             props = "species:S:1:pos:R:3:forces:R:3"

@@ -17,35 +17,37 @@ from ase.db import connect
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert.base import ConversionError, Entry, Option, Reader
 from schnetpack_hessian.data.record import HessianRecord, hessian_to_square, kind_name
+from schnetpack_hessian.data.storage import native_byte_order
 
 __all__ = ["READER", "SpkdbReader"]
 
 _KEYS = {"energy": "energy_key", "forces": "forces_key", P.hessian: "hessian_key"}
 
 
-def _label(row, name: str):
-    if name in row.data:
-        return np.asarray(row.data[name]).reshape(-1)[0]
+def _label(row, data: Dict[str, Any], name: str):
+    if name in data:
+        return np.asarray(data[name]).reshape(-1)[0]
     return row.key_value_pairs.get(name)
 
 
-def _row_record(row, keys: Dict[str, str]) -> HessianRecord:
+def _row_record(row, keys: Dict[str, str], path: Path) -> HessianRecord:
     n = row.natoms
     for name in ("energy", "forces"):
         if keys[name] not in row.data:
             raise ConversionError(f"row {row.id} has no {keys[name]!r} data")
-    h = row.data.get(keys[P.hessian])
+    data = native_byte_order(row.data, str(path), row.id - 1)
+    h = data.get(keys[P.hessian])
     if h is not None:
         h = hessian_to_square(np.asarray(h, dtype=np.float64), n)
-    k = _label(row, P.kind)
+    k = _label(row, data, P.kind)
     if k is not None and not isinstance(k, str):
         k = kind_name(k)
-    r = _label(row, P.reaction)
+    r = _label(row, data, P.reaction)
     return HessianRecord(
         numbers=row.numbers,
         positions=row.positions,
-        energy=float(np.asarray(row.data[keys["energy"]]).reshape(-1)[0]),
-        forces=np.asarray(row.data[keys["forces"]]).reshape(n, 3),
+        energy=float(np.asarray(data[keys["energy"]]).reshape(-1)[0]),
+        forces=np.asarray(data[keys["forces"]]).reshape(n, 3),
         hessian=h,
         kind=k or "other",
         reaction=-1 if r is None else r,
@@ -113,7 +115,7 @@ class SpkdbReader(Reader):
         keys = {name: options[option] for name, option in _KEYS.items()}
         with connect(str(path), type="db", use_lock_file=False) as conn:
             for row in conn.select(sort="id"):
-                yield f"id {row.id}", lambda row=row: _row_record(row, keys)
+                yield f"id {row.id}", lambda row=row: _row_record(row, keys, path)
 
 
 READER = SpkdbReader()

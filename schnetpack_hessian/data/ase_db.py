@@ -19,7 +19,12 @@ from schnetpack.data import ASEAtomsData
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import kind_name
-from schnetpack_hessian.data.storage import check_stored, to_tensor
+from schnetpack_hessian.data.storage import (
+    check_loaded,
+    check_stored,
+    native_byte_order,
+    to_tensor,
+)
 from schnetpack_hessian.data.units import normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
@@ -59,9 +64,10 @@ class HessianASEAtomsData(ASEAtomsData):
         row = conn.get(idx + 1)
         props: Dict[str, Any] = {structure.idx: torch.tensor([idx])}
         numbers = row["numbers"]
+        data = native_byte_order(row.data, self.datapath, idx)
         for name in load_properties:
             value = check_stored(
-                name, np.asarray(row.data[name]), len(numbers), self.datapath, idx
+                name, np.asarray(data[name]), len(numbers), self.datapath, idx
             )
             props[name] = to_tensor(value, self.conversions[name])
         props[structure.n_atoms] = torch.tensor([numbers.shape[0]])
@@ -76,6 +82,7 @@ class HessianASEAtomsData(ASEAtomsData):
             props[structure.pbc] = torch.tensor(row["pbc"])
         if load_metadata:
             props["metadata"] = row.key_value_pairs
+        check_loaded(props, self.units, self.distance_unit, self.datapath, idx)
         return props
 
     def labels(self, name: str) -> np.ndarray:

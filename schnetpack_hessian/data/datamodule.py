@@ -2,6 +2,7 @@
 with reaction-aware splits and extrapolation test sets."""
 
 import logging
+import numbers
 import os
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
@@ -21,6 +22,30 @@ from schnetpack_hessian.data.validation import HessianDataError
 __all__ = ["HessianDataModule"]
 
 log = logging.getLogger(__name__)
+
+
+def _check_size(name: str, value: Any):
+    """A split size is ``None``, a count (integer >= 0) or a fraction in (0, 1].
+
+    Raises:
+        HessianDataError: anything else (``1.5``, ``-3``, ``True``, ``"80"``).
+    """
+    if value is None:
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value >= 0:
+            return
+    elif (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and 0.0 < value <= 1.0
+    ):
+        return
+    raise HessianDataError(
+        f"HessianDataModule: {name}={value!r} is neither a count of structures (an "
+        "integer >= 0; reactions for the reaction-based splittings) nor a fraction of "
+        "the data (a number in (0, 1]); None takes the rest"
+    )
 
 
 class HessianDataModule(AtomsDataModule):
@@ -89,6 +114,12 @@ class HessianDataModule(AtomsDataModule):
         extrapolation_kinds: Sequence[str] = ("irc", "nms"),
         size_buckets: Optional[int] = None,
     ):
+        for name, size in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("num_test", num_test),
+        ):
+            _check_size(name, size)
         datapath = str(datapath)
         backend = backend_of(datapath)
         # SchNetPack's resolve_format only knows ".db": hand it one, then set ours.
@@ -159,12 +190,18 @@ class HessianDataModule(AtomsDataModule):
             self.datapath if self.data_workdir is None else self._copy_to_workdir()
         )
         if self.dataset is None:
-            self.dataset = open_dataset(
+            dataset = open_dataset(
                 datapath,
                 property_units=self.property_units,
                 distance_unit=self.distance_unit,
                 load_properties=self.load_properties,
             )
+            if len(dataset) == 0:
+                raise HessianDataError(
+                    f"{self.datapath}: the file holds no structures, there is nothing "
+                    "to train on"
+                )
+            self.dataset = dataset
             if self.train_idx is None:
                 self._load_partitions()
             self._train_dataset = self.dataset.subset(self.train_idx)

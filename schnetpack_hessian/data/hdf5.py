@@ -32,7 +32,7 @@ import schnetpack.properties as structure
 from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.storage import check_stored, to_tensor
+from schnetpack_hessian.data.storage import check_loaded, check_stored, to_tensor
 from schnetpack_hessian.data.units import conversion_factor, normalize_unit
 from schnetpack_hessian.data.validation import HessianDataError
 
@@ -49,6 +49,7 @@ PER = {
     P.kind: "structure",
     P.reaction: "structure",
 }
+_PER_VALUES = ("structure", "atom", "atom_pair")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_BYTES = 1 << 14
 
@@ -179,6 +180,29 @@ def _open(path: str) -> h5py.File:
         ) from err
 
 
+def _check_layout(f: h5py.File, path: str):
+    """Every schema dataset exists and every property declares its row layout.
+
+    Raises:
+        HessianDataError: a missing dataset or a property without a valid ``per``.
+    """
+    required = ("n_atoms", "numbers", "positions", "cell", "pbc", "properties")
+    missing = [k for k in required if k not in f]
+    if missing:
+        raise HessianDataError(
+            f"{path}: lacks {', '.join(missing)} of the {FORMAT_NAME} schema "
+            "(docs/DATA.md)"
+        )
+    for name, ds in f["properties"].items():
+        per = ds.attrs.get("per")
+        if per not in _PER_VALUES:
+            raise HessianDataError(
+                f"{path}: property {name!r} has per={per!r}; every dataset in "
+                f"/properties declares its rows with an attribute per = "
+                f"{' | '.join(_PER_VALUES)} (e.g. ds.attrs['per'] = 'structure')"
+            )
+
+
 class HDF5AtomsData(BaseAtomsData):
     """SchNetPack dataset on an HDF5 file of this package's schema.
 
@@ -220,6 +244,7 @@ class HDF5AtomsData(BaseAtomsData):
                     f"{self.datapath}: not a {FORMAT_NAME} HDF5 file (attribute "
                     f"format={f.attrs.get('format')!r}); convert it with spkhess-convert"
                 )
+            _check_layout(f, self.datapath)
             self._metadata = json.loads(f.attrs["metadata"])
             self._n_atoms = np.asarray(f["n_atoms"][:], dtype=np.int64)
         self._atom_off = np.concatenate([[0], np.cumsum(self._n_atoms)])
@@ -335,6 +360,7 @@ class HDF5AtomsData(BaseAtomsData):
                 ds["cell"][0][idx][None], self.distance_conversion
             )
             props[structure.pbc] = torch.from_numpy(ds["pbc"][0][idx].astype(bool))
+        check_loaded(props, self._units, self.distance_unit, self.datapath, idx)
         return props
 
     def _read(self, ds: h5py.Dataset, per: str, idx: int) -> np.ndarray:

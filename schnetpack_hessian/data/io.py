@@ -28,10 +28,12 @@ from schnetpack_hessian.data.record import (
     reaction_names,
     record_from_atoms,
     record_to_atoms,
+    check_values,
     validate_record,
 )
 from schnetpack_hessian.data.storage import (
     base_metadata,
+    native_byte_order,
     record_to_storage,
     storage_to_record,
 )
@@ -267,7 +269,12 @@ class RecordWriter:
         else:
             where, at = source or str(self.path), index
         record, asym = validate_record(
-            record, where, at, rtol=self.rtol, symmetrize=self.symmetrize
+            record,
+            where,
+            at,
+            rtol=self.rtol,
+            symmetrize=self.symmetrize,
+            units=self.units,
         )
         record.reaction = self.reactions(record.reaction, where, at)
         self.report.update(index, record.hessian is not None, asym)
@@ -430,7 +437,7 @@ def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]
         connect(str(path), type="db", use_lock_file=False) as conn,
     ):
         for i, row in enumerate(conn.select(sort="id")):
-            data = dict(row.data)
+            data = native_byte_order(row.data, str(path), i)
             data.update(
                 numbers=row.numbers,
                 positions=row.positions,
@@ -460,7 +467,9 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     names = reaction_names(file_metadata(path))
     for i, record in enumerate(read_records(path)):
         if record.forces is not None:  # plain SchNetPack files may hold energies only
-            record, _ = validate_record(record, str(path), i, rtol=np.inf)
+            record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
+        else:
+            check_values(record.positions, record.energy, None, units, str(path), i)
         yield record_to_atoms(record, units, names)
 
 
@@ -478,6 +487,6 @@ def check_file(
     units = file_units(path)
     report = SymmetryReport()
     for i, record in enumerate(read_records(path)):
-        record, asym = validate_record(record, str(path), i, rtol=rtol)
+        record, asym = validate_record(record, str(path), i, rtol=rtol, units=units)
         report.update(i, record.hessian is not None, asym)
     return report, units

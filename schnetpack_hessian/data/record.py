@@ -7,6 +7,7 @@ round trips are exact; :func:`record_to_atoms` / :func:`record_from_atoms` trans
 and from ``ase.Atoms`` in ASE units (eV, Å).
 """
 
+import functools
 import numbers as _numbers
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Union
@@ -21,8 +22,11 @@ from schnetpack_hessian.data.units import conversion_factor, ASE_UNITS
 from schnetpack_hessian.data.validation import (
     HessianDataError,
     check_array,
+    check_energy,
+    check_geometry,
     check_hessian,
     check_numbers,
+    check_one_atom_hessian,
     prefix,
 )
 
@@ -38,6 +42,7 @@ __all__ = [
     "record_from_atoms",
     "convert_record",
     "validate_record",
+    "check_values",
 ]
 
 
@@ -246,14 +251,72 @@ class HessianRecord:
         return int(len(self.numbers))
 
 
+@functools.lru_cache(maxsize=64)
+def _factor(unit: str, target: str) -> float:
+    return conversion_factor(unit, target)
+
+
+def _to(units: Mapping[str, Optional[str]], key: str, target: str) -> Optional[float]:
+    """Factor from ``units[key]`` to ``target``; ``None`` when no unit is declared."""
+    unit = units.get(key)
+    return None if unit is None else _factor(unit, target)
+
+
+def check_values(
+    positions: Optional[np.ndarray],
+    energy: Optional[float],
+    hessian: Optional[np.ndarray],
+    units: Optional[Mapping[str, Optional[str]]] = None,
+    source: Any = None,
+    index: Optional[int] = None,
+    n_atoms: Optional[int] = None,
+):
+    """Values that poison a training although their shapes are right: coincident
+    atoms or a collapsed geometry, a non-finite or absurd energy per atom, a nonzero
+    one-atom Hessian (:func:`~.validation.check_geometry`,
+    :func:`~.validation.check_energy`, :func:`~.validation.check_one_atom_hessian`).
+
+    Run when records are validated (conversion, ``--check``, writing, reading) and
+    on every structure a dataset loads for training.
+
+    Args:
+        positions: ``(N, 3)`` [``units["distance"]``]; ``None``: not loaded, the
+            geometry is not checked (N from ``n_atoms``).
+        energy: total energy [``units["energy"]``], ``None`` if absent.
+        hessian: square ``(3N, 3N)`` or blocks ``(N², 3, 3)``
+            [``units["hessian"]``], ``None`` or all NaN if absent.
+        units: declared units (keys ``distance``, ``energy``, ``hessian``; default
+            ASE units: Å, eV, eV/Å²); a property without a unit is not checked.
+        source: file (or :class:`Origin`) for messages.
+        index: structure index for messages.
+        n_atoms: number of atoms N (default ``len(positions)``).
+
+    Raises:
+        HessianDataError: the first problem, naming file, structure and value.
+    """
+    units = ASE_UNITS if units is None else units
+    n = len(positions) if n_atoms is None else int(n_atoms)
+    to_ang = _to(units, "distance", "Ang")
+    if positions is not None and to_ang is not None:
+        check_geometry(np.asarray(positions) * to_ang, source, index)
+    to_ev = _to(units, "energy", "eV")
+    if energy is not None and to_ev is not None:
+        check_energy(float(np.asarray(energy).reshape(-1)[0]) * to_ev, n, source, index)
+    to_ev_ang2 = _to(units, P.hessian, "eV/Ang/Ang")
+    if n == 1 and hessian is not None and to_ev_ang2 is not None:
+        check_one_atom_hessian(np.asarray(hessian) * to_ev_ang2, source, index)
+
+
 def validate_record(
     record: HessianRecord,
     source: Optional[str] = None,
     index: Optional[int] = None,
     rtol: float = 1e-2,
     symmetrize: bool = False,
+    units: Optional[Mapping[str, str]] = None,
 ) -> "tuple[HessianRecord, float]":
-    """Check shapes against the atom count, finite values, elements, labels, symmetry.
+    """Check shapes against the atom count, finite values, elements, labels, symmetry
+    and the values that poison training (:func:`check_values`).
 
     Args:
         record: the structure.
@@ -261,6 +324,8 @@ def validate_record(
         index: structure index for messages.
         rtol: symmetry tolerance, see :func:`~.validation.check_hessian`.
         symmetrize: replace the Hessian by ``(H + Hᵀ)/2``.
+        units: the record's units (keys as :data:`~.units.ASE_UNITS`; default ASE
+            units: Å, eV, eV/Å²).
 
     Returns:
         ``(record, asymmetry)``: the normalised record (arrays as numpy, Hessian ``None``
@@ -287,6 +352,7 @@ def validate_record(
     hessian, asym = check_hessian(
         record.hessian, n, source, index, rtol=rtol, fix_symmetry=symmetrize
     )
+    check_values(positions, energy, hessian, units, source, index)
     kind_code(record.kind, source, index)
     reaction = reaction_id(record.reaction, source, index)
     cell = check_array("cell", record.cell, (3, 3), source, index)

@@ -6,13 +6,21 @@ Both backends store, per structure, SchNetPack's property arrays: ``energy`` ``(
 next to the structure (``numbers``, ``positions``, ``cell``, ``pbc``).
 """
 
-from typing import Any, Dict, Optional
+import logging
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 
+import schnetpack.properties as structure
+
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.record import HessianRecord, kind_code, kind_name
+from schnetpack_hessian.data.record import (
+    HessianRecord,
+    check_values,
+    kind_code,
+    kind_name,
+)
 from schnetpack_hessian.data.validation import HessianDataError, prefix
 from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
 
@@ -23,6 +31,8 @@ __all__ = [
     "record_to_storage",
     "storage_to_record",
     "check_stored",
+    "check_loaded",
+    "native_byte_order",
     "to_tensor",
     "base_metadata",
 ]
@@ -33,6 +43,15 @@ PROPERTIES = ("energy", "forces", P.hessian, P.kind, P.reaction)
 LABELS = (P.kind, P.reaction)
 #: Human-readable description of the Hessian layout stored in the metadata.
 HESSIAN_LAYOUT = "(N*N, 3, 3) blocks; block i*N+j = d2E/dR_i dR_j; all NaN = missing"
+#: Magnitudes a stored float has (besides 0 and NaN = missing): a float64 of real
+#: data read in the other byte order takes its exponent from the low mantissa bits
+#: and falls outside with a probability of ~96% per value (-31.5 eV reads as 4e-317).
+_PLAUSIBLE_FLOAT = (1e-12, 1e12)
+#: Integer labels (kind codes, reaction ids) are small; byte-reversed ones are not.
+_PLAUSIBLE_INT = 2**31
+
+log = logging.getLogger(__name__)
+_warned_byte_order: set = set()
 
 
 def property_unit_dict(units: Dict[str, str]) -> Dict[str, Optional[str]]:
@@ -93,6 +112,62 @@ def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.n
         P.kind: np.array([kind_code(record.kind)], dtype=np.int64),
         P.reaction: np.array([record.reaction], dtype=np.int64),
     }
+
+
+def _implausible(array: np.ndarray) -> bool:
+    """True if some entry is one no real stored value has (NaN means "missing")."""
+    if array.dtype.kind in "iu":
+        return bool((np.abs(array.astype(np.float64)) >= _PLAUSIBLE_INT).any())
+    with np.errstate(all="ignore"):
+        size = np.abs(array)
+    lo, hi = _PLAUSIBLE_FLOAT
+    return bool(((size != 0) & ~np.isnan(size) & ~((size >= lo) & (size <= hi))).any())
+
+
+def native_byte_order(
+    data: Mapping[str, Any], source: Optional[str] = None, index: Optional[int] = None
+) -> Dict[str, Any]:
+    """The arrays of one stored structure, byte-reversed if they were written in the
+    other byte order.
+
+    ASE's ``.db`` stores an array's raw bytes and its dtype name without the byte
+    order, so a file written from big-endian arrays (``>f8``) reads back as garbage
+    (an energy of -31.5 eV as 4e-317).  A structure's numeric arrays are taken as
+    byte-reversed when, together, some of their values are implausible (nonzero
+    magnitudes outside 1e-12..1e12, integers beyond 2³¹) and all byte-reversed values
+    are plausible; they are then corrected, with a warning once per file.
+
+    Args:
+        data: property name → stored array (other values pass unchanged).
+        source: file for the warning.
+        index: structure index for the warning.
+
+    Returns:
+        A new dict with the arrays in the native byte order.
+    """
+    numeric = {
+        k: np.asarray(v)
+        for k, v in data.items()
+        if isinstance(v, np.ndarray)
+        and v.dtype.kind in "fiu"
+        and v.dtype.itemsize > 1
+        and v.size
+    }
+    if not any(map(_implausible, numeric.values())):
+        return dict(data)
+    swapped = {k: v.byteswap() for k, v in numeric.items()}
+    if any(map(_implausible, swapped.values())):
+        return dict(data)
+    if source not in _warned_byte_order:
+        _warned_byte_order.add(source)
+        log.warning(
+            "%sthe arrays %s were stored in the other byte order (written from "
+            "big-endian arrays?); their bytes are reversed on loading, as those of "
+            "every such structure in this file",
+            prefix(source, index),
+            sorted(swapped),
+        )
+    return {**data, **swapped}
 
 
 def check_stored(
@@ -187,6 +262,48 @@ def storage_to_record(
         reaction=-1 if reaction is None else int(np.asarray(reaction).reshape(-1)[0]),
         cell=np.asarray(data.get("cell", np.zeros((3, 3)))),
         pbc=np.asarray(data.get("pbc", np.zeros(3, dtype=bool))),
+    )
+
+
+def check_loaded(
+    props: Mapping[str, torch.Tensor],
+    units: Mapping[str, Optional[str]],
+    distance_unit: Optional[str],
+    source: Optional[str] = None,
+    index: Optional[int] = None,
+):
+    """:func:`~.record.check_values` on one structure as a dataset loads it.
+
+    Args:
+        props: SchNetPack's property dict (``_positions`` [``distance_unit``] if
+            loaded, ``energy`` and ``hessian`` blocks in ``units``, ``_n_atoms``).
+        units: the units of the loaded properties (after any ``property_units``).
+        distance_unit: the unit of the loaded positions.
+        source: file for messages.
+        index: structure index for messages.
+
+    Raises:
+        HessianDataError: coincident atoms, a collapsed geometry, an absurd energy
+            per atom or a nonzero one-atom Hessian (file, structure, value named).
+    """
+
+    def array(key):
+        value = props.get(key)
+        return None if value is None else value.detach().cpu().numpy()
+
+    n_atoms = int(props[structure.n_atoms][0])
+    check_values(
+        array(structure.position),
+        array("energy"),
+        array(P.hessian) if n_atoms == 1 else None,
+        {
+            "distance": distance_unit,
+            "energy": units.get("energy"),
+            P.hessian: units.get(P.hessian),
+        },
+        source,
+        index,
+        n_atoms=n_atoms,
     )
 
 

@@ -22,6 +22,12 @@ __all__ = [
     "where",
     "prefix",
     "SymmetryReport",
+    "MIN_DISTANCE",
+    "MAX_ENERGY_PER_ATOM",
+    "ONE_ATOM_HESSIAN_ATOL",
+    "check_geometry",
+    "check_energy",
+    "check_one_atom_hessian",
 ]
 
 #: Default tolerance of the symmetry check: ``max|H - Hᵀ| / max|H|``.  Real reference
@@ -29,6 +35,20 @@ __all__ = [
 #: to ~100, i.e. ~3e-5 relative); a wrongly reshaped or transposed block layout gives
 #: values of order 0.1–1.
 SYMMETRY_RTOL: float = 1e-2
+
+#: Smallest distance between two atoms [Å]: well below any real bond (H–H 0.74 Å)
+#: and any sensible non-equilibrium geometry; closer atoms make SchNet/PaiNN features
+#: and their derivatives blow up (a NaN loss, a poisoned model).
+MIN_DISTANCE: float = 0.1
+#: Largest plausible magnitude of a total energy per atom [eV/atom]: all-electron DFT
+#: total energies of heavy elements reach ~1e4–1e5 eV/atom only beyond the 5th row
+#: (C/N/O: ~1000–2100 eV/atom; xTB or offset-subtracted energies are small); larger
+#: values are unit mix-ups, byte-swapped or garbage numbers.
+MAX_ENERGY_PER_ATOM: float = 1.0e5
+#: Largest entry of a one-atom Hessian [eV/Å²]: one free atom has no curvature (the
+#: energy is invariant under translations, so its 3×3 Hessian is zero); real force
+#: constants are ≥ 3 eV/Å² (:data:`~.physics.FORCE_CONSTANT_RANGE`).
+ONE_ATOM_HESSIAN_ATOL: float = 1.0e-2
 
 _MAX_Z = 118
 
@@ -169,9 +189,123 @@ def check_array(
     value = np.asarray(value)
     if value.shape != shape:
         raise HessianDataError(f"{loc}{name} has shape {value.shape}, expected {shape}")
-    if not np.isfinite(value).all():
-        raise HessianDataError(f"{loc}{name} contains NaN or infinite values")
+    bad = ~np.isfinite(value)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise HessianDataError(
+            f"{loc}{name} contains NaN or infinite values ({int(bad.sum())} of "
+            f"{value.size}; first {value[first]} at index {first})"
+        )
     return value
+
+
+def check_geometry(
+    positions: np.ndarray,
+    source: Any = None,
+    index: Optional[int] = None,
+    min_distance: float = MIN_DISTANCE,
+):
+    """No two atoms closer than ``min_distance`` and no collapsed geometry.
+
+    Direct (not minimum-image) distances: two atoms at one position are found in
+    periodic structures too.
+
+    Args:
+        positions: Cartesian positions ``(N, 3)`` [Å].
+        source: file (or :class:`~.record.Origin`) for messages.
+        index: structure index for messages.
+        min_distance: smallest allowed distance [Å] (default :data:`MIN_DISTANCE`).
+
+    Raises:
+        HessianDataError: all atoms within ``min_distance`` of each other (a geometry
+            collapsed to a point), or the closest pair (named, with its distance).
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return
+    diff = x[:, None, :] - x[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    d2.flat[:: n + 1] = np.inf
+    k = int(np.argmin(d2))
+    if d2.flat[k] >= min_distance**2:
+        return
+    i, j = divmod(k, n)
+    closest = float(np.sqrt(d2.flat[k]))
+    d2.flat[:: n + 1] = 0.0
+    extent = float(np.sqrt(d2.max()))
+    if extent < min_distance:
+        raise HessianDataError(
+            f"{prefix(source, index)}degenerate geometry: all {n} atoms lie within "
+            f"{extent:.3g} Ang of each other (the structure collapsed to a point; "
+            "zeroed coordinates or a wrong distance unit?)"
+        )
+    i, j = sorted((int(i), int(j)))
+    raise HessianDataError(
+        f"{prefix(source, index)}atoms {i} and {j} are {closest:.3g} Ang apart, "
+        f"closer than {min_distance:g} Ang (coincident or near-coincident atoms; "
+        "a duplicated atom or a wrong distance unit?)"
+    )
+
+
+def check_energy(
+    energy: float,
+    n_atoms: int,
+    source: Any = None,
+    index: Optional[int] = None,
+    bound: float = MAX_ENERGY_PER_ATOM,
+):
+    """A finite energy with ``|E| / N`` at most ``bound``.
+
+    Args:
+        energy: total energy [eV].
+        n_atoms: number of atoms N.
+        source: file (or :class:`~.record.Origin`) for messages.
+        index: structure index for messages.
+        bound: largest plausible ``|E| / N`` [eV/atom] (default
+            :data:`MAX_ENERGY_PER_ATOM`).
+
+    Raises:
+        HessianDataError: a non-finite energy or one beyond the bound (value named).
+    """
+    energy = float(energy)
+    if not np.isfinite(energy):
+        raise HessianDataError(f"{prefix(source, index)}energy is {energy}")
+    per_atom = abs(energy) / max(int(n_atoms), 1)
+    if per_atom > bound:
+        raise HessianDataError(
+            f"{prefix(source, index)}energy {energy:.6g} eV is {per_atom:.3g} eV per "
+            f"atom in magnitude, beyond {bound:.3g} eV/atom (no real total energy comes "
+            "close; a wrong energy unit or corrupt numbers?)"
+        )
+
+
+def check_one_atom_hessian(
+    hessian: Optional[np.ndarray],
+    source: Any = None,
+    index: Optional[int] = None,
+    atol: float = ONE_ATOM_HESSIAN_ATOL,
+):
+    """The Hessian of one atom (``(3, 3)`` or ``(1, 3, 3)``) is zero within ``atol``.
+
+    Args:
+        hessian: the Hessian [eV/Å²]; ``None`` or all NaN: none, nothing to check.
+        source: file (or :class:`~.record.Origin`) for messages.
+        index: structure index for messages.
+        atol: largest allowed entry [eV/Å²] (default :data:`ONE_ATOM_HESSIAN_ATOL`).
+
+    Raises:
+        HessianDataError: an entry beyond ``atol`` (value named).
+    """
+    if is_missing(hessian):
+        return
+    largest = float(np.max(np.abs(hessian)))
+    if largest > atol:
+        raise HessianDataError(
+            f"{prefix(source, index)}one-atom structure with a nonzero Hessian "
+            f"(max|H| = {largest:.3g} eV/Ang/Ang > {atol:g}); the energy of one free "
+            "atom is invariant under translations, so its Hessian is zero"
+        )
 
 
 @dataclass

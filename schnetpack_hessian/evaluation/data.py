@@ -53,7 +53,7 @@ def load_structures(
     wanted = set(kinds) if kinds else None
     structures: List[Atoms] = []
     for i, record in enumerate(source.records):
-        record, _ = validate_record(record)
+        record, _ = validate_record(record, units=source.units)
         physics(record, source.units)
         if wanted is not None and record.kind not in wanted:
             continue

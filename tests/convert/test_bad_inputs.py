@@ -15,6 +15,7 @@ from schnetpack_hessian.convert.orca import write_hess
 from schnetpack_hessian.data import HessianDataError, HessianDataModule
 from schnetpack_hessian.data import derived_units, iread
 from schnetpack_hessian.data import file_metadata, read_records, write_records
+from schnetpack_hessian.data.record import HessianRecord
 
 EV = derived_units("eV", "Ang")
 
@@ -282,3 +283,64 @@ def test_reports_name_the_input_of_the_worst_structure(tmp_path, path_records):
     assert report["worst_index"] == 4  # running count over both inputs
     assert report["worst_asymmetry_at"] == f"{b}: structure 1"
     assert report["physics"]["worst_rotation_at"].startswith(str(tmp_path))
+
+
+def _one_atom(hessian):
+    return HessianRecord(
+        numbers=np.array([8]),
+        positions=np.zeros((1, 3)),
+        energy=-75.0,
+        forces=np.zeros((1, 3)),
+        hessian=hessian,
+    )
+
+
+def _coincident(r):
+    r.positions[3] = r.positions[1]
+
+
+def _collapsed(r):
+    r.positions = r.positions * 1e-4
+
+
+def _absurd_energy(r):
+    r.energy = -1e4 * r.n_atoms  # Hartree: 2.7e5 eV per atom
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (_coincident, "atoms 1 and 3 are 0 Ang apart, closer than 0.1 Ang"),
+        (_collapsed, "degenerate geometry: all 4 atoms lie within"),
+        (_absurd_energy, "eV is 2.72e+05 eV per atom in magnitude, beyond 1e+05"),
+    ],
+)
+def test_structures_that_poison_training_are_refused(
+    tmp_path, path_records, write_openreact, mutate, message
+):
+    mutate(path_records[2])
+    path = tmp_path / "bad.h5"
+    write_openreact(path, {"/a": path_records[:4]})
+    assert_fails(tmp_path, [path], [f"{path}: structure 2 (/a", message], kind="ts")
+
+
+def test_one_atom_hessian_must_vanish(tmp_path, path_records, write_openreact):
+    path = tmp_path / "atom.h5"
+    write_openreact(path, {"/a": path_records[:2], "/o": [_one_atom(np.zeros((3, 3)))]})
+    assert check([path], kind="ts")["structures"] == 3
+    write_openreact(path, {"/a": path_records[:2], "/o": [_one_atom(50 * np.eye(3))]})
+    assert_fails(
+        tmp_path,
+        [path],
+        [f"{path}: structure 2 (/o", "one-atom structure with a nonzero Hessian"],
+        kind="ts",
+    )
+
+
+@pytest.mark.parametrize("suffix", ["h5", "db"])
+def test_input_without_structures_is_refused(tmp_path, suffix, capsys):
+    empty = tmp_path / f"empty.{suffix}"
+    write_records(empty, [])
+    assert_fails(tmp_path, [empty], [f"{empty}: holds no structures"])
+    assert main(["--check", str(empty)]) == 1
+    assert f"{empty}: holds no structures" in capsys.readouterr().err

@@ -107,7 +107,11 @@ def _crafted(command: str):
             (f"p{protocol}-nested-storage", _nested_storage_payload(command, protocol))
         )
     for protocol in (0, 2, 3):
-        for module, name in [("os", "system"), ("torch", "os.system"), ("nt", "system")]:
+        for module, name in [
+            ("os", "system"),
+            ("torch", "os.system"),
+            ("nt", "system"),
+        ]:
             cases.append(
                 (
                     f"p{protocol}-global-{module}.{name}",

@@ -9,7 +9,12 @@ from schnetpack_hessian.data import file_units, read_records
 from schnetpack_hessian.layout import square_to_blocks
 
 
-def _spk_db(path, records, units=("kcal/mol", "kcal/mol/Ang", "kcal/mol/Ang/Ang")):
+def _spk_db(
+    path,
+    records,
+    units=("kcal/mol", "kcal/mol/Ang", "kcal/mol/Ang/Ang"),
+    dtype=np.float64,
+):
     ds = ASEAtomsData.create(
         str(path),
         distance_unit="Ang",
@@ -26,9 +31,9 @@ def _spk_db(path, records, units=("kcal/mol", "kcal/mol/Ang", "kcal/mol/Ang/Ang"
                 "_positions": r.positions,
                 "_cell": np.zeros((3, 3)),
                 "_pbc": np.zeros(3, dtype=bool),
-                "energy_U0": np.array([r.energy]),
-                "forces": r.forces,
-                "hessian": square_to_blocks(r.hessian),
+                "energy_U0": np.array([r.energy], dtype=dtype),
+                "forces": np.asarray(r.forces, dtype=dtype),
+                "hessian": np.asarray(square_to_blocks(r.hessian), dtype=dtype),
             }
             for r in records
         ]
@@ -56,3 +61,16 @@ def test_missing_property_and_units(tmp_path, path_records):
     _spk_db(bad, path_records, units=("kcal/mol", "kcal/mol/Ang", None))
     with pytest.raises(ConversionError, match="no unit declared for 'hessian'"):
         open_source([bad], energy_key="energy_U0")
+
+
+def test_big_endian_arrays_convert_to_their_values(tmp_path, path_records, caplog):
+    src_path = tmp_path / "big.db"
+    _spk_db(src_path, path_records, dtype=">f8")
+    out = tmp_path / "out.h5"
+    with caplog.at_level("WARNING"):
+        convert([src_path], out, energy_key="energy_U0")
+    assert "stored in the other byte order" in caplog.text
+    for r, g in zip(path_records, read_records(out)):
+        assert g.energy == r.energy
+        np.testing.assert_array_equal(g.forces, r.forces)
+        np.testing.assert_array_equal(g.hessian, r.hessian)

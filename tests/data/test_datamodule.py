@@ -178,3 +178,26 @@ def test_schnetpack_transforms_and_pickling(files, tmp_path):
     ds[0]  # opens the file in this process
     clone = pickle.loads(pickle.dumps(ds))  # as for spawned workers / DDP
     torch.testing.assert_close(clone[3][P.hessian], ds[3][P.hessian], equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [{"num_train": 1.5}, {"num_val": -2}, {"num_test": 2.5}, {"num_train": True}],
+)
+def test_split_sizes_that_are_neither_counts_nor_fractions(files, sizes):
+    name, value = next(iter(sizes.items()))
+    with pytest.raises(
+        HessianDataError,
+        match=rf"HessianDataModule: {name}={value!r} is neither a count of structures",
+    ):
+        HessianDataModule(str(files["h5"]), batch_size=2, **sizes)
+
+
+@pytest.mark.parametrize("suffix", ["db", "h5"])
+def test_file_without_structures_is_a_sentence(tmp_path, suffix):
+    path = tmp_path / f"empty.{suffix}"
+    write(path, [])
+    with pytest.raises(
+        HessianDataError, match=f"empty.{suffix}: the file holds no structures"
+    ):
+        _dm(path, tmp_path / "split.npz", num_train=0.8, num_val=0.1)

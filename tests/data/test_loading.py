@@ -3,6 +3,7 @@ stored Hessians are refused with file and index; stale partial files of killed r
 are removed; missing output folders and read-only places behave."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from ase.db import connect
+from schnetpack.data import ASEAtomsData
 
 from schnetpack_hessian.cli.convert import main
 from schnetpack_hessian.data import (
@@ -156,6 +158,29 @@ def test_energy_only_schnetpack_db_still_reads(tmp_path):
     assert atoms.get_potential_energy() == -2.5 and atoms.info["hessian"] is None
 
 
+def test_energy_only_schnetpack_db_geometry_is_checked(tmp_path):
+    path = tmp_path / "collapsed.db"
+    ds = ASEAtomsData.create(
+        str(path), distance_unit="Ang", property_unit_dict={"energy": "eV"}
+    )
+    ds.add_systems(
+        [
+            {
+                "_atomic_numbers": np.array([8, 1, 1]),
+                "_positions": np.zeros((3, 3)),
+                "_cell": np.zeros((3, 3)),
+                "_pbc": np.zeros(3, dtype=bool),
+                "energy": np.array([-2.5]),
+            }
+        ]
+    )
+    message = "collapsed.db, structure 0: degenerate geometry: all 3 atoms lie within 0"
+    with pytest.raises(HessianDataError, match=message):
+        list(iread(path))
+    with pytest.raises(HessianDataError, match=message):
+        open_dataset(path)[0]
+
+
 @pytest.mark.parametrize("name,value", [("forces", np.inf), ("energy", np.nan)])
 def test_non_finite_forces_or_energy_refused(h5_file, name, value):
     with h5py.File(h5_file, "a") as f:
@@ -167,3 +192,78 @@ def test_non_finite_forces_or_energy_refused(h5_file, name, value):
         list(iread(h5_file))
     with pytest.raises(HessianDataError, match=pattern):
         open_dataset(h5_file)[2]
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda f, a0: f["positions"].__setitem__(a0 + 1, f["positions"][a0]),
+            "atoms 0 and 1 are 0 Ang apart",
+        ),
+        (
+            lambda f, a0: f["properties/energy"].__setitem__(2, [-5e6]),
+            r"energy -5e\+06 eV is 1e\+06 eV per atom",
+        ),
+    ],
+)
+def test_poisonous_structures_refused_when_loaded(h5_file, edit, message, capsys):
+    with h5py.File(h5_file, "a") as f:
+        edit(f, int(np.sum(f["n_atoms"][:2])))  # structure 2 (5 atoms)
+    pattern = f"data.h5, structure 2: {message}"
+    with pytest.raises(HessianDataError, match=pattern):
+        list(iread(h5_file))
+    dm = _dm(h5_file, split_file=None, splitting="random")
+    dm.setup()
+    dm.dataset[1]
+    with pytest.raises(HessianDataError, match=pattern):
+        dm.dataset[2]
+    assert main(["--check", str(h5_file)]) == 1
+    assert re.search(pattern, capsys.readouterr().err)
+
+
+def _db_from_arrays(path, atoms_list, dtype):
+    """A plain SchNetPack ``.db`` whose arrays are stored as ``dtype`` (ASE keeps
+    the raw bytes and drops the byte order)."""
+    ds = ASEAtomsData.create(
+        str(path),
+        distance_unit="Ang",
+        property_unit_dict={"energy": "eV", "forces": "eV/Ang"},
+    )
+    ds.add_systems(
+        [
+            {
+                "energy": np.array([a.get_potential_energy()], dtype=dtype),
+                "forces": np.asarray(a.get_forces(), dtype=dtype),
+            }
+            for a in atoms_list
+        ],
+        atoms_list,
+    )
+
+
+def test_big_endian_db_arrays_load_as_stored(tmp_path):
+    atoms = make_atoms(3, missing_every=0)
+    path = tmp_path / "big.db"
+    _db_from_arrays(path, atoms, ">f8")
+    with connect(path) as conn:
+        garbage = conn.get(1).data["energy"][0]  # ASE reads the bytes as little-endian
+    assert garbage != atoms[0].get_potential_energy()
+    for a, b in zip(atoms, iread(path)):
+        assert b.get_potential_energy() == a.get_potential_energy()
+        np.testing.assert_array_equal(b.get_forces(), a.get_forces())
+    ds = open_dataset(path)
+    assert ds[1]["energy"].item() == atoms[1].get_potential_energy()
+    np.testing.assert_array_equal(ds[2]["forces"].numpy(), atoms[2].get_forces())
+
+
+def test_extra_property_without_per_is_a_sentence(h5_file, capsys):
+    with h5py.File(h5_file, "a") as f:
+        f["properties"].create_dataset("dipole", data=np.zeros((6, 3)))
+    message = "data.h5: property 'dipole' has per=None; every dataset in /properties"
+    with pytest.raises(HessianDataError, match=message):
+        open_dataset(h5_file)
+    with pytest.raises(HessianDataError, match=message):
+        _dm(h5_file, split_file=None, splitting="random").setup()
+    assert main(["--check", str(h5_file)]) == 1
+    assert message in capsys.readouterr().err

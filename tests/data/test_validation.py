@@ -5,7 +5,9 @@ import pytest
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data import (
+    ASE_UNITS as EV_ANG,
     HessianDataError,
+    HessianRecord,
     check_hessian,
     conversion_factor,
     hessian_asymmetry,
@@ -117,3 +119,88 @@ def test_complete_units_fills_only_what_is_missing():
     }
     with pytest.raises(HessianDataError, match="no energy unit declared"):
         complete_units({"distance": "Ang", "energy": None})
+
+
+def _water_record(**changes):
+    """H2O (Å, eV) with a consistent energy, forces and Hessian, as a record."""
+    (atoms,) = make_atoms(1, sizes=(3,), missing_every=0)
+    atoms.numbers[:] = [8, 1, 1]
+    atoms.positions[:] = [[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]]
+    record = record_from_atoms(atoms)
+    for key, value in changes.items():
+        setattr(record, key, value)
+    return record
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.05])
+def test_coincident_atoms_named_with_their_distance(gap):
+    positions = _water_record().positions.copy()
+    positions[2] = positions[1] + [gap, 0.0, 0.0]
+    with pytest.raises(
+        HessianDataError,
+        match=rf"w.h5, structure 4: atoms 1 and 2 are {gap:.3g} Ang apart, closer "
+        r"than 0.1 Ang",
+    ):
+        validate_record(_water_record(positions=positions), "w.h5", 4)
+
+
+def test_distances_are_checked_in_the_declared_unit():
+    bohr = conversion_factor("Ang", "Bohr")
+    record = _water_record()
+    record.positions = record.positions * bohr
+    validate_record(record, units=dict(EV_ANG, distance="Bohr"))
+    with pytest.raises(HessianDataError, match="atoms 1 and 2 are 0.0794 Ang apart"):
+        record.positions[2] = record.positions[1] + [0.15, 0.0, 0.0]
+        validate_record(record, units=dict(EV_ANG, distance="Bohr"))
+
+
+def test_collapsed_geometry_refused():
+    record = _water_record()
+    record.positions = 1e-3 * record.positions
+    with pytest.raises(
+        HessianDataError,
+        match="structure 0: degenerate geometry: all 3 atoms lie within 0.00152 Ang",
+    ):
+        validate_record(record, "w.h5", 0)
+
+
+@pytest.mark.parametrize(
+    "energy,message",
+    [
+        (np.inf, r"energy contains NaN or infinite values \(1 of 1; first inf"),
+        (-3.1e5 * 3, r"energy -930000 eV is 3.1e\+05 eV per atom in magnitude"),
+    ],
+)
+def test_non_finite_or_absurd_energy_named(energy, message):
+    with pytest.raises(HessianDataError, match=f"w.h5, structure 1: {message}"):
+        validate_record(_water_record(energy=energy), "w.h5", 1)
+
+
+def test_real_total_energies_pass_and_hartree_is_converted():
+    validate_record(_water_record(energy=-2100.0 * 3))  # DFT C/N/O: ~-1000..-2100 eV
+    hartree = dict(EV_ANG, energy="Hartree", forces="Hartree/Ang")
+    hartree[P.hessian] = "Hartree/Ang/Ang"
+    record = _water_record(energy=-76.4)
+    record.forces = record.forces / 27.211386
+    record.hessian = record.hessian / 27.211386
+    validate_record(record, units=hartree)
+    with pytest.raises(HessianDataError, match="per atom"):
+        validate_record(_water_record(energy=-2.0e4 * 3), units=hartree)
+
+
+def test_one_atom_structure_needs_a_zero_hessian():
+    atom = HessianRecord(
+        numbers=np.array([6]),
+        positions=np.zeros((1, 3)),
+        energy=-1027.0,
+        forces=np.zeros((1, 3)),
+        hessian=np.zeros((3, 3)),
+    )
+    validate_record(atom)
+    atom.hessian = 50.0 * np.eye(3)
+    with pytest.raises(
+        HessianDataError,
+        match=r"c.h5, structure 7: one-atom structure with a nonzero Hessian "
+        r"\(max\|H\| = 50 eV/Ang/Ang",
+    ):
+        validate_record(atom, "c.h5", 7)

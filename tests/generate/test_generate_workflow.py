@@ -193,7 +193,9 @@ def test_float32_assembly_halves_the_hessians(xtb_run, script, tmp_path):
     assert {a.info["reaction"] for a in data.iread(smallest)} == {7}  # HCN, 3 atoms
     left_out = data.file_metadata(smallest)["reactions"]["3"]
     assert left_out["status"] == "rejected"
-    assert left_out["reason"].startswith("left out at assembly: 4 atoms; the 1 smallest")
+    assert left_out["reason"].startswith(
+        "left out at assembly: 4 atoms; the 1 smallest"
+    )
     short = tmp_path / "short.h5"
     proc = script.run("assemble", work, "--out", short, "--min-irc", "5", check=False)
     assert proc.returncode != 0 and "--min-irc" in proc.stderr and not short.exists()

@@ -139,12 +139,12 @@ def test_validation_capped_per_reaction():
         make_split(kinds, reactions, 2, 0, 1, val_fraction=0.5, val_per_reaction=1)
 
 
-def _record(group_arm, seed, metrics, epoch_s=1.0):
+def _record(group_arm, seed, metrics, epoch_s=1.0, heldout=None):
     return {
         "name": f"{group_arm.group}-s{seed}",
         "group": group_arm.group,
         "arm": dict(vars(group_arm)),
-        "metrics": {"train_offpath": metrics},
+        "metrics": {"train_offpath": metrics, "heldout": heldout or {}},
         "cost": {"epoch_seconds_median": epoch_s, "n_epochs": 10},
     }
 
@@ -354,3 +354,50 @@ def test_scored_subset_keeps_critical_points_and_is_stratified_and_paired():
     assert scored_subset(indices, kinds, reactions, 52, fold=2) != picked
     assert scored_subset(indices, kinds, reactions, 0, fold=1) == indices.tolist()
     assert scored_subset(indices[:20], kinds, reactions, 52, 0) == list(range(20))
+
+
+def test_goals_of_a_preset_judge_its_hessian_arm_and_the_endpoint_searches():
+    ef, hvp = Arm("EF", hessian="none"), Arm("EFH", hessian="hvp-k2")
+    hvp25 = Arm("EFH", hessian="hvp-k2", fraction=0.25)
+
+    def errors(h, f, e, freq, index):
+        return {
+            "hessian_mae": h,
+            "forces_mae": f,
+            "energy_mae": e,
+            "frequency_mae": freq,
+            "imaginary_count_accuracy": index,
+        }
+
+    def searches(success, steps):
+        return {
+            "ts_success_endpoints_model_hessian": success,
+            "ts_steps_endpoints_model_hessian": steps,
+        }
+
+    records = [
+        *(
+            _record(ef, s, errors(100, 10, 5, 1000, 0.3), heldout=searches(0.2, 30))
+            for s in (1, 2)
+        ),
+        *(
+            _record(hvp, s, errors(20, 8, 3, 300, 0.9), heldout=searches(0.5, 12))
+            for s in (1, 2)
+        ),
+        *(
+            _record(hvp25, s, errors(60, 9, 4, 900, 0.5), heldout=searches(0.1, 20))
+            for s in (1, 2)
+        ),
+    ]
+    summary = summarize(records)
+    assert check_goals(summary, "painn")[0].status == "not measured"  # no full arm
+    goals = {g.text: g for g in check_goals(summary, "painn", "hvp-k2")}
+    assert goals["frequency MAE −60 %"].status == "met"  # −70 %
+    index = next(g for t, g in goals.items() if t.startswith("imaginary-mode"))
+    assert index.status == "met"
+    endpoint = next(g for t, g in goals.items() if t.startswith("TS success from"))
+    assert endpoint.status == "met"  # 0.5 ≥ 2 × 0.2, 12 < 30 steps
+    data_goal = next(g for t, g in goals.items() if "25 %" in t)
+    assert data_goal.status == "missed"  # 0.1 < 0.2 TS success, worse Hessians
+    assert "ts_success_endpoints_model_hessian" in data_goal.evidence
+    assert not any(t.startswith("HVP") for t in goals)

@@ -40,7 +40,7 @@ from schnetpack_hessian.data.record import (
     ReactionIds,
     validate_record,
 )
-from schnetpack_hessian.data.units import complete_units, normalize_unit
+from schnetpack_hessian.data.units import check_dimension, complete_units
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -142,13 +142,19 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
     user (never guessed); a user option may only confirm a stated unit."""
     stated = {k: (v, None) for k, v in (reader.units or {}).items()}
     in_file = _file_step(reader, str(path), lambda: reader.file_units(path, options))
-    stated.update({k: (v, "file") for k, v in in_file.items() if v})
+    for name, value in in_file.items():
+        if value:
+            check_dimension(value, name, f"{path}: the file declares")
+            stated[name] = (value, "file")
     for name in ("energy", "distance"):
         given = options.get(f"{name}_unit")
-        if given is None or name not in stated:
+        if given is None:
+            continue
+        given = check_dimension(given, name, f"option {name}_unit")
+        if name not in stated:
             continue
         value, by = stated[name]
-        if normalize_unit(given) == normalize_unit(value):
+        if given == check_dimension(value, name):
             continue
         if by == "file":
             raise ConversionError(

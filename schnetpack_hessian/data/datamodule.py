@@ -15,7 +15,7 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import atomic_output, backend_of, open_dataset
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
 from schnetpack_hessian.data.splitting import dataset_labels, resolve_splitting
-from schnetpack_hessian.data.units import normalize_unit
+from schnetpack_hessian.data.units import check_units
 from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = ["HessianDataModule"]
@@ -121,10 +121,10 @@ class HessianDataModule(AtomsDataModule):
         )
         self.datapath = datapath
         self.format = backend
-        self.property_units = {
-            k: normalize_unit(v) for k, v in (property_units or {}).items()
-        } or None
-        self.distance_unit = normalize_unit(distance_unit) if distance_unit else None
+        units, self.distance_unit = check_units(
+            property_units, distance_unit, "HessianDataModule"
+        )
+        self.property_units = units or None
         self.splitting = resolve_splitting(splitting, split_seed)
         for kind in extrapolation_kinds:
             if kind not in P.KINDS:

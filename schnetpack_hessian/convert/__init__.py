@@ -10,6 +10,7 @@ included); :func:`convert` and :func:`check` add validation and the physics chec
 ``spkhess-convert`` is a thin wrapper around them.
 """
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -35,7 +36,9 @@ from schnetpack_hessian.convert.base import (
 from schnetpack_hessian.data.io import H5_SUFFIXES, DB_SUFFIXES, RecordWriter
 from schnetpack_hessian.data.physics import PhysicsCheck, PhysicsReport
 from schnetpack_hessian.data.record import (
+    Duplicates,
     HessianRecord,
+    InputReactions,
     Origin,
     ReactionIds,
     validate_record,
@@ -59,6 +62,8 @@ __all__ = [
     "convert",
     "check",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Input formats, in the order :func:`guess_format` tries them.
 READERS: Dict[str, Reader] = {
@@ -177,15 +182,47 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
     return complete_units(declared)
 
 
+def _input_reactions(
+    reader: Reader, files: Sequence[Path]
+) -> "tuple[Optional[InputReactions], Dict[Path, Optional[int]]]":
+    """Offsets that make the reaction ids of several inputs unique (``None`` for
+    one input or a format whose inputs share their ids; an offset ``None``: decided
+    when the input is read)."""
+    if reader.shared_reactions or len(files) < 2:
+        return None, {}
+    reactions = InputReactions()
+    offsets: Dict[Path, Optional[int]] = {}
+    for f in files:
+        table = _file_step(reader, str(f), lambda f=f: reader.reactions(f))
+        offsets[f] = None if table is None else reactions.add(str(f), *table)
+    return reactions, offsets
+
+
 def _records(
     reader: Reader,
     files: Sequence[Path],
     options: Dict[str, Any],
     prepared: Dict[str, Any],
+    reactions: Optional[InputReactions] = None,
+    offsets: Optional[Dict[Path, Optional[int]]] = None,
 ) -> Iterator[HessianRecord]:
-    """Every structure with its :class:`Origin`; parser failures located."""
+    """Every structure with its :class:`Origin` and reaction ids unique over the
+    inputs (``reactions``/``offsets`` from :func:`_input_reactions`); parser
+    failures located."""
     kind = options.get("kind")
     for path in files:
+        offset = None
+        if reactions is not None:
+            offset = offsets.get(path)
+            if offset is None:
+                offset = reactions.add(str(path))
+                if offset:
+                    log.warning(
+                        "%s: reaction ids shifted by %d to keep them apart from the "
+                        "earlier inputs'",
+                        path,
+                        offset,
+                    )
         entries = reader.entries(path, options, prepared)
         index = 0
         while True:
@@ -204,6 +241,11 @@ def _records(
             record.origin = origin
             if kind is not None:
                 record.kind = kind
+            if offset is not None:
+                try:
+                    record.reaction = reactions.shift(record.reaction, offset)
+                except HessianDataError as err:
+                    raise ConversionError(f"{origin}: {err}") from err
             yield record
             index += 1
 
@@ -247,7 +289,17 @@ def open_source(
     prepared = _file_step(reader, name, lambda: reader.prepare(files, options))
     metadata = dict(reader.metadata)
     metadata.update(prepared.get("metadata", {}))
-    records = _records(reader, files, options, prepared)
+    reactions, offsets = _input_reactions(reader, files)
+    if reactions is not None:
+        metadata.update(reactions.metadata())
+        metadata.setdefault("inputs", [str(f) for f in files])
+        for f, offset in reactions.shifted:
+            log.warning(
+                "%s: reaction ids shifted by %d, they collide with an earlier input's",
+                f,
+                offset,
+            )
+    records = _records(reader, files, options, prepared, reactions, offsets)
     return Source(records, units, metadata, total, name, fmt)
 
 
@@ -294,12 +346,19 @@ def _validated(
     report: SymmetryReport,
     progress: bool,
 ) -> Iterator[HessianRecord]:
-    """Validate and physics-check every record (messages name its origin)."""
+    """Validate and physics-check every record (messages name its origin); count
+    structures given twice (``report.duplicates``, a warning at the end)."""
+    duplicates = Duplicates()
     for i, rec in enumerate(_progress(source, progress)):
         rec, asym = validate_record(rec, rtol=rtol, symmetrize=symmetrize)
         physics(rec, source.units, report.physics)
         report.update(i, rec.hessian is not None, asym, str(rec.origin))
+        duplicates(rec.numbers, rec.positions, str(rec.origin))
         yield rec
+    report.duplicates = duplicates.count
+    message = duplicates.message(source.name)
+    if message:
+        log.warning(message)
 
 
 def _check_rtol(rtol: float):
@@ -411,6 +470,7 @@ def check(
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
         "worst_asymmetry_at": report.worst_at,
+        "duplicates": report.duplicates,
         "units": source.units,
         "metadata": {
             k: (

@@ -317,6 +317,7 @@ class OpenReactReader(Reader):
     name = "openreact"
     units = UNITS
     metadata = METADATA
+    shared_reactions = True
     options = {
         "subset": Option(
             "auto",

@@ -53,6 +53,7 @@ __all__ = [
     "write",
     "write_records",
     "read_records",
+    "file_reactions",
     "file_units",
     "file_metadata",
     "iread",
@@ -378,6 +379,21 @@ def _sqlite_errors(path: PathLike) -> Iterator[None]:
 def file_metadata(path: PathLike) -> Dict[str, Any]:
     """Metadata of a training file (SchNetPack's keys and ours)."""
     return open_dataset(path).metadata
+
+
+def file_reactions(path: PathLike) -> Tuple[Optional[np.ndarray], Dict[int, str]]:
+    """Reaction ids of a training file's structures and the names its metadata gives.
+
+    Returns:
+        ``(ids, names)``: int64 ``(n_structures,)`` (``None`` if the file stores no
+        ``reaction`` labels as a property) and ``{id: name}``.
+    """
+    dataset = open_dataset(path)
+    names = reaction_names(dataset.metadata)
+    try:
+        return dataset.labels(P.reaction), names
+    except HessianDataError:
+        return None, names
 
 
 def file_units(path: PathLike) -> Dict[str, str]:

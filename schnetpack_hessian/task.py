@@ -10,7 +10,9 @@ when it is built, so its checkpoints reload with ``weights_only=True`` in any pr
 that builds the same task (spktrain's test, ``load_from_checkpoint`` and resume), while
 foreign globals are still refused.  It also restores the grad mode after validation
 and test steps and refuses DDP without ``find_unused_parameters=True``: together they
-make SchNetPack's force (and Hessian) models train correctly under DDP.
+make SchNetPack's force (and Hessian) models train correctly under DDP.  A Hessian loss
+with nonzero weight on a training split without a single Hessian is refused (it would
+silently train an E/F model) unless the data module sets ``allow_missing_hessians``.
 """
 
 import _compat_pickle
@@ -22,6 +24,9 @@ from typing import Any, List
 
 import torch
 from schnetpack.task import AtomisticTask
+
+from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.losses import HessianOutput
 
 __all__ = ["HessianTask", "pickled_globals"]
 
@@ -85,7 +90,34 @@ class HessianTask(AtomisticTask):
                 "strategy='ddp_find_unused_parameters_true' (spktrain: "
                 "trainer=ddp_hessian)."
             )
+        self._check_hessian_targets()
         super().on_fit_start()
+
+    def _check_hessian_targets(self) -> None:
+        """A Hessian loss with nonzero weight needs Hessians in the training split.
+
+        Raises:
+            HessianDataError: the data module's training split holds no Hessian and
+                it does not set ``allow_missing_hessians``.
+        """
+        weighted = [
+            o
+            for o in self.outputs
+            if isinstance(o, HessianOutput) and float(o.loss_weight) != 0.0
+        ]
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check = getattr(datamodule, "has_training_hessians", None)
+        if not weighted or check is None:
+            return
+        if getattr(datamodule, "allow_missing_hessians", False) or check():
+            return
+        raise HessianDataError(
+            f"{datamodule.datapath}: the training split holds no Hessian, but "
+            f"{weighted[0].name!r} has loss weight {weighted[0].loss_weight}: this would "
+            "train an E/F model and report NaN Hessian errors. Use data with Hessians, "
+            "set the Hessian loss weight to 0 (globals.hessian_weight=0), or train anyway "
+            "with data.allow_missing_hessians=True"
+        )
 
     # AtomisticTask enables gradients in validation/test and leaves them on; under DDP
     # the next evaluation forward then prepares the reducer for a backward that never

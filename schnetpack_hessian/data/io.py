@@ -35,7 +35,7 @@ from schnetpack_hessian.data.storage import (
     record_to_storage,
     storage_to_record,
 )
-from schnetpack_hessian.data.units import ASE_UNITS, complete_units, normalize_unit
+from schnetpack_hessian.data.units import ASE_UNITS, check_units, complete_units
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -218,10 +218,11 @@ class RecordWriter:
         self.path = Path(path)
         self.mkdir = mkdir
         self.backend = backend_of(self.path)
-        self.units = {k: normalize_unit(v) for k, v in (units or ASE_UNITS).items()}
-        missing = set(ASE_UNITS) - set(self.units)
+        units = units or ASE_UNITS
+        missing = set(ASE_UNITS) - set(units)
         if missing:
             raise HessianDataError(f"{path}: units for {sorted(missing)} not declared")
+        self.units, _ = check_units(units, where=str(path))
         self.metadata = base_metadata(self.units, metadata)
         self.overwrite = overwrite
         if precision not in ("float64", "float32"):

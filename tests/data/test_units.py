@@ -72,3 +72,11 @@ def test_dataset_and_datamodule_check_property_units(tmp_path, suffix):
         HessianDataModule(path, batch_size=2, property_units={"energy": "Ang"})
     ds = open_dataset(path, property_units={P.hessian: "kcal/mol/Bohr^2"})
     assert np.isfinite(ds[0][P.hessian].numpy()).all()
+
+
+def test_record_writer_checks_declared_units(tmp_path):
+    from schnetpack_hessian.data.io import RecordWriter
+
+    units = {"distance": "Ang", "energy": "eV", "forces": "eV/Ang", P.hessian: "eV/Ang"}
+    with pytest.raises(HessianDataError, match="x.h5: hessian unit 'eV/Ang'"):
+        RecordWriter(tmp_path / "x.h5", units)

@@ -211,18 +211,11 @@ def _records(
     failures located."""
     kind = options.get("kind")
     for path in files:
-        offset = None
+        offset, lazy = None, False
         if reactions is not None:
             offset = offsets.get(path)
-            if offset is None:
-                offset = reactions.add(str(path))
-                if offset:
-                    log.warning(
-                        "%s: reaction ids shifted by %d to keep them apart from the "
-                        "earlier inputs'",
-                        path,
-                        offset,
-                    )
+            if offset is None:  # ids known only now: shifted past all ids so far
+                offset, lazy = reactions.add(str(path)), True
         entries = reader.entries(path, options, prepared)
         index = 0
         while True:
@@ -243,9 +236,18 @@ def _records(
                 record.kind = kind
             if offset is not None:
                 try:
-                    record.reaction = reactions.shift(record.reaction, offset)
+                    shifted = reactions.shift(record.reaction, offset)
                 except HessianDataError as err:
                     raise ConversionError(f"{origin}: {err}") from err
+                if lazy and offset and shifted != record.reaction:
+                    log.warning(
+                        "%s: reaction ids shifted by %d to keep them apart from the "
+                        "earlier inputs'",
+                        path,
+                        offset,
+                    )
+                    lazy = False
+                record.reaction = shifted
             yield record
             index += 1
 

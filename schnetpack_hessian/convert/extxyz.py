@@ -93,9 +93,10 @@ def _declared_units(atoms) -> Dict[str, str]:
     return {k: atoms.info[key] for k, key in _UNIT_KEYS.items() if key in atoms.info}
 
 
-def _frame_units(atoms, options: Dict[str, Any]) -> Dict[str, str]:
-    """All four units of a frame: its own declaration, else the user's options."""
-    declared = {k: options.get(f"{k}_unit") for k in _UNIT_KEYS}
+def _frame_units(atoms, fallback: Mapping[str, Optional[str]]) -> Dict[str, str]:
+    """All four units of a frame: its own declaration, else ``fallback`` (the
+    user's options for the first frame, the first frame's units for later ones)."""
+    declared = {k: fallback.get(k) for k in _UNIT_KEYS}
     declared.update(_declared_units(atoms))
     return complete_units(declared)
 
@@ -134,10 +135,12 @@ class ExtxyzReader(Reader):
             except KeyError as err:  # ASE's symbol lookup
                 raise ConversionError(f"unknown element symbol {err}") from err
             if target is None:
-                target = _frame_units(atoms, options)
+                target = _frame_units(
+                    atoms, {k: options.get(f"{k}_unit") for k in _UNIT_KEYS}
+                )
 
             def load(atoms=atoms) -> HessianRecord:
-                units = _frame_units(atoms, options)
+                units = _frame_units(atoms, target)
                 record = _frame_record(atoms)
                 return (
                     record if units == target else convert_record(record, units, target)

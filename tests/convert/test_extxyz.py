@@ -199,3 +199,27 @@ def test_unit_options_and_declarations_are_checked_for_dimension(
         HessianDataError, match="declared.xyz: the file declares: energy"
     ):
         open_source([declared])
+
+
+def test_frame_declaring_energy_only_keeps_the_first_frames_distance(
+    tmp_path, path_records
+):
+    a, b = path_records[:2]
+    path = tmp_path / "partial.xyz"
+    path.write_text(
+        _frame_text(a, f"energy={_f(a.energy)} energy_unit=eV distance_unit=Ang")
+        + _frame_text(b, f"energy={_f(b.energy)} energy_unit=kcal/mol")
+    )
+    got = list(open_source([path]).records)
+    np.testing.assert_array_equal(got[1].positions, b.positions)
+    assert got[1].energy == pytest.approx(b.energy * units.kcal / units.mol)
+
+
+def test_integer_reaction_ids_of_two_files_are_kept_apart(tmp_path, path_records):
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.xyz")
+        ase_write(paths[-1], _ase_frames(path_records[:2]), format="extxyz")
+    out = tmp_path / "ab.h5"
+    convert(paths, out, energy_unit="eV", distance_unit="Ang")
+    assert [r.reaction for r in read_records(out)] == [0, 0, 1, 1]

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -242,8 +243,16 @@ def data_identity(path: Union[str, Path], n_structures: int) -> Dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Any:
+    """JSON stand-in of a parameter: arrays as lists, other objects by their repr
+    without memory addresses (so that the record is the same in every process)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=repr))
+    return json.loads(json.dumps(value, default=_plain))
 
 
 def strategy_record(strategy: Any) -> Dict[str, Any]:

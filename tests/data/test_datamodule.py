@@ -222,3 +222,16 @@ def test_has_training_hessians(tmp_path):
     some = tmp_path / "some.h5"
     write(some, make_atoms(6, seed=0, missing_every=2))
     assert _dm(some, tmp_path / "b.npz", num_train=4, num_val=1).has_training_hessians()
+
+
+def test_strategy_record_is_the_same_in_every_process():
+    """Parameters without a JSON form are recorded without memory addresses."""
+    from schnetpack_hessian.data.splitting import strategy_record
+
+    class Helper:
+        pass
+
+    a, b = ReactionSplit(seed=np.int64(1)), ReactionSplit(seed=1)
+    a.helper, b.helper = Helper(), Helper()
+    assert strategy_record(a) == strategy_record(b)
+    assert strategy_record(a)["params"]["seed"] == 1

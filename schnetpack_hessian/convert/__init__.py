@@ -183,24 +183,40 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
 
 
 def _input_reactions(
-    reader: Reader, files: Sequence[Path]
+    reader: Reader, inputs: Dict[Path, List[Path]]
 ) -> "tuple[Optional[InputReactions], Dict[Path, Optional[int]]]":
-    """Offsets that make the reaction ids of several inputs unique (``None`` for
-    one input or a format whose inputs share their ids; an offset ``None``: decided
-    when the input is read)."""
-    if reader.shared_reactions or len(files) < 2:
+    """Offsets that make the reaction ids of several inputs unique.
+
+    Args:
+        reader: the format.
+        inputs: each input (as given) → its files (a deepmd or HORM folder holds
+            several; they share the input's ids).
+
+    Returns:
+        ``(reactions, offsets)``: ``None`` and ``{}`` for one input or a format whose
+        inputs share their ids; else the offset of each input (``None``: its ids are
+        known only while reading, the offset is taken then).
+    """
+    if reader.shared_reactions or len(inputs) < 2:
         return None, {}
     reactions = InputReactions()
     offsets: Dict[Path, Optional[int]] = {}
-    for f in files:
-        table = _file_step(reader, str(f), lambda f=f: reader.reactions(f))
-        offsets[f] = None if table is None else reactions.add(str(f), *table)
+    for given, files in inputs.items():
+        tables = [
+            _file_step(reader, str(f), lambda f=f: reader.reactions(f)) for f in files
+        ]
+        if any(t is None for t in tables):
+            offsets[given] = None
+            continue
+        ids = [i for t in tables for i in t[0]]
+        names = {i: n for t in tables for i, n in t[1].items()}
+        offsets[given] = reactions.add(str(given), ids, names)
     return reactions, offsets
 
 
 def _records(
     reader: Reader,
-    files: Sequence[Path],
+    inputs: Dict[Path, List[Path]],
     options: Dict[str, Any],
     prepared: Dict[str, Any],
     reactions: Optional[InputReactions] = None,
@@ -210,12 +226,13 @@ def _records(
     inputs (``reactions``/``offsets`` from :func:`_input_reactions`); parser
     failures located."""
     kind = options.get("kind")
-    for path in files:
+    for given, path in ((g, f) for g, files in inputs.items() for f in files):
         offset, lazy = None, False
         if reactions is not None:
-            offset = offsets.get(path)
+            offset = offsets.get(given)
             if offset is None:  # ids known only now: shifted past all ids so far
-                offset, lazy = reactions.add(str(path)), True
+                offset = offsets[given] = reactions.add(str(given))
+                lazy = True
         entries = reader.entries(path, options, prepared)
         index = 0
         while True:
@@ -272,11 +289,13 @@ def open_source(
         raise ConversionError(f"unknown format {fmt!r}; choose from {list(READERS)}")
     reader = READERS[fmt]
     options = _options(reader, dict(options))
-    files: List[Path] = []
+    inputs: Dict[Path, List[Path]] = {}
     for p in map(Path, paths):
         if not p.exists():
             raise ConversionError(f"{p}: no such file or folder")
-        files.extend(_file_step(reader, str(p), lambda p=p: reader.files(p)))
+        found = _file_step(reader, str(p), lambda p=p: reader.files(p))
+        inputs.setdefault(p, []).extend(found)
+    files = [f for found in inputs.values() for f in found]
     units = None
     for f in files:
         u = _units(reader, f, options)
@@ -291,17 +310,17 @@ def open_source(
     prepared = _file_step(reader, name, lambda: reader.prepare(files, options))
     metadata = dict(reader.metadata)
     metadata.update(prepared.get("metadata", {}))
-    reactions, offsets = _input_reactions(reader, files)
+    reactions, offsets = _input_reactions(reader, inputs)
     if reactions is not None:
         metadata.update(reactions.metadata())
-        metadata.setdefault("inputs", [str(f) for f in files])
+        metadata.setdefault("inputs", [str(p) for p in inputs])
         for f, offset in reactions.shifted:
             log.warning(
                 "%s: reaction ids shifted by %d, they collide with an earlier input's",
                 f,
                 offset,
             )
-    records = _records(reader, files, options, prepared, reactions, offsets)
+    records = _records(reader, inputs, options, prepared, reactions, offsets)
     return Source(records, units, metadata, total, name, fmt)
 
 

@@ -155,7 +155,9 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
         given = options.get(f"{name}_unit")
         if given is None:
             continue
-        given = check_dimension(given, name, f"option {name}_unit")
+        given = check_dimension(
+            given, name, f"{path}: option {name}_unit (--{name}-unit)"
+        )
         if name not in stated:
             continue
         value, by = stated[name]

@@ -187,7 +187,8 @@ def test_unit_options_and_declarations_are_checked_for_dimension(
     path = tmp_path / "ase.xyz"
     ase_write(path, _ase_frames(path_records), format="extxyz")
     with pytest.raises(
-        HessianDataError, match="energy unit 'Ang' has dimension length"
+        HessianDataError,
+        match="ase.xyz: option energy_unit \\(--energy-unit\\): energy unit 'Ang' has dimension length",
     ):
         open_source([path], energy_unit="Ang", distance_unit="Ang")
     declared = tmp_path / "declared.xyz"

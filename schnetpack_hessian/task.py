@@ -13,7 +13,9 @@ and test steps and refuses DDP without ``find_unused_parameters=True``: together
 make SchNetPack's force (and Hessian) models train correctly under DDP.  A training
 step whose loss is not finite stops the training with :class:`NonFiniteLossError`
 naming the batch's structures, before the optimiser step can spread the NaN into the
-weights.
+weights.  A Hessian loss with nonzero weight on a training split without a single
+Hessian is refused (it would silently train an E/F model) unless the data module sets
+``allow_missing_hessians``.
 """
 
 import _compat_pickle
@@ -26,6 +28,9 @@ from typing import Any, Dict, List
 import torch
 import schnetpack.properties as structure
 from schnetpack.task import AtomisticTask
+
+from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.losses import HessianOutput
 
 __all__ = ["HessianTask", "NonFiniteLossError", "pickled_globals"]
 
@@ -94,6 +99,7 @@ class HessianTask(AtomisticTask):
                 "strategy='ddp_find_unused_parameters_true' (spktrain: "
                 "trainer=ddp_hessian)."
             )
+        self._check_hessian_targets()
         super().on_fit_start()
 
     def loss_fn(self, pred, batch):
@@ -139,6 +145,32 @@ class HessianTask(AtomisticTask):
             f"terms: {terms}); the batch holds structures {indices}{where}. Check "
             "them with spkhess-convert --check, or lower the learning rate if the "
             "model diverged; the optimiser step was not taken"
+        )
+
+    def _check_hessian_targets(self) -> None:
+        """A Hessian loss with nonzero weight needs Hessians in the training split.
+
+        Raises:
+            HessianDataError: the data module's training split holds no Hessian and
+                it does not set ``allow_missing_hessians``.
+        """
+        weighted = [
+            o
+            for o in self.outputs
+            if isinstance(o, HessianOutput) and float(o.loss_weight) != 0.0
+        ]
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check = getattr(datamodule, "has_training_hessians", None)
+        if not weighted or check is None:
+            return
+        if getattr(datamodule, "allow_missing_hessians", False) or check():
+            return
+        raise HessianDataError(
+            f"{datamodule.datapath}: the training split holds no Hessian, but "
+            f"{weighted[0].name!r} has loss weight {weighted[0].loss_weight}: this would "
+            "train an E/F model and report NaN Hessian errors. Use data with Hessians, "
+            "set the Hessian loss weight to 0 (globals.hessian_weight=0), or train anyway "
+            "with data.allow_missing_hessians=True"
         )
 
     # AtomisticTask enables gradients in validation/test and leaves them on; under DDP

@@ -98,3 +98,36 @@ def test_fit_stops_before_the_weights_take_the_nan(batch):
         trainer.fit(task, datamodule=OneBatch())
     for a, b in zip(before, task.parameters()):
         assert torch.equal(a, b.detach())
+
+
+@pytest.mark.integration
+def test_hessian_loss_on_data_without_hessians_is_refused(tmp_path):
+    """reactive_efh on data without a single Hessian stops before training (it used
+    to train E+F, exit 0 and report test_hessian_MAE = nan); the opt-in trains."""
+    from schnetpack_hessian.data import write
+    from schnetpack_hessian.data.testing import make_atoms
+    from schnetpack_hessian.testing import run_spktrain
+
+    data = tmp_path / "no_hessians.h5"
+    write(data, make_atoms(n_structures=24, seed=3, missing_every=1, sizes=(3, 4)))
+    command = [
+        "experiment=reactive_efh",
+        f"data.datapath={data}",
+        "trainer.max_epochs=1",
+        "model.representation.n_atom_basis=8",
+        "model.representation.n_interactions=1",
+        "globals.atomrefs=False",
+        "logger=csv",
+    ]
+    refused = run_spktrain(command + ["run.id=refused"], tmp_path)
+    assert refused.returncode != 0
+    assert "the training split holds no Hessian" in refused.stderr
+    assert "data.allow_missing_hessians=True" in refused.stderr
+    assert not (tmp_path / "runs" / "refused" / "best_model").exists()
+    allowed = run_spktrain(
+        command + ["run.id=allowed", "data.allow_missing_hessians=True"], tmp_path
+    )
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    # each run draws its split in its own directory: runs never share one
+    assert (tmp_path / "runs" / "allowed" / "split.npz").exists()
+    assert not (tmp_path / "data" / "split.npz").exists()

@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
         "worst_asymmetry_at": report.worst_at,
+        "duplicates": report.duplicates,
         "physics": report.physics.as_dict(),
     }
 

@@ -10,6 +10,7 @@ included); :func:`convert` and :func:`check` add validation and the physics chec
 ``spkhess-convert`` is a thin wrapper around them.
 """
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -35,12 +36,14 @@ from schnetpack_hessian.convert.base import (
 from schnetpack_hessian.data.io import H5_SUFFIXES, DB_SUFFIXES, RecordWriter
 from schnetpack_hessian.data.physics import PhysicsCheck, PhysicsReport
 from schnetpack_hessian.data.record import (
+    Duplicates,
     HessianRecord,
+    InputReactions,
     Origin,
     ReactionIds,
     validate_record,
 )
-from schnetpack_hessian.data.units import complete_units, normalize_unit
+from schnetpack_hessian.data.units import check_dimension, complete_units
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -59,6 +62,8 @@ __all__ = [
     "convert",
     "check",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Input formats, in the order :func:`guess_format` tries them.
 READERS: Dict[str, Reader] = {
@@ -142,13 +147,21 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
     user (never guessed); a user option may only confirm a stated unit."""
     stated = {k: (v, None) for k, v in (reader.units or {}).items()}
     in_file = _file_step(reader, str(path), lambda: reader.file_units(path, options))
-    stated.update({k: (v, "file") for k, v in in_file.items() if v})
+    for name, value in in_file.items():
+        if value:
+            check_dimension(value, name, f"{path}: the file declares")
+            stated[name] = (value, "file")
     for name in ("energy", "distance"):
         given = options.get(f"{name}_unit")
-        if given is None or name not in stated:
+        if given is None:
+            continue
+        given = check_dimension(
+            given, name, f"{path}: option {name}_unit (--{name}-unit)"
+        )
+        if name not in stated:
             continue
         value, by = stated[name]
-        if normalize_unit(given) == normalize_unit(value):
+        if given == check_dimension(value, name):
             continue
         if by == "file":
             raise ConversionError(
@@ -171,15 +184,57 @@ def _units(reader: Reader, path: Path, options: Dict[str, Any]) -> Dict[str, str
     return complete_units(declared)
 
 
+def _input_reactions(
+    reader: Reader, inputs: Dict[Path, List[Path]]
+) -> "tuple[Optional[InputReactions], Dict[Path, Optional[int]]]":
+    """Offsets that make the reaction ids of several inputs unique.
+
+    Args:
+        reader: the format.
+        inputs: each input (as given) → its files (a deepmd or HORM folder holds
+            several; they share the input's ids).
+
+    Returns:
+        ``(reactions, offsets)``: ``None`` and ``{}`` for one input or a format whose
+        inputs share their ids; else the offset of each input (``None``: its ids are
+        known only while reading, the offset is taken then).
+    """
+    if reader.shared_reactions or len(inputs) < 2:
+        return None, {}
+    reactions = InputReactions()
+    offsets: Dict[Path, Optional[int]] = {}
+    for given, files in inputs.items():
+        tables = [
+            _file_step(reader, str(f), lambda f=f: reader.reactions(f)) for f in files
+        ]
+        if any(t is None for t in tables):
+            offsets[given] = None
+            continue
+        ids = [i for t in tables for i in t[0]]
+        names = {i: n for t in tables for i, n in t[1].items()}
+        offsets[given] = reactions.add(str(given), ids, names)
+    return reactions, offsets
+
+
 def _records(
     reader: Reader,
-    files: Sequence[Path],
+    inputs: Dict[Path, List[Path]],
     options: Dict[str, Any],
     prepared: Dict[str, Any],
+    reactions: Optional[InputReactions] = None,
+    offsets: Optional[Dict[Path, Optional[int]]] = None,
 ) -> Iterator[HessianRecord]:
-    """Every structure with its :class:`Origin`; parser failures located."""
+    """Every structure with its :class:`Origin` and reaction ids unique over the
+    inputs (``reactions``/``offsets`` from :func:`_input_reactions`); parser
+    failures located."""
     kind = options.get("kind")
-    for path in files:
+    for given, path in ((g, f) for g, files in inputs.items() for f in files):
+        offset, lazy = None, False
+        if reactions is not None:
+            offset = offsets.get(given)
+            if offset is None:  # ids known only now: shifted past all ids so far
+                offset = offsets[given] = reactions.add(str(given))
+                lazy = True
         entries = reader.entries(path, options, prepared)
         index = 0
         while True:
@@ -198,6 +253,20 @@ def _records(
             record.origin = origin
             if kind is not None:
                 record.kind = kind
+            if offset is not None:
+                try:
+                    shifted = reactions.shift(record.reaction, offset)
+                except HessianDataError as err:
+                    raise ConversionError(f"{origin}: {err}") from err
+                if lazy and offset and shifted != record.reaction:
+                    log.warning(
+                        "%s: reaction ids shifted by %d to keep them apart from the "
+                        "earlier inputs'",
+                        path,
+                        offset,
+                    )
+                    lazy = False
+                record.reaction = shifted
             yield record
             index += 1
 
@@ -222,11 +291,13 @@ def open_source(
         raise ConversionError(f"unknown format {fmt!r}; choose from {list(READERS)}")
     reader = READERS[fmt]
     options = _options(reader, dict(options))
-    files: List[Path] = []
+    inputs: Dict[Path, List[Path]] = {}
     for p in map(Path, paths):
         if not p.exists():
             raise ConversionError(f"{p}: no such file or folder")
-        files.extend(_file_step(reader, str(p), lambda p=p: reader.files(p)))
+        found = _file_step(reader, str(p), lambda p=p: reader.files(p))
+        inputs.setdefault(p, []).extend(found)
+    files = [f for found in inputs.values() for f in found]
     units = None
     for f in files:
         u = _units(reader, f, options)
@@ -241,7 +312,17 @@ def open_source(
     prepared = _file_step(reader, name, lambda: reader.prepare(files, options))
     metadata = dict(reader.metadata)
     metadata.update(prepared.get("metadata", {}))
-    records = _records(reader, files, options, prepared)
+    reactions, offsets = _input_reactions(reader, inputs)
+    if reactions is not None:
+        metadata.update(reactions.metadata())
+        metadata.setdefault("inputs", [str(p) for p in inputs])
+        for f, offset in reactions.shifted:
+            log.warning(
+                "%s: reaction ids shifted by %d, they collide with an earlier input's",
+                f,
+                offset,
+            )
+    records = _records(reader, inputs, options, prepared, reactions, offsets)
     return Source(records, units, metadata, total, name, fmt)
 
 
@@ -288,21 +369,28 @@ def _validated(
     report: SymmetryReport,
     progress: bool,
 ) -> Iterator[HessianRecord]:
-    """Validate and physics-check every record (messages name its origin).
+    """Validate and physics-check every record (messages name its origin); count
+    structures given twice (``report.duplicates``, a warning at the end).
 
     Raises:
         HessianDataError: a bad record, or no record at all (raised when the stream
             ends, so that a writer consuming it leaves no output).
     """
+    duplicates = Duplicates()
     for i, rec in enumerate(_progress(source, progress)):
         rec, asym = validate_record(
             rec, rtol=rtol, symmetrize=symmetrize, units=source.units
         )
         physics(rec, source.units, report.physics)
         report.update(i, rec.hessian is not None, asym, str(rec.origin))
+        duplicates(rec.numbers, rec.positions, str(rec.origin))
         yield rec
     if report.n_structures == 0:
         raise HessianDataError(f"{source.name}: holds no structures")
+    report.duplicates = duplicates.count
+    message = duplicates.message(source.name)
+    if message:
+        log.warning(message)
 
 
 def _check_rtol(rtol: float):
@@ -414,6 +502,7 @@ def check(
         "worst_asymmetry": report.worst_asymmetry,
         "worst_index": report.worst_index,
         "worst_asymmetry_at": report.worst_at,
+        "duplicates": report.duplicates,
         "units": source.units,
         "metadata": {
             k: (

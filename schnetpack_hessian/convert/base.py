@@ -96,7 +96,8 @@ class Reader:
     structures if cheap, :meth:`prepare` sees all files before reading (cross-file
     labels, conventions) and :meth:`entries` hands out one :data:`Entry` per
     structure.  The driver (:func:`schnetpack_hessian.convert.open_source`) does
-    everything else: option and unit checks, kind overrides, counting, origins and
+    everything else: option and unit checks, kind overrides, counting, origins,
+    reaction ids unique over several inputs (:meth:`reactions`, names kept) and
     wrapping every parser failure as ``"<input>: structure <k> (<group>): <problem>"``.
     """
 
@@ -104,6 +105,10 @@ class Reader:
     units: Optional[Dict[str, str]] = None
     options: Dict[str, Option] = {}
     metadata: Dict[str, Any] = {}
+    #: True if reaction ids of all inputs index one table (the same id is the same
+    #: reaction in every input, as in OpenREACT's three files); else each input's ids
+    #: are its own and the driver makes them unique over the inputs.
+    shared_reactions: bool = False
 
     def detect(self, path: Path) -> bool:
         """True if ``path`` is in this format."""
@@ -119,6 +124,12 @@ class Reader:
 
     def count(self, path: Path) -> Optional[int]:
         """Number of structures in ``path`` if known cheaply."""
+        return None
+
+    def reactions(self, path: Path) -> Optional[Tuple[Any, Dict[int, str]]]:
+        """Reaction ids of ``path``'s structures and ``{id: name}`` if known cheaply
+        (``None``: only known while reading; the ids are then always shifted past
+        those of earlier inputs)."""
         return None
 
     def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,7 +8,11 @@ labels ``kind`` / ``reaction`` in the comment line (``reaction`` an id or a name
 ``keto_enol_3``; our writer adds ``reaction_name="..."`` where the name is known, and
 the reader prefers it, so names survive a round trip).  Units are whatever the file says
 in ``energy_unit=... distance_unit=...`` keys (our writer adds them) or what the user
-declares (``--energy-unit``, ``--distance-unit``); they are never guessed.
+declares (``--energy-unit``, ``--distance-unit``); they are never guessed.  Units are
+read per frame: the file's units are those of its first frame, and a later frame that
+declares other units (e.g. ``energy_unit=kcal/mol``) is converted to them.  Energy,
+forces and Hessian must be numbers: ``energy=T`` (a boolean to ASE) or text is an error
+naming file, frame and key.
 
 The writer prints every float with 17 significant digits, so float64 round trips exactly.
 """
@@ -29,7 +33,7 @@ from schnetpack_hessian.data.record import (
     hessian_to_square,
     validate_record,
 )
-from schnetpack_hessian.data.units import derived_units
+from schnetpack_hessian.data.units import complete_units, derived_units
 
 __all__ = ["READER", "ExtxyzReader", "write", "SUFFIXES"]
 
@@ -37,10 +41,22 @@ SUFFIXES = (".xyz", ".extxyz")
 _UNIT_KEYS = {"energy": "energy_unit", "distance": "distance_unit"}
 
 
+def _numeric(key: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array; booleans (``energy=T``) and text are errors
+    (located by the driver: file and frame)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        shown = repr(value) if arr.ndim == 0 else f"an array of {arr.dtype.name}"
+        raise ConversionError(
+            f"{key} is {shown}, not a number (a boolean T/F or text in the file)"
+        )
+    return arr.astype(np.float64)
+
+
 def _frame_hessian(atoms) -> "np.ndarray | None":
     n = len(atoms)
     if P.hessian in atoms.arrays:
-        arr = np.asarray(atoms.arrays[P.hessian], dtype=np.float64)
+        arr = _numeric(P.hessian, atoms.arrays[P.hessian])
         if arr.shape != (n, 9 * n):
             raise ConversionError(
                 f"per-atom hessian has shape {arr.shape}, expected (N, 9N) = "
@@ -50,7 +66,7 @@ def _frame_hessian(atoms) -> "np.ndarray | None":
     value = atoms.info.get(P.hessian)
     if value is None:
         return None
-    return hessian_to_square(np.asarray(value, dtype=np.float64), n)
+    return hessian_to_square(_numeric(P.hessian, value), n)
 
 
 def _frame_record(atoms) -> HessianRecord:
@@ -62,8 +78,8 @@ def _frame_record(atoms) -> HessianRecord:
     return HessianRecord(
         numbers=atoms.numbers.copy(),
         positions=atoms.positions.copy(),
-        energy=float(energy),
-        forces=np.asarray(forces, dtype=np.float64),
+        energy=float(_numeric("energy", energy).reshape(-1)[0]),
+        forces=_numeric("forces", forces),
         hessian=_frame_hessian(atoms),
         kind=atoms.info.get(P.kind, "other"),
         reaction=atoms.info.get(P.reaction_name) or atoms.info.get(P.reaction, -1),
@@ -72,9 +88,23 @@ def _frame_record(atoms) -> HessianRecord:
     )
 
 
+def _declared_units(atoms) -> Dict[str, str]:
+    """The units a frame declares (``energy``/``distance``; empty if none)."""
+    return {k: atoms.info[key] for k, key in _UNIT_KEYS.items() if key in atoms.info}
+
+
+def _frame_units(atoms, fallback: Mapping[str, Optional[str]]) -> Dict[str, str]:
+    """All four units of a frame: its own declaration, else ``fallback`` (the
+    user's options for the first frame, the first frame's units for later ones)."""
+    declared = {k: fallback.get(k) for k in _UNIT_KEYS}
+    declared.update(_declared_units(atoms))
+    return complete_units(declared)
+
+
 class ExtxyzReader(Reader):
-    """Extended XYZ frames; units from ``energy_unit=``/``distance_unit=`` in the
-    first frame or declared by the user; ``reaction`` labels may be ids or names."""
+    """Extended XYZ frames; units from ``energy_unit=``/``distance_unit=`` of each
+    frame (converted to the first frame's) or declared by the user; ``reaction``
+    labels may be ids or names."""
 
     name = "extxyz"
     metadata = {"source": "extxyz"}
@@ -84,17 +114,19 @@ class ExtxyzReader(Reader):
         return Path(path).suffix.lower() in SUFFIXES
 
     def file_units(self, path: Path, options: Dict[str, Any]) -> Dict[str, str]:
+        """The units the first frame declares (those of the converted file)."""
         frame = next(ase_iread(str(path), index=":", format="extxyz"), None)
         if frame is None:
             raise ConversionError(f"{path}: no frames")
-        return {
-            k: frame.info[key] for k, key in _UNIT_KEYS.items() if key in frame.info
-        }
+        return _declared_units(frame)
 
     def entries(
         self, path: Path, options: Dict[str, Any], prepared: Dict[str, Any]
     ) -> Iterator[Entry]:
+        """One entry per frame, converted from its own declared units to the
+        first frame's."""
         frames = ase_iread(str(path), index=":", format="extxyz")
+        target: Optional[Dict[str, str]] = None
         while True:
             try:
                 atoms = next(frames)
@@ -102,7 +134,19 @@ class ExtxyzReader(Reader):
                 return
             except KeyError as err:  # ASE's symbol lookup
                 raise ConversionError(f"unknown element symbol {err}") from err
-            yield None, lambda atoms=atoms: _frame_record(atoms)
+            if target is None:
+                target = _frame_units(
+                    atoms, {k: options.get(f"{k}_unit") for k in _UNIT_KEYS}
+                )
+
+            def load(atoms=atoms) -> HessianRecord:
+                units = _frame_units(atoms, target)
+                record = _frame_record(atoms)
+                return (
+                    record if units == target else convert_record(record, units, target)
+                )
+
+            yield None, load
 
 
 READER = ExtxyzReader()

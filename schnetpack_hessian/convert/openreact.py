@@ -18,8 +18,13 @@ Padding: molecules smaller than the array width are padded with empty / ``X`` / 
 species and/or NaN coordinates; padded atoms are dropped (with their Hessian rows and
 columns).
 
-Labels: the file name gives the subset (``RTP`` → critical points, ``IRC`` → ``irc``,
-``NMS`` → ``nms``).  Critical points take their ``kind`` from a group-path component
+Labels: each file is one subset (``RTP`` → critical points, ``IRC`` → ``irc``, ``NMS``
+→ ``nms``), taken from, in this order: the file's root attribute ``subset`` (content;
+an option that contradicts it is an error), the ``subset`` option (``--subset``), or the
+file name, where ``RTP``, ``IRC`` or ``NMS`` must be a whole token of the name as in the
+official ``molecules-RTP.h5`` (``birch-RTP.h5`` is RTP; the letters ``IRC`` inside
+``BIRCH`` are no token).  With ``kind`` (``--kind``) every structure gets that label and
+no subset is needed; otherwise a file none of these name is an error.  Critical points take their ``kind`` from a group-path component
 (``reactant``/``r``, ``product``/``p``, ``ts``/``t``) if there is one, else from the
 Hessian: one negative eigenvalue → ``ts``; none → ``reactant`` for the first minimum of
 a group, ``product`` for later ones; without a Hessian → ``other``.  ``reaction`` is
@@ -86,19 +91,59 @@ _KIND_TOKENS = {
 _PAD_SPECIES = {"", "X", "0"}
 
 
-def subset_of(path: PathLike, kind: Optional[str] = None) -> Optional[str]:
-    """``None`` for critical points (RTP), ``"irc"`` or ``"nms"`` from the file name.
+def subset_of(
+    path: PathLike, kind: Optional[str] = None, subset: Optional[str] = None
+) -> Optional[str]:
+    """The subset of an OpenREACT file: ``None`` for critical points (RTP), ``"irc"``
+    or ``"nms"``.
+
+    Read from the file's root attribute ``subset``, else the ``subset`` option, else
+    a whole token ``RTP``/``IRC``/``NMS`` of the file name (``molecules-IRC.h5``);
+    never from a substring of the name.
+
+    Args:
+        path: the HDF5 file.
+        kind: the ``kind`` option (labels every structure; then an unknown subset is
+            no error).
+        subset: the ``subset`` option (``"RTP"``, ``"IRC"``, ``"NMS"``; ``None`` or
+            ``"auto"``: not given).
 
     Raises:
-        ConversionError: the name says neither and no ``kind`` override is given.
+        ConversionError: the attribute and the option differ, the attribute is not
+            a subset name, the name holds two subset tokens, or nothing tells the
+            subset and no ``kind`` is given.
     """
-    match = re.search(r"(RTP|IRC|NMS)", str(path).rsplit("/", 1)[-1].upper())
-    if match:
-        return _SUBSETS[match.group(1)]
+    subset = None if subset in (None, "auto") else str(subset).upper()
+    with open_hdf5(path) as f:
+        stored = f.attrs.get("subset")
+    if stored is not None:
+        stored = (stored.decode() if isinstance(stored, bytes) else str(stored)).upper()
+        if stored not in _SUBSETS:
+            raise ConversionError(
+                f"{path}: root attribute subset={stored!r} is not one of "
+                f"{list(_SUBSETS)}"
+            )
+        if subset is not None and subset != stored:
+            raise ConversionError(
+                f"{path}: the file says subset {stored}, the option says {subset}"
+            )
+        return _SUBSETS[stored]
+    if subset is not None:
+        return _SUBSETS[subset]
+    tokens = set(re.split(r"[^A-Z0-9]+", Path(path).name.upper())) & set(_SUBSETS)
+    if len(tokens) > 1:
+        raise ConversionError(
+            f"{path}: the file name holds the subsets {sorted(tokens)}; pass --subset "
+            "RTP|IRC|NMS"
+        )
+    if tokens:
+        return _SUBSETS[tokens.pop()]
     if kind is None:
         raise ConversionError(
-            f"{path}: cannot tell the subset from the file name (expected RTP, IRC or NMS "
-            "in it); pass --kind"
+            f"{path}: cannot tell whether it holds critical points (RTP), IRC or NMS "
+            "structures: it has no root attribute 'subset' and RTP, IRC or NMS is no "
+            "whole token of its name (e.g. molecules-IRC.h5); pass --subset RTP|IRC|NMS "
+            "or --kind"
         )
     return kind
 
@@ -272,7 +317,14 @@ class OpenReactReader(Reader):
     name = "openreact"
     units = UNITS
     metadata = METADATA
+    shared_reactions = True
     options = {
+        "subset": Option(
+            "auto",
+            "which OpenREACT subset every input is (auto: the file's 'subset' "
+            "attribute, else RTP/IRC/NMS as a whole token of its name)",
+            ("auto", "RTP", "IRC", "NMS"),
+        ),
         "forces_sign": Option(
             "auto",
             "whether the stored 'forces' are -dE/dR ('forces') or dE/dR ('gradient')",
@@ -296,7 +348,7 @@ class OpenReactReader(Reader):
 
     def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
         kind = options.get("kind")
-        subsets = {str(p): subset_of(p, kind) for p in files}
+        subsets = {str(p): subset_of(p, kind, options["subset"]) for p in files}
         names = set()
         for p in files:
             with open_hdf5(p) as f:

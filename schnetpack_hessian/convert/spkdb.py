@@ -9,13 +9,14 @@ property names are configurable.  Labels ``kind`` (int code or string) and
 """
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 from ase.db import connect
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert.base import ConversionError, Entry, Option, Reader
+from schnetpack_hessian.data.io import file_reactions
 from schnetpack_hessian.data.record import HessianRecord, hessian_to_square, kind_name
 from schnetpack_hessian.data.storage import native_byte_order
 
@@ -102,6 +103,10 @@ class SpkdbReader(Reader):
     def count(self, path: Path) -> Optional[int]:
         with connect(str(path), type="db", use_lock_file=False) as conn:
             return conn.count()
+
+    def reactions(self, path: Path) -> Optional[Tuple[Any, Dict[int, str]]]:
+        ids, names = file_reactions(path)
+        return None if ids is None else (ids, names)
 
     def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
         md = self._metadata(files[0]) if len(files) == 1 else {}

@@ -2,11 +2,16 @@
 conversion input, e.g. to export them to deepmd-kit or extxyz."""
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 from schnetpack_hessian.convert.base import Entry, Reader, is_hdf5, open_hdf5
 from schnetpack_hessian.data.hdf5 import FORMAT_NAME
-from schnetpack_hessian.data.io import file_metadata, file_units, read_records
+from schnetpack_hessian.data.io import (
+    file_metadata,
+    file_reactions,
+    file_units,
+    read_records,
+)
 
 __all__ = ["READER", "TrainingReader"]
 
@@ -29,6 +34,10 @@ class TrainingReader(Reader):
     def count(self, path: Path) -> Optional[int]:
         with open_hdf5(path) as f:
             return int(f["n_atoms"].shape[0])
+
+    def reactions(self, path: Path) -> Optional[Tuple[Any, Dict[int, str]]]:
+        ids, names = file_reactions(path)
+        return None if ids is None else (ids, names)
 
     def prepare(self, files: Sequence[Path], options: Dict[str, Any]) -> Dict[str, Any]:
         md = file_metadata(files[0]) if len(files) == 1 else {}

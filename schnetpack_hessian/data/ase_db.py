@@ -25,7 +25,7 @@ from schnetpack_hessian.data.storage import (
     native_byte_order,
     to_tensor,
 )
-from schnetpack_hessian.data.units import normalize_unit
+from schnetpack_hessian.data.units import check_units
 from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = ["HessianASEAtomsData", "DBAppender"]
@@ -41,10 +41,9 @@ class HessianASEAtomsData(ASEAtomsData):
     def __init__(
         self, datapath: str, *args, property_units=None, distance_unit=None, **kwargs
     ):
-        property_units = {
-            k: normalize_unit(v) for k, v in (property_units or {}).items()
-        }
-        distance_unit = normalize_unit(distance_unit) if distance_unit else None
+        property_units, distance_unit = check_units(
+            property_units, distance_unit, str(datapath)
+        )
         super().__init__(
             str(datapath),
             *args,

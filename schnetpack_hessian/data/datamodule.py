@@ -13,10 +13,17 @@ from schnetpack.data import AtomsDataFormat, AtomsDataModule, AtomsLoader
 from schnetpack.data import SplittingStrategy
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.io import atomic_output, backend_of, open_dataset
+from schnetpack_hessian.data.io import backend_of, open_dataset
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
-from schnetpack_hessian.data.splitting import dataset_labels, resolve_splitting
-from schnetpack_hessian.data.units import normalize_unit
+from schnetpack_hessian.data.splitting import (
+    check_split_record,
+    data_identity,
+    dataset_labels,
+    resolve_splitting,
+    save_split,
+    strategy_record,
+)
+from schnetpack_hessian.data.units import check_units
 from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = ["HessianDataModule"]
@@ -63,7 +70,16 @@ class HessianDataModule(AtomsDataModule):
     - the structures of each ``extrapolation_kinds`` label (default ``irc``, ``nms``)
       are available through :meth:`extrapolation_dataloader`.
     - the split file stores ``train_idx``, ``val_idx``, ``test_idx`` (SchNetPack's keys)
-      and ``extrapolation_<kind>_idx``; an existing split file is reused.
+      and ``extrapolation_<kind>_idx``, with a record of the data file (SHA-256 of its
+      content, number of structures) and the strategy (class and parameters) that
+      drew it; an existing split file is reused only for the same data and strategy
+      (any strategy when neither ``splitting`` nor ``split_seed`` is given), else it is
+      refused with the reason (delete it to draw a new split).  Split files of earlier
+      versions, which hold no record, are refused the same way.
+    - :meth:`has_training_hessians` tells whether the training split holds a
+      Hessian; :class:`~schnetpack_hessian.task.HessianTask` refuses to train a
+      nonzero Hessian loss weight on data without one unless
+      ``allow_missing_hessians`` is set.
 
     Args:
         datapath: ``.db`` or ``.h5`` training file.
@@ -80,6 +96,9 @@ class HessianDataModule(AtomsDataModule):
         size_buckets: batch training structures of similar size together, in buckets
             of this many atom counts (:class:`~.sampler.SizeBucketBatchSampler`,
             seeded by torch's seed); ``None``: SchNetPack's plain shuffling.
+        allow_missing_hessians: train a Hessian loss on a training split without a
+            single Hessian (it then contributes nothing: an E/F training); default
+            ``False``, an error.
         **others: as :class:`schnetpack.data.AtomsDataModule`.
     """
 
@@ -113,6 +132,7 @@ class HessianDataModule(AtomsDataModule):
         split_seed: Optional[int] = None,
         extrapolation_kinds: Sequence[str] = ("irc", "nms"),
         size_buckets: Optional[int] = None,
+        allow_missing_hessians: bool = False,
     ):
         for name, size in (
             ("num_train", num_train),
@@ -152,11 +172,13 @@ class HessianDataModule(AtomsDataModule):
         )
         self.datapath = datapath
         self.format = backend
-        self.property_units = {
-            k: normalize_unit(v) for k, v in (property_units or {}).items()
-        } or None
-        self.distance_unit = normalize_unit(distance_unit) if distance_unit else None
+        units, self.distance_unit = check_units(
+            property_units, distance_unit, "HessianDataModule"
+        )
+        self.property_units = units or None
         self.splitting = resolve_splitting(splitting, split_seed)
+        # neither strategy nor seed given: an existing split file's strategy is taken
+        self._strategy_given = splitting is not None or split_seed is not None
         for kind in extrapolation_kinds:
             if kind not in P.KINDS:
                 raise HessianDataError(
@@ -166,6 +188,7 @@ class HessianDataModule(AtomsDataModule):
         self.extrapolation_idx: Dict[str, List[int]] = {}
         self._extrapolation_dataloaders: Dict[str, AtomsLoader] = {}
         self.size_buckets = size_buckets
+        self.allow_missing_hessians = bool(allow_missing_hessians)
 
     def train_dataloader(self) -> AtomsLoader:
         if self.size_buckets is None:
@@ -228,18 +251,20 @@ class HessianDataModule(AtomsDataModule):
             else:
                 self._split()
                 # written whole and renamed: readers without the lock never see half
-                with atomic_output(self.split_file, overwrite=True) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(
-                            fh,
-                            train_idx=np.asarray(self.train_idx, dtype=np.int64),
-                            val_idx=np.asarray(self.val_idx, dtype=np.int64),
-                            test_idx=np.asarray(self.test_idx, dtype=np.int64),
-                            **{
-                                f"extrapolation_{k}_idx": np.asarray(v, dtype=np.int64)
-                                for k, v in self.extrapolation_idx.items()
-                            },
-                        )
+                save_split(
+                    self.split_file,
+                    {
+                        "train_idx": self.train_idx,
+                        "val_idx": self.val_idx,
+                        "test_idx": self.test_idx,
+                        **{
+                            f"extrapolation_{k}_idx": v
+                            for k, v in self.extrapolation_idx.items()
+                        },
+                    },
+                    self._data_identity(),
+                    strategy_record(self.splitting),
+                )
         try:
             os.remove(lock_path)
         except FileNotFoundError:
@@ -252,8 +277,20 @@ class HessianDataModule(AtomsDataModule):
         self.train_idx, self.val_idx, self.test_idx = (list(map(int, p)) for p in parts)
         self.extrapolation_idx = self._find_extrapolation()
 
+    def _data_identity(self) -> Dict[str, Any]:
+        """:func:`~.splitting.data_identity` of the data file (hashed once)."""
+        if getattr(self, "_identity", None) is None:
+            self._identity = data_identity(self.datapath, len(self.dataset))
+        return self._identity
+
     def _read_split_file(self):
         split = np.load(self.split_file)
+        check_split_record(
+            self.split_file,
+            split,
+            self._data_identity(),
+            strategy_record(self.splitting) if self._strategy_given else None,
+        )
         self.train_idx = split["train_idx"].tolist()
         self.val_idx = split["val_idx"].tolist()
         self.test_idx = split["test_idx"].tolist()
@@ -285,6 +322,21 @@ class HessianDataModule(AtomsDataModule):
                     size,
                     got,
                 )
+
+    def has_training_hessians(self) -> bool:
+        """True if at least one structure of the training split has a Hessian
+        (reads structures until it finds one)."""
+        if self.dataset is None:
+            self.setup()
+        dataset = self.train_dataset
+        if P.hessian not in dataset.available_properties:
+            return False
+        for props in dataset.iter_properties(
+            load_properties=[P.hessian], load_structure=False
+        ):
+            if not torch.isnan(props[P.hessian]).all():
+                return True
+        return False
 
     def _find_extrapolation(self) -> Dict[str, List[int]]:
         if not self.extrapolation_kinds:

@@ -33,7 +33,7 @@ from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.storage import check_loaded, check_stored, to_tensor
-from schnetpack_hessian.data.units import conversion_factor, normalize_unit
+from schnetpack_hessian.data.units import check_units, conversion_factor
 from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = ["HDF5AtomsData", "H5Appender", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -255,14 +255,17 @@ class HDF5AtomsData(BaseAtomsData):
                 raise HessianDataError(f"{self.datapath}: metadata lacks {key}")
         self._units = dict(md["_property_unit_dict"])
         self.conversions = {p: 1.0 for p in self._units}
-        for prop, unit in (property_units or {}).items():
+        property_units, distance_unit = check_units(
+            property_units, distance_unit, str(self.datapath)
+        )
+        for prop, unit in property_units.items():
             if prop not in self._units:
                 raise HessianDataError(
                     f"{self.datapath}: property_units names {prop!r}, which the file "
                     f"does not store (available: {list(self._units)})"
                 )
             self.conversions[prop] = conversion_factor(self._units[prop], unit)
-            self._units[prop] = normalize_unit(unit)
+            self._units[prop] = unit
         self.distance_unit = distance_unit or md["_distance_unit"]
         self.distance_conversion = conversion_factor(
             md["_distance_unit"], self.distance_unit

@@ -37,7 +37,7 @@ from schnetpack_hessian.data.storage import (
     record_to_storage,
     storage_to_record,
 )
-from schnetpack_hessian.data.units import ASE_UNITS, complete_units, normalize_unit
+from schnetpack_hessian.data.units import ASE_UNITS, check_units, complete_units
 from schnetpack_hessian.data.validation import (
     SYMMETRY_RTOL,
     HessianDataError,
@@ -55,6 +55,7 @@ __all__ = [
     "write",
     "write_records",
     "read_records",
+    "file_reactions",
     "file_units",
     "file_metadata",
     "iread",
@@ -219,10 +220,11 @@ class RecordWriter:
         self.path = Path(path)
         self.mkdir = mkdir
         self.backend = backend_of(self.path)
-        self.units = {k: normalize_unit(v) for k, v in (units or ASE_UNITS).items()}
-        missing = set(ASE_UNITS) - set(self.units)
+        units = units or ASE_UNITS
+        missing = set(ASE_UNITS) - set(units)
         if missing:
             raise HessianDataError(f"{path}: units for {sorted(missing)} not declared")
+        self.units, _ = check_units(units, where=str(path))
         self.metadata = base_metadata(self.units, metadata)
         self.overwrite = overwrite
         if precision not in ("float64", "float32"):
@@ -385,6 +387,21 @@ def _sqlite_errors(path: PathLike) -> Iterator[None]:
 def file_metadata(path: PathLike) -> Dict[str, Any]:
     """Metadata of a training file (SchNetPack's keys and ours)."""
     return open_dataset(path).metadata
+
+
+def file_reactions(path: PathLike) -> Tuple[Optional[np.ndarray], Dict[int, str]]:
+    """Reaction ids of a training file's structures and the names its metadata gives.
+
+    Returns:
+        ``(ids, names)``: int64 ``(n_structures,)`` (``None`` if the file stores no
+        ``reaction`` labels as a property) and ``{id: name}``.
+    """
+    dataset = open_dataset(path)
+    names = reaction_names(dataset.metadata)
+    try:
+        return dataset.labels(P.reaction), names
+    except HessianDataError:
+        return None, names
 
 
 def file_units(path: PathLike) -> Dict[str, str]:

@@ -8,9 +8,10 @@ and from ``ase.Atoms`` in ASE units (eV, Å).
 """
 
 import functools
+import hashlib
 import numbers as _numbers
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from ase import Atoms
@@ -34,6 +35,8 @@ __all__ = [
     "HessianRecord",
     "Origin",
     "ReactionIds",
+    "InputReactions",
+    "Duplicates",
     "reaction_id",
     "reaction_names",
     "kind_code",
@@ -214,6 +217,103 @@ class ReactionIds:
         return {
             "reactions": {str(i): {"name": n} for i, n in sorted(self.names.items())}
         }
+
+
+class InputReactions:
+    """Reaction ids made unique over several inputs, with their names kept.
+
+    Each input's ids are local to it: two training files both number their reactions
+    from 0.  :meth:`add` gives an input the offset that moves its ids past every id
+    used so far when they would collide (inputs with disjoint ids, such as shards of
+    one generator run, keep theirs); :meth:`shift` applies it.  An input whose ids are
+    not known before reading (``ids=None``) is always shifted past the ids used so
+    far.  :attr:`names` collects ``{new id: name}``.
+    """
+
+    def __init__(self):
+        self.used: set = set()
+        self.next = 0
+        self.names: Dict[int, str] = {}
+        #: ``(input, offset)`` of every input whose ids were shifted
+        self.shifted: List[Tuple[str, int]] = []
+
+    def add(
+        self,
+        name: str,
+        ids: Optional[Iterable[int]] = None,
+        names: Optional[Mapping[int, str]] = None,
+    ) -> int:
+        """Register input ``name`` with its reaction ``ids`` and ``{id: name}``.
+
+        Returns:
+            The offset to add to the input's ids (``0``: kept).
+        """
+        known = None if ids is None else {int(i) for i in ids if int(i) >= 0}
+        known_names = {int(i): n for i, n in (names or {}).items()}
+        if known is not None:
+            known |= set(known_names)
+        offset = self.next if known is None or known & self.used else 0
+        if offset:
+            self.shifted.append((name, offset))
+        for i in known or ():
+            self._use(i + offset)
+        for i, n in known_names.items():
+            self.names[i + offset] = n
+        return offset
+
+    def _use(self, reaction: int):
+        self.used.add(reaction)
+        self.next = max(self.next, reaction + 1)
+
+    def shift(self, reaction: Any, offset: int) -> Any:
+        """``reaction + offset`` for an id ≥ 0; names and ``-1`` (none) unchanged."""
+        value = reaction_id(reaction)
+        if not isinstance(value, int) or value < 0:
+            return reaction
+        self._use(value + offset)
+        return value + offset
+
+    def metadata(self) -> Dict[str, Any]:
+        """``{"reactions": {"<id>": {"name": ...}}}`` if any names, else ``{}``."""
+        if not self.names:
+            return {}
+        return {
+            "reactions": {str(i): {"name": n} for i, n in sorted(self.names.items())}
+        }
+
+
+class Duplicates:
+    """Counts structures given more than once (same atomic numbers and positions,
+    bit for bit), remembering where each was first seen."""
+
+    def __init__(self):
+        self._seen: Dict[bytes, str] = {}
+        self.count = 0
+        #: up to five ``(first, again)`` descriptions
+        self.examples: List[Tuple[str, str]] = []
+
+    def __call__(self, numbers: np.ndarray, positions: np.ndarray, where: str):
+        """Account for one structure found at ``where``."""
+        key = hashlib.sha1(
+            np.ascontiguousarray(numbers, dtype=np.int64).tobytes()
+            + np.ascontiguousarray(positions, dtype=np.float64).tobytes()
+        ).digest()
+        if key not in self._seen:
+            self._seen[key] = where
+            return
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append((self._seen[key], where))
+
+    def message(self, what: str) -> Optional[str]:
+        """A sentence about the duplicates in ``what`` (``None`` if there are none)."""
+        if not self.count:
+            return None
+        shown = "; ".join(f"{b} repeats {a}" for a, b in self.examples)
+        return (
+            f"{what}: {self.count} structure(s) repeat an earlier one (same atomic "
+            f"numbers and positions), e.g. {shown}"
+        )
 
 
 @dataclass

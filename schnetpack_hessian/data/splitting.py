@@ -6,10 +6,21 @@ interface (``split(dataset, num_train, num_val, num_test)`` → three index list
 A size is an ``int`` (count), a ``float`` in ``[0, 1]`` (fraction) or ``None`` (all that
 is left; at most one).  Sizes count structures for :class:`RandomStructureSplit` and
 reactions for the strategies that split by reaction.
+
+A split file (``.npz``, SchNetPack's ``train_idx``/``val_idx``/``test_idx``) is tied
+to its data: :func:`save_split` stores, next to the indices, a record of the data
+file it was drawn for (name, size, SHA-256 of its content, number of structures) and
+of the strategy that drew it (class and parameters); :func:`check_split_record`
+refuses the file for any other data, or for another strategy, saying why.
 """
 
+import hashlib
+import json
 import math
-from typing import List, Optional, Sequence, Union
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from schnetpack.data import SplittingStrategy
@@ -18,7 +29,12 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = [
+    "SPLIT_RECORD",
     "absolute_sizes",
+    "data_identity",
+    "strategy_record",
+    "save_split",
+    "check_split_record",
     "dataset_labels",
     "RandomStructureSplit",
     "ReactionSplit",
@@ -196,3 +212,143 @@ def resolve_splitting(
             )
         return _BY_NAME[splitting](seed=seed)
     return splitting
+
+
+#: Key of the JSON record (data identity and strategy) inside a split file.
+SPLIT_RECORD = "split_record"
+#: ``written_by`` of split files drawn by :class:`~.datamodule.HessianDataModule`.
+DATAMODULE = "HessianDataModule"
+
+
+def data_identity(path: Union[str, Path], n_structures: int) -> Dict[str, Any]:
+    """What identifies a data file: name, size, SHA-256 of the content, structures.
+
+    Args:
+        path: the data file (``.h5``/``.db``).
+        n_structures: its number of structures.
+
+    Returns:
+        ``{"file", "size", "sha256", "n_structures"}`` (hashing reads the file once:
+        ~0.1 s for 30 MB).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return {
+        "file": os.path.abspath(path),
+        "size": os.path.getsize(path),
+        "sha256": digest.hexdigest(),
+        "n_structures": int(n_structures),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON stand-in of a parameter: arrays as lists, other objects by their repr
+    without memory addresses (so that the record is the same in every process)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_plain))
+
+
+def strategy_record(strategy: Any) -> Dict[str, Any]:
+    """A strategy's class and parameters, e.g. ``{"class":
+    "schnetpack_hessian.data.splitting.CriticalPointSplit", "params": {"by_reaction":
+    false, "kinds": ["reactant", "product", "ts"], "seed": 0}}``."""
+    cls = type(strategy)
+    params = {k: v for k, v in sorted(vars(strategy).items()) if not k.startswith("_")}
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "params": _jsonable(params),
+    }
+
+
+def _describe(strategy: Mapping[str, Any]) -> str:
+    params = ", ".join(f"{k}={v!r}" for k, v in strategy.get("params", {}).items())
+    return f"{strategy.get('class', '?').rsplit('.', 1)[-1]}({params})"
+
+
+def save_split(
+    path: Union[str, Path],
+    indices: Mapping[str, Sequence[int]],
+    data: Mapping[str, Any],
+    strategy: Mapping[str, Any],
+    written_by: str = DATAMODULE,
+) -> Path:
+    """Write a split file atomically with its record.
+
+    Args:
+        path: ``.npz`` file.
+        indices: ``{"train_idx": ..., "val_idx": ..., "test_idx": ..., ...}``.
+        data: :func:`data_identity` of the data file.
+        strategy: :func:`strategy_record` of the strategy that drew the split.
+        written_by: who drew it; files not drawn by the data module (the study's,
+            whose index sets are given) are checked for their data only.
+
+    Returns:
+        ``path``.
+    """
+    from schnetpack_hessian.data.io import atomic_output
+
+    path = Path(path)
+    record = {"data": dict(data), "strategy": dict(strategy), "written_by": written_by}
+    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
+    arrays[SPLIT_RECORD] = np.array(json.dumps(record))
+    with atomic_output(path, overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
+
+
+def check_split_record(
+    split_file: Union[str, Path],
+    split: Mapping[str, Any],
+    data: Mapping[str, Any],
+    strategy: Optional[Mapping[str, Any]],
+):
+    """Refuse a split file drawn for other data or by another strategy.
+
+    Args:
+        split_file: the file (for messages).
+        split: its arrays (``np.load``).
+        data: :func:`data_identity` of the data file in use.
+        strategy: :func:`strategy_record` of the strategy in use.
+
+    Raises:
+        HessianDataError: the file has no record (an earlier version wrote it), or
+            its data or strategy differ; the message says how to draw a new split.
+    """
+    again = (
+        f"delete {split_file} (or point split_file elsewhere) to draw a new split for "
+        f"{data['file']}"
+    )
+    if SPLIT_RECORD not in split:
+        raise HessianDataError(
+            f"{split_file}: the split file does not record which data file and split "
+            f"strategy it was drawn for (written by an earlier version); {again}"
+        )
+    record = json.loads(str(split[SPLIT_RECORD]))
+    drawn = record.get("data", {})
+    if (drawn.get("sha256"), drawn.get("n_structures")) != (
+        data["sha256"],
+        data["n_structures"],
+    ):
+        raise HessianDataError(
+            f"{split_file}: the split was drawn for {drawn.get('file')} "
+            f"({drawn.get('n_structures')} structures, sha256 "
+            f"{str(drawn.get('sha256'))[:12]}), not for {data['file']} "
+            f"({data['n_structures']} structures, sha256 {data['sha256'][:12]}); "
+            f"{again}"
+        )
+    if record.get("written_by") != DATAMODULE or strategy is None:
+        return
+    if _jsonable(record.get("strategy")) != _jsonable(strategy):
+        raise HessianDataError(
+            f"{split_file}: the split was drawn by "
+            f"{_describe(record.get('strategy', {}))}, but the data module splits by "
+            f"{_describe(strategy)}; {again}"
+        )

@@ -9,7 +9,7 @@ SchNetPack as well.
 """
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import schnetpack as spk
 
@@ -18,6 +18,10 @@ from schnetpack_hessian.data.validation import HessianDataError
 
 __all__ = [
     "ASE_UNITS",
+    "DIMENSIONS",
+    "check_dimension",
+    "check_units",
+    "unit_dimension",
     "normalize_unit",
     "conversion_factor",
     "derived_units",
@@ -30,6 +34,29 @@ ASE_UNITS: Dict[str, str] = {
     "energy": P.DEFAULT_UNITS["energy"],
     "forces": P.DEFAULT_UNITS["forces"],
     P.hessian: P.DEFAULT_UNITS[P.hessian],
+}
+
+#: Physical dimension of each quantity, as powers ``(energy, length)``.
+DIMENSIONS: Dict[str, Tuple[int, int]] = {
+    "energy": (1, 0),
+    "forces": (1, -1),
+    P.hessian: (1, -2),
+    "distance": (0, 1),
+}
+_DIMENSION_NAMES = {
+    (1, 0): "energy",
+    (1, -1): "energy/length",
+    (1, -2): "energy/length^2",
+    (0, 1): "length",
+    (0, 0): "dimensionless",
+}
+#: Powers ``(energy, length)`` of the unit names :func:`normalize_unit` accepts;
+#: ``mol`` is a count (dimensionless), other ASE units (time, charge, pressure, ...)
+#: have no place in energy, forces, Hessians or positions.
+_FACTOR_DIMENSIONS: Dict[str, Tuple[int, int]] = {
+    **{e: (1, 0) for e in ("eV", "Hartree", "Ha", "kcal", "kJ", "J", "Ry", "cal")},
+    **{d: (0, 1) for d in ("Ang", "Angs", "Angstrom", "Bohr", "a0", "nm", "m")},
+    "mol": (0, 0),
 }
 
 _ALIASES = {"Å": "Ang", "Angstrom": "Ang", "A": "Ang", "Ha": "Hartree", "au": "Hartree"}
@@ -70,6 +97,103 @@ def normalize_unit(unit: Optional[str]) -> Optional[str]:
     return normalized
 
 
+def _dimension_name(dim: Tuple[int, int]) -> str:
+    if dim in _DIMENSION_NAMES:
+        return _DIMENSION_NAMES[dim]
+    return f"energy^{dim[0]} length^{dim[1]}"
+
+
+def unit_dimension(unit: str) -> Tuple[int, int]:
+    """Physical dimension of a unit string as powers ``(energy, length)``.
+
+    ``"kcal/mol/Bohr"`` → ``(1, -1)``, ``"Hartree/Ang/Ang"`` → ``(1, -2)``.
+
+    Args:
+        unit: unit string (any spelling :func:`normalize_unit` accepts).
+
+    Returns:
+        ``(energy power, length power)``.
+
+    Raises:
+        HessianDataError: unknown unit, or one that is neither energy, length nor
+            ``mol`` (e.g. ``fs``).
+    """
+    pieces = normalize_unit(unit).split("/")
+    energy = length = 0
+    for sign, factors in ((1, pieces[0].split()), (-1, pieces[1:])):
+        for factor in factors:
+            if factor not in _FACTOR_DIMENSIONS:
+                raise HessianDataError(
+                    f"unit {unit!r}: {factor!r} is neither an energy nor a length unit; "
+                    "energies, forces, Hessians and positions take units such as eV, "
+                    "Hartree, kcal/mol, Ang, Bohr"
+                )
+            e, d = _FACTOR_DIMENSIONS[factor]
+            energy, length = energy + sign * e, length + sign * d
+    return energy, length
+
+
+def check_dimension(unit: str, quantity: str, where: str = "") -> str:
+    """Normalise ``unit`` and check that it is a unit of ``quantity``.
+
+    Args:
+        unit: unit string, e.g. ``"kcal/mol/Bohr/Bohr"``.
+        quantity: ``"energy"``, ``"forces"``, ``"hessian"`` or ``"distance"``.
+        where: what declared the unit (option, file), prefixed to messages.
+
+    Returns:
+        The normalised unit string.
+
+    Raises:
+        HessianDataError: the unit has another dimension (expected vs got), e.g.
+            ``"kcal/mol/Bohr"`` as a Hessian unit or ``"Ang"`` as an energy unit.
+    """
+    if quantity not in DIMENSIONS:
+        raise HessianDataError(
+            f"unknown quantity {quantity!r}, expected one of {list(DIMENSIONS)}"
+        )
+    normalized = normalize_unit(unit)
+    got = unit_dimension(normalized)
+    expected = DIMENSIONS[quantity]
+    if got != expected:
+        where = f"{where}: " if where else ""
+        raise HessianDataError(
+            f"{where}{quantity} unit {unit!r} has dimension {_dimension_name(got)}, "
+            f"expected {_dimension_name(expected)} (e.g. "
+            f"{ASE_UNITS[quantity].replace('/Ang/Ang', '/Ang^2')})"
+        )
+    return normalized
+
+
+def check_units(
+    property_units: Optional[Dict[str, str]],
+    distance_unit: Optional[str] = None,
+    where: str = "",
+) -> "tuple[Dict[str, str], Optional[str]]":
+    """Normalise ``property_units`` and ``distance_unit`` as a data module or dataset
+    takes them, checking the dimension of energy, forces, Hessian and distance.
+
+    Args:
+        property_units: ``{property: unit}``; ``energy``, ``forces``, ``hessian``
+            are checked for their dimension, other properties only parsed.
+        distance_unit: unit of positions (``None``: the file's).
+        where: what takes the units, prefixed to messages.
+
+    Returns:
+        ``(property_units, distance_unit)``, normalised.
+
+    Raises:
+        HessianDataError: unknown unit or a unit of the wrong dimension.
+    """
+    units = {
+        k: (check_dimension(v, k, where) if k in DIMENSIONS else normalize_unit(v))
+        for k, v in (property_units or {}).items()
+    }
+    if distance_unit:
+        distance_unit = check_dimension(distance_unit, "distance", where)
+    return units, distance_unit or None
+
+
 def _expand(piece: str) -> List[str]:
     """``"Ang^2"`` → ``["Ang", "Ang"]``, ``"kJ mol"`` → ``["kJ", "mol"]``; aliases."""
     factors: List[str] = []
@@ -97,7 +221,8 @@ def conversion_factor(source: Optional[str], target: Optional[str]) -> float:
         ``value_target = factor * value_source``.
 
     Raises:
-        HessianDataError: a unit is unknown, or only one of them is unit-less.
+        HessianDataError: a unit is unknown, the two have different dimensions
+            (e.g. ``kcal/mol/Bohr`` to ``eV/Ang/Ang``), or only one is unit-less.
     """
     if source is None and target is None:
         return 1.0
@@ -108,6 +233,12 @@ def conversion_factor(source: Optional[str], target: Optional[str]) -> float:
     source, target = normalize_unit(source), normalize_unit(target)
     if source == target:
         return 1.0
+    if unit_dimension(source) != unit_dimension(target):
+        raise HessianDataError(
+            f"cannot convert {source!r} ({_dimension_name(unit_dimension(source))}) to "
+            f"{target!r} ({_dimension_name(unit_dimension(target))}): different "
+            "dimensions"
+        )
     return float(spk.units.convert_units(source, target))
 
 
@@ -123,13 +254,18 @@ def derived_units(
 
     Returns:
         ``{"distance", "energy", "forces", "hessian"}`` → normalised unit strings.
+
+    Raises:
+        HessianDataError: a unit is unknown or of the wrong dimension.
     """
-    energy = normalize_unit(energy)
-    distance = normalize_unit(distance)
+    energy = check_dimension(energy, "energy")
+    distance = check_dimension(distance, "distance")
     return {
         "distance": distance,
         "energy": energy,
-        "forces": normalize_unit(forces) if forces else f"{energy}/{distance}",
+        "forces": (
+            check_dimension(forces, "forces") if forces else f"{energy}/{distance}"
+        ),
         P.hessian: f"{energy}/{distance}/{distance}",
     }
 
@@ -146,12 +282,13 @@ def complete_units(units: Dict[str, Optional[str]]) -> Dict[str, str]:
         All four units, normalised.
 
     Raises:
-        HessianDataError: energy or distance unit missing.
+        HessianDataError: energy or distance unit missing, a unit unknown or of the
+            wrong dimension.
     """
     for key in ("distance", "energy"):
         if not units.get(key):
             raise HessianDataError(f"no {key} unit declared")
     out = derived_units(units["energy"], units["distance"], units.get("forces"))
     if units.get(P.hessian):
-        out[P.hessian] = normalize_unit(units[P.hessian])
+        out[P.hessian] = check_dimension(units[P.hessian], P.hessian)
     return out

@@ -320,6 +320,8 @@ class SymmetryReport:
     worst_at: Optional[str] = None
     #: sum-rule summary (:class:`~.physics.PhysicsReport`) where physics was checked
     physics: Optional[Any] = None
+    #: structures that repeat an earlier one (same numbers and positions)
+    duplicates: int = 0
 
     def update(
         self,

@@ -707,6 +707,13 @@ def merge(
     """Merge shard outputs into one file, ordered by reaction id (stable), which
     equals the file a single run over all shards writes.
 
+    Shards of one reaction list have disjoint reaction ids and keep them; files
+    whose ids collide (e.g. two separate runs, both numbering from 0) get their ids
+    shifted past the earlier files' (:class:`~schnetpack_hessian.data.record.
+    InputReactions`), so different reactions never share an id, and their
+    ``reactions`` tables (names) move with them.  Structures given twice (same atoms
+    and positions) are reported in a warning.
+
     Args:
         files: shard files written by :func:`assemble`.
         out: output path (``.h5`` or ``.db``).
@@ -718,26 +725,48 @@ def merge(
         Number of structures written.
     """
     from schnetpack_hessian import data
+    from schnetpack_hessian.data.record import Duplicates, InputReactions
 
+    metas = [data.file_metadata(f) for f in files]
+    reactions = InputReactions()
+    duplicates = Duplicates()
+    table: Dict[str, object] = {}
+    structures = []
+    for f, md in zip(files, metas):
+        offset = reactions.add(str(f), *data.file_reactions(f))
+        entries = md.get("reactions") or {}
+        if isinstance(entries, list):
+            entries = {str(i): {"name": n} for i, n in enumerate(entries)}
+        for key, value in entries.items():
+            table[str(int(key) + offset)] = value
+        for i, atoms in enumerate(data.iread(f)):
+            atoms.info[properties.reaction] = reactions.shift(
+                atoms.info[properties.reaction], offset
+            )
+            duplicates(atoms.numbers, atoms.positions, f"{f}: structure {i}")
+            structures.append(atoms)
+    for f, offset in reactions.shifted:
+        log.warning(
+            "%s: reaction ids shifted by %d, they collide with an earlier file's",
+            f,
+            offset,
+        )
+    message = duplicates.message(f"merging into {out}")
+    if message:
+        log.warning(message)
     if metadata is None:
-        metas = [data.file_metadata(f) for f in files]
         metadata = {
             k: v
             for k, v in metas[0].items()
             if not k.startswith("_") and k not in ("kinds", "hessian_layout")
         }
-        reactions: Dict[str, object] = {}
         for f, md in zip(files, metas):
             if md.get("level_of_theory") != metadata.get("level_of_theory"):
                 raise ValueError(
                     f"{f}: level of theory {md.get('level_of_theory')} differs from "
                     f"{files[0]}: {metadata.get('level_of_theory')}"
                 )
-            reactions.update(md.get("reactions", {}))
-        metadata["reactions"] = dict(
-            sorted(reactions.items(), key=lambda kv: int(kv[0]))
-        )
-    structures = [a for f in files for a in data.iread(f)]
+        metadata["reactions"] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
     structures.sort(key=lambda a: int(a.info[properties.reaction]))
     data.write(out, structures, metadata=metadata, overwrite=overwrite)
     return len(structures)

@@ -116,7 +116,11 @@ def time_epochs(
     plan = StudyPlan("epochs", tuple(arms), n_folds, budget)
     split = _split(data, fraction, n_folds)
     split_file = write_split_file(
-        split, split.heldout_critical(data.kinds), out / "split.npz"
+        split,
+        split.heldout_critical(data.kinds),
+        out / "split.npz",
+        data.path,
+        len(data.structures),
     )
     n_batches = int(np.ceil(len(split.train) / budget.batch_size))
     rows = []

@@ -12,12 +12,11 @@ import json
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 from schnetpack_hessian.pretrained import export_model
 from schnetpack_hessian.study.matrix import Arm, StudyPlan
 from schnetpack_hessian.study.runner import (
-    MODEL_FILE,
     StudyData,
     spktrain_args,
     train_run,
@@ -76,7 +75,13 @@ def pretrain(
     run_dir = work / "runs" / name
     budget = plan.budget
     if not training_finished(run_dir, budget.max_epochs, budget.patience):
-        split_file = write_split_file(split, [], work / "splits" / f"{name}.npz")
+        split_file = write_split_file(
+            split,
+            [],
+            work / "splits" / f"{name}.npz",
+            data.path,
+            len(data.structures),
+        )
         args = spktrain_args(arm, plan, data, split_file, work, device, run_id=name)
         train_run(args, run_dir, work, threads)
     scored = scored_subset(

@@ -231,6 +231,8 @@ def run_arm(
             split,
             split.heldout_critical(data.kinds),
             out / "splits" / f"{arm.name}.npz",
+            data.path,
+            len(data.structures),
         )
         train_run(
             spktrain_args(arm, plan, data, split_file, out, device),

@@ -16,12 +16,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.io import atomic_output
+from schnetpack_hessian.data.splitting import data_identity, save_split
 
 __all__ = ["RunSplit", "reaction_folds", "make_split", "write_split_file"]
 
@@ -158,17 +158,27 @@ def _capped_draw(
     return np.array(val, dtype=pool.dtype), rest
 
 
-def write_split_file(split: RunSplit, test: List[int], path: Path) -> Path:
+def write_split_file(
+    split: RunSplit, test: List[int], path: Path, data_path: Path, n_structures: int
+) -> Path:
     """Write the split in :class:`~schnetpack_hessian.data.HessianDataModule`'s format
-    (``train_idx``, ``val_idx``, ``test_idx``), atomically."""
+    (``train_idx``, ``val_idx``, ``test_idx``), atomically, with the record that ties
+    it to its data file (:func:`~schnetpack_hessian.data.splitting.save_split`; the
+    data module accepts it for this data file only, whatever its strategy).
+
+    Args:
+        split: the run's index sets.
+        test: spktrain's test indices.
+        path: the ``.npz`` file.
+        data_path: the data file the indices point into.
+        n_structures: its number of structures.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays: Dict[str, np.ndarray] = {
-        "train_idx": np.asarray(split.train, dtype=np.int64),
-        "val_idx": np.asarray(split.val, dtype=np.int64),
-        "test_idx": np.asarray(test, dtype=np.int64),
-    }
-    with atomic_output(path, overwrite=True) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    return path
+    return save_split(
+        path,
+        {"train_idx": split.train, "val_idx": split.val, "test_idx": test},
+        data_identity(data_path, n_structures),
+        {"class": "spkhess-study", "params": {"n_heldout": len(split.heldout)}},
+        written_by="spkhess-study",
+    )

@@ -34,6 +34,7 @@ def test_convert_and_check(tmp_path, horm_file, capsys):
     )
     report = json.loads(capsys.readouterr().out)
     assert report["structures"] == 8 and report["hessians"] == 8
+    assert report["duplicates"] == 0
     assert main(["--check", str(out), "--quiet"]) == 0
     checked = json.loads(capsys.readouterr().out)
     assert checked["format"] == "training" and checked["hessians"] == 8
@@ -111,3 +112,9 @@ def test_format_options_come_from_the_readers(tmp_path, horm_file, capsys):
     )
     assert {a.info["reaction"] for a in iread(out)} == {7}
     assert "--hessian-key" in build_parser().format_help()
+
+
+def test_the_same_input_twice_is_counted_in_the_report(tmp_path, horm_file, capsys):
+    out = tmp_path / "twice.h5"
+    assert main([str(horm_file), str(horm_file), "-o", str(out), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicates"] == 8

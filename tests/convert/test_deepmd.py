@@ -116,3 +116,23 @@ def test_written_deepmd_reads_back_with_numpy_alone(tmp_path, deepmd_system):
             hessian[k], rec.hessian.ravel() / to_kcal, rtol=1e-13
         )
         np.testing.assert_allclose(hessian[k], recs[k].hessian.ravel(), rtol=1e-12)
+
+
+def test_reaction_ids_shared_within_an_input_folder(tmp_path):
+    """The systems of one deepmd folder share its ids; a second folder is shifted."""
+    from schnetpack_hessian import properties as P
+    from schnetpack_hessian.data import iread, write
+    from schnetpack_hessian.data.testing import make_atoms
+
+    atoms = make_atoms(n_structures=6, seed=0, n_reactions=3, sizes=(2, 3))
+    write(tmp_path / "src.h5", atoms)
+    folders = []
+    for name in ("a", "b"):
+        folders.append(tmp_path / name)
+        convert([tmp_path / "src.h5"], folders[-1], out_format="deepmd")
+    convert(folders, tmp_path / "both.h5")
+    got = list(iread(tmp_path / "both.h5"))
+    first = {x.info[P.reaction] for x in got[:6]}
+    second = {x.info[P.reaction] for x in got[6:]}
+    assert first == {x.info[P.reaction] for x in atoms}
+    assert len(second) == len(first) and not first & second

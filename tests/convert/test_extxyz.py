@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
-from ase import Atoms
+from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
 from ase.io import write as ase_write
 
 from schnetpack_hessian.convert import ConversionError, convert, open_source
@@ -129,3 +130,97 @@ def test_written_extxyz_reads_back_with_ase_alone(tmp_path, path_records, per_at
         np.testing.assert_allclose(hessian, rec.hessian, rtol=1e-12)
         assert atoms.info["energy_unit"] == "kcal/mol"
         assert atoms.info["kind"] == rec.kind and atoms.info["reaction"] == rec.reaction
+
+
+def _f(x) -> str:
+    return repr(float(x))
+
+
+def _frame_text(record, info: str) -> str:
+    """One extxyz frame of ``record`` with ``info`` in the comment line."""
+    lines = [f"{record.n_atoms}", f"Properties=species:S:1:pos:R:3:forces:R:3 {info}"]
+    for z, x, f in zip(record.numbers, record.positions, record.forces):
+        lines.append(" ".join([chemical_symbols[z], *map(_f, x), *map(_f, f)]))
+    return "\n".join(lines) + "\n"
+
+
+def test_units_are_read_per_frame(tmp_path, path_records):
+    """A later frame in kcal/mol is converted, not stored as eV."""
+    a, b = path_records[:2]
+    path = tmp_path / "mixed.xyz"
+    path.write_text(
+        _frame_text(a, f"energy={_f(a.energy)} energy_unit=eV distance_unit=Ang")
+        + _frame_text(
+            b, f"energy={_f(b.energy)} energy_unit=kcal/mol distance_unit=Ang"
+        )
+    )
+    out = tmp_path / "mixed.h5"
+    convert([path], out)
+    got = list(read_records(out))
+    assert got[0].energy == a.energy
+    kcal = units.kcal / units.mol
+    assert got[1].energy == pytest.approx(b.energy * kcal)
+    np.testing.assert_allclose(got[1].forces, b.forces * kcal)
+
+
+@pytest.mark.parametrize(
+    "info, key",
+    [
+        ("energy=T", "energy"),
+        ("energy=F", "energy"),
+        ('energy=1.0 hessian="a b c"', "hessian"),
+    ],
+)
+def test_non_numeric_values_are_errors(tmp_path, path_records, info, key):
+    path = tmp_path / "bad.xyz"
+    rec = path_records[0]
+    path.write_text(
+        _frame_text(rec, f"energy={_f(rec.energy)}") + _frame_text(rec, info)
+    )
+    with pytest.raises(ConversionError, match=f"bad.xyz: structure 1: {key} is"):
+        convert([path], tmp_path / "x.h5", energy_unit="eV", distance_unit="Ang")
+
+
+def test_unit_options_and_declarations_are_checked_for_dimension(
+    tmp_path, path_records
+):
+    path = tmp_path / "ase.xyz"
+    ase_write(path, _ase_frames(path_records), format="extxyz")
+    with pytest.raises(
+        HessianDataError,
+        match="ase.xyz: option energy_unit \\(--energy-unit\\): energy unit 'Ang' has dimension length",
+    ):
+        open_source([path], energy_unit="Ang", distance_unit="Ang")
+    declared = tmp_path / "declared.xyz"
+    rec = path_records[0]
+    declared.write_text(
+        _frame_text(rec, f"energy={_f(rec.energy)} energy_unit=Bohr distance_unit=Ang")
+    )
+    with pytest.raises(
+        HessianDataError, match="declared.xyz: the file declares: energy"
+    ):
+        open_source([declared])
+
+
+def test_frame_declaring_energy_only_keeps_the_first_frames_distance(
+    tmp_path, path_records
+):
+    a, b = path_records[:2]
+    path = tmp_path / "partial.xyz"
+    path.write_text(
+        _frame_text(a, f"energy={_f(a.energy)} energy_unit=eV distance_unit=Ang")
+        + _frame_text(b, f"energy={_f(b.energy)} energy_unit=kcal/mol")
+    )
+    got = list(open_source([path]).records)
+    np.testing.assert_array_equal(got[1].positions, b.positions)
+    assert got[1].energy == pytest.approx(b.energy * units.kcal / units.mol)
+
+
+def test_integer_reaction_ids_of_two_files_are_kept_apart(tmp_path, path_records):
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.xyz")
+        ase_write(paths[-1], _ase_frames(path_records[:2]), format="extxyz")
+    out = tmp_path / "ab.h5"
+    convert(paths, out, energy_unit="eV", distance_unit="Ang")
+    assert [r.reaction for r in read_records(out)] == [0, 0, 1, 1]

@@ -99,7 +99,7 @@ def test_bad_inputs(tmp_path, openreact_files, quadratic_path, write_openreact):
     paths, _ = openreact_files
     other = tmp_path / "something.h5"
     write_openreact(other, {"/a": quadratic_path([1, 1], 2)})
-    with pytest.raises(ConversionError, match="RTP, IRC or NMS"):
+    with pytest.raises(ConversionError, match="cannot tell whether it holds"):
         open_source([other], "openreact")
     with pytest.raises(ConversionError, match="store energy in Hartree"):
         open_source(paths, "openreact", energy_unit="eV")
@@ -107,3 +107,41 @@ def test_bad_inputs(tmp_path, openreact_files, quadratic_path, write_openreact):
         f["/a/species"][0] = b"Q"
     with pytest.raises(ConversionError, match="unknown element 'Q'"):
         list(open_source([other], "openreact", kind="irc").records)
+
+
+@pytest.mark.parametrize(
+    "name, kinds",
+    [
+        ("birch-RTP.h5", {"reactant", "ts", "product"}),  # "IRC" inside "BIRCH"
+        ("molecules-IRC.h5", {"irc"}),
+        ("run_nms.h5", {"nms"}),
+    ],
+)
+def test_subset_from_whole_tokens_of_the_name(tmp_path, openreact_files, name, kinds):
+    paths, _ = openreact_files
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    source = paths[1] if "IRC" in name else paths[2] if "nms" in name else paths[0]
+    target = renamed / name
+    target.write_bytes(source.read_bytes())
+    got = {r.kind for r in open_source([target], "openreact").records}
+    assert got == kinds
+
+
+def test_subset_from_content_or_option(tmp_path, openreact_files):
+    paths, _ = openreact_files
+    plain = tmp_path / "birch.h5"
+    plain.write_bytes(paths[1].read_bytes())
+    with pytest.raises(ConversionError, match="birch.h5: cannot tell.*--subset"):
+        open_source([plain], "openreact")
+    kinds = {r.kind for r in open_source([plain], "openreact", subset="IRC").records}
+    assert kinds == {"irc"}
+    with h5py.File(plain, "a") as f:
+        f.attrs["subset"] = "NMS"
+    assert {r.kind for r in open_source([plain], "openreact").records} == {"nms"}
+    with pytest.raises(ConversionError, match="file says subset NMS, the option"):
+        open_source([plain], "openreact", subset="IRC")
+    both = tmp_path / "RTP-IRC.h5"
+    both.write_bytes(paths[1].read_bytes())
+    with pytest.raises(ConversionError, match="holds the subsets"):
+        open_source([both], "openreact")

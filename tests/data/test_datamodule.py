@@ -129,12 +129,11 @@ def _batches(dm):
 
 @pytest.mark.integration
 def test_workers_h5_equals_db(files, tmp_path):
-    split = tmp_path / "s.npz"
     out = {}
     for suffix in ("db", "h5"):
         dm = _dm(
             files[suffix],
-            split,
+            tmp_path / f"s_{suffix}.npz",  # a split file belongs to one data file
             num_train=20,
             num_val=8,
             split_seed=0,
@@ -201,3 +200,61 @@ def test_file_without_structures_is_a_sentence(tmp_path, suffix):
         HessianDataError, match=f"empty.{suffix}: the file holds no structures"
     ):
         _dm(path, tmp_path / "split.npz", num_train=0.8, num_val=0.1)
+
+
+def test_split_file_is_refused_for_other_data(files, tmp_path):
+    """A split whose indices fit another data set of the same size is refused."""
+    split = tmp_path / "split.npz"
+    _dm(files["h5"], split, num_train=20, num_val=6, split_seed=0)
+    other = tmp_path / "other.h5"
+    write(other, make_atoms(36, seed=2, n_reactions=6))
+    with pytest.raises(HessianDataError, match="drawn for .*data.h5 .*not for .*other"):
+        _dm(other, split, num_train=20, num_val=6, split_seed=0)
+    with pytest.raises(HessianDataError, match="delete .*split.npz"):
+        _dm(other, split)
+
+
+def test_split_file_is_refused_for_another_strategy(files, tmp_path):
+    split = tmp_path / "split.npz"
+    _dm(files["h5"], split, num_train=0.5, num_val=0.2, split_seed=0)
+    with pytest.raises(
+        HessianDataError,
+        match="drawn by RandomStructureSplit\\(seed=0\\), but the data module splits "
+        "by CriticalPointSplit",
+    ):
+        _dm(files["h5"], split, splitting="critical", num_train=2, num_val=1)
+    with pytest.raises(HessianDataError, match="RandomStructureSplit\\(seed=1\\)"):
+        _dm(files["h5"], split, num_train=0.5, num_val=0.2, split_seed=1)
+    same = _dm(files["h5"], split, num_train=0.5, num_val=0.2, split_seed=0)
+    assert len(same.train_idx) == 18
+
+
+def test_split_file_without_record_is_refused(files, tmp_path):
+    """Split files of earlier versions say nothing about their data."""
+    split = tmp_path / "old.npz"
+    np.savez(split, train_idx=np.arange(10), val_idx=np.arange(10, 15), test_idx=[])
+    with pytest.raises(HessianDataError, match="earlier version.*delete .*old.npz"):
+        _dm(files["db"], split)
+
+
+def test_has_training_hessians(tmp_path):
+    none = tmp_path / "none.h5"
+    write(none, make_atoms(6, seed=0, missing_every=1))
+    dm = _dm(none, tmp_path / "a.npz", num_train=4, num_val=1)
+    assert not dm.has_training_hessians()
+    some = tmp_path / "some.h5"
+    write(some, make_atoms(6, seed=0, missing_every=2))
+    assert _dm(some, tmp_path / "b.npz", num_train=4, num_val=1).has_training_hessians()
+
+
+def test_strategy_record_is_the_same_in_every_process():
+    """Parameters without a JSON form are recorded without memory addresses."""
+    from schnetpack_hessian.data.splitting import strategy_record
+
+    class Helper:
+        pass
+
+    a, b = ReactionSplit(seed=np.int64(1)), ReactionSplit(seed=1)
+    a.helper, b.helper = Helper(), Helper()
+    assert strategy_record(a) == strategy_record(b)
+    assert strategy_record(a)["params"]["seed"] == 1

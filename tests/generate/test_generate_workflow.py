@@ -225,3 +225,31 @@ def test_minimum_that_changes_bonds_is_rejected(script, tmp_path, tblite_availab
     reason = read_json(tmp_path / "w" / "r0001" / "rejected.json")["reason"]
     assert "product: optimisation changed the bonds (O0-H2 formed)" in reason
     assert (tmp_path / "w" / "r0001" / "reactant.npz").exists()
+
+
+def test_merge_keeps_colliding_reactions_apart(tmp_path, caplog):
+    """Two separate runs both number from 0: the merged file keeps each reaction's
+    structures and name under its own id; a file given twice is reported."""
+    from schnetpack_hessian.data.testing import make_atoms
+
+    files = []
+    for seed, names in ((0, ["a_to_b", "c_to_d"]), (1, ["e_to_f", "g_to_h"])):
+        f = tmp_path / f"run{seed}.h5"
+        table = {str(i): {"name": n, "smiles": n.upper()} for i, n in enumerate(names)}
+        atoms = make_atoms(n_structures=4, seed=seed, n_reactions=2)
+        data.write(f, atoms, metadata={"reactions": table})
+        files.append(f)
+    merged = tmp_path / "merged.h5"
+    assert merge(files, merged) == 8
+    got = list(data.iread(merged))
+    by_name = {}
+    for a in got:
+        by_name.setdefault(a.info["reaction_name"], set()).add(a.info["reaction"])
+    assert sorted(by_name) == ["a_to_b", "c_to_d", "e_to_f", "g_to_h"]
+    assert all(len(ids) == 1 for ids in by_name.values())
+    assert len(set.union(*by_name.values())) == 4
+    table = data.file_metadata(merged)["reactions"]
+    assert table[str(next(iter(by_name["g_to_h"])))]["smiles"] == "G_TO_H"
+    with caplog.at_level("WARNING"):
+        merge([files[0], files[0]], tmp_path / "twice.h5")
+    assert "4 structure(s) repeat an earlier one" in caplog.text

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 __all__ = [
+    "DB_SUFFIXES",
+    "H5_SUFFIXES",
+    "TRAINING_SUFFIXES",
     "OutputBusyError",
     "OutputPathError",
     "exclusive_lock",
@@ -31,6 +34,11 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
+
+#: Suffixes of training files: ASE/SchNetPack SQLite and HDF5.
+DB_SUFFIXES = (".db",)
+H5_SUFFIXES = (".h5", ".hdf5")
+TRAINING_SUFFIXES = H5_SUFFIXES + DB_SUFFIXES
 
 #: Free space kept in reserve beyond the bytes a write needs (file metadata, B-trees).
 SPACE_RESERVE = 8 * 1024**2

@@ -42,7 +42,7 @@ from schnetpack_hessian.data.validation import (
     HessianDataError,
     SymmetryReport,
 )
-from schnetpack_hessian.files import claim_output
+from schnetpack_hessian.files import DB_SUFFIXES, H5_SUFFIXES, claim_output
 
 __all__ = [
     "DB_SUFFIXES",
@@ -62,8 +62,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
-DB_SUFFIXES = (".db",)
-H5_SUFFIXES = (".h5", ".hdf5")
 
 
 def backend_of(path: PathLike) -> str:
@@ -321,20 +319,25 @@ class RecordWriter:
             with self._handle:
                 self._handle.metadata = self.metadata
 
+    def _close(self):
+        if self.backend == "h5":
+            self._handle.close()
+        elif getattr(self._handle, "connection", None) is not None:
+            self._handle.connection.close()  # after a failed write; else closed
+            self._handle.connection = None
+
     def __exit__(self, exc_type, exc, tb):
         failed_here = False
         try:
             if exc_type is None:
                 self._appender.flush()
                 self._store_reaction_names()
-            if self.backend == "h5":
-                self._handle.close()
+            self._close()
         except BaseException as err:  # the file is removed, the error raised
             failed_here = exc_type is None
             exc_type, exc, tb = type(err), err, err.__traceback__
-            if self.backend == "h5":
-                with contextlib.suppress(Exception):
-                    self._handle.close()
+            with contextlib.suppress(Exception):
+                self._close()
         if exc_type is not None and exc is None:
             exc = exc_type()
         self._output.__exit__(exc_type, exc, tb)  # raises a renamed write error

@@ -26,6 +26,7 @@ the same data set as one run.
 import logging
 import os
 import platform
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -64,6 +65,7 @@ from schnetpack_hessian.generate.store import (
     save_structure,
     write_json,
 )
+from schnetpack_hessian.processes import handle_signals, stopping_pool
 
 __all__ = [
     "GenerationConfig",
@@ -427,6 +429,10 @@ def _safe_run(
 
 
 def _worker_init(threads: int) -> None:
+    # SIGTERM ends a worker at once (the parent stops them); Ctrl-C at a terminal
+    # reaches the whole process group, and the parent handles it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         from pyscf import lib
@@ -444,7 +450,9 @@ def generate(
     progress: bool = True,
 ) -> List[ReactionOutcome]:
     """Run or resume every reaction; reactions run in parallel over ``workers``
-    processes (each gets ``cpu_count // workers`` threads).
+    processes (each gets ``cpu_count // workers`` threads).  SIGTERM or Ctrl-C stops
+    the workers and raises :class:`~schnetpack_hessian.processes.Interrupted`;
+    finished reactions are kept and a rerun resumes.
 
     Args:
         reactions: the reactions (e.g. one shard of a list).
@@ -482,9 +490,14 @@ def generate(
             report(_safe_run(r, config, str(workdir)))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(
-            workers, initializer=_worker_init, initargs=(threads,)
-        ) as pool:
+        # on SIGTERM, Ctrl-C or an error the workers are stopped, not awaited
+        with (
+            handle_signals(),
+            ProcessPoolExecutor(
+                workers, initializer=_worker_init, initargs=(threads,)
+            ) as pool,
+            stopping_pool(pool),
+        ):
             futures = [
                 pool.submit(_safe_run, r, config, str(workdir)) for r in reactions
             ]
@@ -716,11 +729,19 @@ def merge(
 
     Returns:
         Number of structures written.
+
+    Raises:
+        ValueError: a shard cannot be read (file and problem named), or the shards'
+            levels of theory differ.
     """
     from schnetpack_hessian import data
 
-    if metadata is None:
+    try:
         metas = [data.file_metadata(f) for f in files]
+        structures = [a for f in files for a in data.iread(f)]
+    except data.HessianDataError as err:  # a missing, truncated or foreign shard
+        raise ValueError(f"shard {err}") from err
+    if metadata is None:
         metadata = {
             k: v
             for k, v in metas[0].items()
@@ -737,7 +758,6 @@ def merge(
         metadata["reactions"] = dict(
             sorted(reactions.items(), key=lambda kv: int(kv[0]))
         )
-    structures = [a for f in files for a in data.iread(f)]
     structures.sort(key=lambda a: int(a.info[properties.reaction]))
     data.write(out, structures, metadata=metadata, overwrite=overwrite)
     return len(structures)

@@ -159,7 +159,7 @@ def test_full_disk_gives_a_sentence_and_leaves_nothing(tmp_path, suffix, capsys)
         assert err.startswith(f"spkhess-convert: error: {out}: no space left")
         assert "\n" not in err and list(disk.iterdir()) == []
     finally:
-        subprocess.run(["umount", str(disk)])
+        subprocess.run(["umount", "-l", str(disk)])
 
 
 def test_full_disk_h5_is_refused_before_hdf5_writes(

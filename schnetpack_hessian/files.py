@@ -57,11 +57,14 @@ def _holder(path: Path) -> str:
         pid = path.read_text().strip()
     except OSError:
         pid = ""
-    return f"process {pid}" if pid.isdigit() else "another process"
+    # a child given the descriptor holds the lock after its parent is gone
+    return f"process {pid} (or a child of it)" if pid.isdigit() else "a process"
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: PathLike, what: str) -> Iterator[int]:
+def exclusive_lock(
+    path: PathLike, what: str, doing: str = "is writing it"
+) -> Iterator[int]:
     """Hold an exclusive ``flock`` on ``path`` (created, holding our pid) while the
     block runs; removed afterwards.
 
@@ -73,6 +76,7 @@ def exclusive_lock(path: PathLike, what: str) -> Iterator[int]:
     Args:
         path: the lock file.
         what: what the lock protects, for the error (e.g. ``"out.h5"``).
+        doing: what its holder does, for the error.
 
     Yields:
         The lock file's descriptor.
@@ -88,8 +92,8 @@ def exclusive_lock(path: PathLike, what: str) -> Iterator[int]:
         except BlockingIOError:
             os.close(fd)
             raise OutputBusyError(
-                f"{what}: {_holder(path)} is writing it (lock {path}); wait for it to "
-                "finish or stop it, or choose another output"
+                f"{what}: {_holder(path)} {doing} (lock {path}); wait for it to "
+                "finish or stop it"
             ) from None
         try:
             current = os.stat(path).st_ino == os.fstat(fd).st_ino

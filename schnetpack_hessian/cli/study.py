@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Tuple
 from schnetpack_hessian.convert import ConversionError
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.processes import run_cli
 from schnetpack_hessian.study.baselines import zero_force_baseline
 from schnetpack_hessian.study.matrix import StudyPlan, full_plan, quick_plan
 from schnetpack_hessian.study.report import write_report
@@ -204,14 +205,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point: exit 2 on a study, data or output problem (one
+    sentence), 143 on SIGTERM and 130 on Ctrl-C after the running spktrain stopped
+    (rerun the command to continue)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        return run(args, argv)
-    except (StudyError, ConversionError, HessianDataError) as err:
-        print(f"spkhess-study: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(
+        "spkhess-study",
+        lambda: run(args, argv),
+        (StudyError, ConversionError, HessianDataError),
+        error_code=2,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

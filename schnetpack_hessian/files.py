@@ -8,6 +8,8 @@
 - :func:`require_space`: refuse a write the disk cannot hold before a library
   (HDF5 crashes on a full disk) meets the full disk itself.
 - :func:`write_problem`: an ``OSError`` of a write as one sentence naming the file.
+- :func:`atomic_write_bytes`: a small file written whole or not at all (training
+  files have :func:`schnetpack_hessian.data.io.atomic_output`, which also claims).
 
 Standard library only: ``spkhess-generate`` must not import torch at start-up.
 """
@@ -16,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
@@ -31,6 +34,7 @@ __all__ = [
     "check_output",
     "require_space",
     "write_problem",
+    "atomic_write_bytes",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -162,11 +166,6 @@ def check_output(
     """
     path = Path(path)
     where = f"{option} {path}"
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise OutputPathError(
-            f"{where}: expected a {' or '.join(suffixes)} file, not "
-            f"{repr(path.suffix) if path.suffix else 'a name without suffix'}"
-        )
     if path.exists():
         if directory and not path.is_dir():
             raise OutputPathError(
@@ -176,6 +175,11 @@ def check_output(
             raise OutputPathError(f"{where}: is a directory; {option} needs a file")
         if not overwrite:
             raise FileExistsError(f"{where}: exists; pass --overwrite to replace it")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputPathError(
+            f"{where}: expected a {' or '.join(suffixes)} file, not "
+            f"{repr(path.suffix) if path.suffix else 'a name without suffix'}"
+        )
     target = path if directory and path.is_dir() else path.parent
     if not target.is_dir():
         if target.exists():
@@ -185,6 +189,8 @@ def check_output(
                 f"{where}: the directory {target} does not exist; create it first"
             )
         target = _existing_ancestor(target)
+        if not target.is_dir():
+            raise OutputPathError(f"{where}: {target} is not a directory")
     if not os.access(target, os.W_OK | os.X_OK):
         raise OutputPathError(f"{where}: the directory {target} is not writable")
     return path
@@ -225,3 +231,21 @@ def write_problem(err: OSError, output: Optional[PathLike] = None) -> str:
     problem = problem or str(err)
     lead = f"{name}: " if name is not None else ""
     return f"{lead}{problem[0].lower()}{problem[1:]}" if problem else lead
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (a missing
+    parent directory is created); on any error nothing is left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -119,3 +119,19 @@ def test_cli_refuses_an_unwritable_json_directory(tmp_path, monkeypatch, capsys)
         f"spkhess-bench: error: --json {out}: the directory {tmp_path} is not "
         "writable"
     )
+
+
+def test_cli_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
+    import schnetpack_hessian.bench as bench
+    from schnetpack_hessian.cli.bench import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_suite", interrupted)
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--json", str(out), "--device", "cpu"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "spkhess-bench: interrupted; partial outputs removed"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -3,7 +3,9 @@
 - :func:`handle_signals`: SIGTERM and SIGINT raise :class:`Interrupted` in the main
   thread, so ``with`` blocks unwind (temporary files removed, children stopped).
 - :func:`run_child`: a subprocess in its own process group, stopped with its whole
-  group when the caller is interrupted or fails.
+  group when the caller is interrupted or fails, and sent SIGTERM by the kernel if
+  the caller dies without clean-up (SIGKILL).
+- :func:`die_with_parent`: the same kernel request for pool workers.
 - :func:`stopping_pool`: the worker processes of a ``ProcessPoolExecutor`` stopped
   when the block fails or is interrupted (``shutdown`` alone waits for them).
 - :func:`run_cli`: the body of every console script: one sentence instead of a
@@ -25,6 +27,7 @@ from schnetpack_hessian.files import OutputPathError, write_problem
 
 __all__ = [
     "Interrupted",
+    "die_with_parent",
     "handle_signals",
     "run_child",
     "stop_group",
@@ -74,6 +77,20 @@ def handle_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Have Linux send ``sig`` to this process when its parent ``parent`` dies, even
+    by SIGKILL (``prctl(PR_SET_PDEATHSIG)``; nothing elsewhere).  Call it first thing
+    in a child; if ``parent`` is already gone the signal comes at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
 def stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
     """SIGTERM to ``proc``'s process group, SIGKILL after ``grace`` seconds, and
     wait for ``proc``."""
@@ -96,12 +113,19 @@ def run_child(
 
     The child runs in its own session and process group: Ctrl-C at a terminal
     reaches only this process, which then stops the group (SIGTERM, SIGKILL after
-    ``grace`` seconds) and waits for it before re-raising.
+    ``grace`` seconds) and waits for it before re-raising.  If this process is
+    killed outright, the kernel sends the child SIGTERM (:func:`die_with_parent`).
 
     Returns:
         The finished process (``returncode``; output as ``popen_kwargs`` direct).
     """
-    with subprocess.Popen(list(cmd), start_new_session=True, **popen_kwargs) as proc:
+    parent = os.getpid()
+    with subprocess.Popen(
+        list(cmd),
+        start_new_session=True,
+        preexec_fn=lambda: die_with_parent(parent),
+        **popen_kwargs,
+    ) as proc:
         try:
             proc.wait()
         except BaseException:

@@ -65,7 +65,11 @@ from schnetpack_hessian.generate.store import (
     save_structure,
     write_json,
 )
-from schnetpack_hessian.processes import handle_signals, stopping_pool
+from schnetpack_hessian.processes import (
+    die_with_parent,
+    handle_signals,
+    stopping_pool,
+)
 
 __all__ = [
     "GenerationConfig",
@@ -428,11 +432,13 @@ def _safe_run(
         )
 
 
-def _worker_init(threads: int) -> None:
-    # SIGTERM ends a worker at once (the parent stops them); Ctrl-C at a terminal
-    # reaches the whole process group, and the parent handles it
+def _worker_init(threads: int, parent: int) -> None:
+    # SIGTERM ends a worker at once (the parent stops them, or the kernel when the
+    # parent is killed outright); Ctrl-C at a terminal reaches the whole process
+    # group, and the parent handles it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         from pyscf import lib
@@ -494,7 +500,7 @@ def generate(
         with (
             handle_signals(),
             ProcessPoolExecutor(
-                workers, initializer=_worker_init, initargs=(threads,)
+                workers, initializer=_worker_init, initargs=(threads, os.getpid())
             ) as pool,
             stopping_pool(pool),
         ):

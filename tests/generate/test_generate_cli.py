@@ -2,6 +2,7 @@
 enumerated reaction run end to end at GFN2-xTB; nothing imports torch before
 tblite."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -150,6 +151,30 @@ def test_signal_stops_every_worker(tmp_path, sig):
         assert last.startswith(f"spkhess-generate: interrupted ({sig.name})")
     finally:
         proc.kill()
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL leaves no time to stop them: the kernel does (a rerun would otherwise
+    find them computing the same reactions)."""
+    from schnetpack_hessian.testing import alive, descendants, wait_until
+
+    reactions = write_reactions(tmp_path / "r.yaml", NH3_INVERSION, HCN_HNC)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FOREVER, "run", "--reactions", str(reactions),
+         "--workdir", str(tmp_path / "work"), "--workers", "2", "--no-progress"],
+        env=script_env(), stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers = []
+    try:
+        assert wait_until(lambda: len(descendants(proc.pid)) >= 2, 60)
+        workers = descendants(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        assert wait_until(lambda: not any(map(alive, workers)), 5), workers
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_missing_list_bad_shard_and_bad_out_are_sentences(tmp_path, capsys):

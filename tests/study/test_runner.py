@@ -78,15 +78,17 @@ def test_signal_to_the_study_stops_spktrain_and_its_children(
 
 
 def test_no_second_spktrain_while_an_orphan_trains(tmp_path, fake_python, monkeypatch):
-    """A study killed with SIGKILL cannot stop its spktrain; a rerun must not start
-    a second one in the same run directory."""
+    """A study killed with SIGKILL cannot stop its spktrain: the kernel sends it
+    SIGTERM; whatever of it survives (here a grandchild) still holds the run
+    directory, and a rerun does not start a second trainer there."""
     run_dir = tmp_path / "runs" / "arm"
     proc = _start_study(fake_python, run_dir)
     orphans = descendants(proc.pid)
     try:
         proc.kill()
         proc.wait(10)
-        assert all(map(alive, orphans))
+        # spktrain itself got SIGTERM from the kernel; its background child lives on
+        assert wait_until(lambda: sum(map(alive, orphans)) == 1, 5), orphans
         monkeypatch.setattr(sys, "executable", str(fake_python))
         with pytest.raises(StudyError, match=f"{run_dir}: process .* is training in"):
             train_run([], run_dir, run_dir, 1)

@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Tuple
 from schnetpack_hessian.convert import ConversionError
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.files import check_output
 from schnetpack_hessian.processes import run_cli
 from schnetpack_hessian.study.baselines import zero_force_baseline
 from schnetpack_hessian.study.matrix import StudyPlan, full_plan, quick_plan
@@ -182,7 +183,12 @@ def make_plan(args: argparse.Namespace) -> StudyPlan:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Run (or continue) the study and write its report; returns the exit code."""
+    """Run (or continue) the study and write its report; returns the exit code.
+
+    ``-o`` is checked first: a file there, or a directory that cannot be created or
+    written, costs no training.
+    """
+    check_output(args.output, "-o", directory=True)
     path, label = resolve_data(args.data)
     plan = make_plan(args)
     out = Path(args.output)

@@ -126,3 +126,12 @@ def test_budget_options_reach_the_plan():
     )
     assert not changed.ts_search and changed.val_per_reaction == 1
     assert changed.weight_decay == 0.01 and changed.gradient_clip == 0.0
+
+
+def test_output_that_is_a_file_fails_before_anything_runs(tmp_path, capsys):
+    taken = tmp_path / "study"
+    taken.write_text("not a directory")
+    assert main(["--data", "shipped", "--quick", "-o", str(taken)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"spkhess-study: error: -o {taken}: is an existing file; -o needs a directory"
+    )

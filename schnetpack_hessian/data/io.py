@@ -155,10 +155,24 @@ def _naming(path: Path) -> Iterator[None]:
             raise
         raise OSError(code, f"{os.strerror(code)}; nothing was written", str(path))
     except OSError as err:
-        if err.errno not in _WRITE_ERRNOS:
+        if err.errno not in _WRITE_ERRNOS or not _writing(err.filename, path):
             raise
         strerror = err.strerror or os.strerror(err.errno)
         raise OSError(err.errno, f"{strerror}; nothing was written", str(path)) from err
+
+
+def _writing(filename: Any, path: Path) -> bool:
+    """Whether an error's ``filename`` is ``path``, its claim, partial file or
+    directory, or one of its parent directories (an unreadable input is not)."""
+    if filename is None:
+        return True
+    name = Path(os.fsdecode(filename))
+    hidden = f".{path.name}."
+    return (
+        name == path
+        or name in path.parents
+        or any(p.name.startswith(hidden) for p in (name, *name.parents))
+    )
 
 
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

@@ -263,3 +263,22 @@ def test_ctrl_c_is_one_line_and_removes_the_partial(
     err = capsys.readouterr().err.strip()
     assert err.startswith("spkhess-convert: interrupted") and "\n" not in err
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_unreadable_input_is_not_reported_as_the_output(
+    tmp_path, horm_file, monkeypatch, capsys
+):
+    import errno
+
+    import schnetpack_hessian.convert as convert
+
+    def unreadable(*args, **kwargs):  # fails while the writer holds the output
+        raise PermissionError(errno.EACCES, "Permission denied", str(horm_file))
+        yield
+
+    monkeypatch.setattr(convert, "_validated", unreadable)
+    out = tmp_path / "out.h5"
+    assert main([str(horm_file), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"spkhess-convert: error: {horm_file}: permission denied"
+    assert not out.exists() and _leftovers(tmp_path) == []

@@ -20,7 +20,7 @@ import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Dict, Iterator, Optional, Sequence, Union
 
 __all__ = [
     "DB_SUFFIXES",
@@ -124,11 +124,31 @@ def claim_path(path: PathLike) -> Path:
 
 @contextlib.contextmanager
 def claim_output(path: PathLike) -> Iterator[None]:
-    """Claim the output ``path`` while the block writes it (see
-    :func:`exclusive_lock`); a second writer is refused with
-    :class:`OutputBusyError`."""
-    with exclusive_lock(claim_path(path), str(path)):
-        yield
+    """Claim the output ``path`` while the block runs (see :func:`exclusive_lock`);
+    another process's writer is refused with :class:`OutputBusyError`.
+
+    Claims nest within a process: a command that claims its output when it starts
+    (``spkhess-generate run --out``, before hours of computation) writes it later
+    through :func:`~schnetpack_hessian.data.io.atomic_output`, which claims again.
+    """
+    key = os.path.abspath(claim_path(path))
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    with exclusive_lock(key, str(path)):
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+
+
+#: Claims this process holds (claim file → nesting depth).
+_HELD: Dict[str, int] = {}
 
 
 def _existing_ancestor(path: Path) -> Path:

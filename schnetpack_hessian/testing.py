@@ -36,6 +36,7 @@ __all__ = [
     "graph_functions",
     "descendants",
     "alive",
+    "claim_elsewhere",
     "wait_until",
 ]
 
@@ -280,3 +281,24 @@ def wait_until(condition, timeout: float, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return bool(condition())
+
+
+_CLAIM = """
+import sys, time
+from schnetpack_hessian.files import claim_output
+with claim_output(sys.argv[1]):
+    print("claimed", flush=True)
+    time.sleep(1000)
+"""
+
+
+def claim_elsewhere(path) -> "subprocess.Popen[str]":
+    """A process that holds the output claim of ``path`` until it is killed (another
+    writer of the same output, for tests)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLAIM, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    if proc.stdout.readline().strip() != "claimed":
+        proc.kill()
+        raise RuntimeError(f"could not claim {path} in a subprocess")
+    return proc

@@ -18,28 +18,12 @@ from schnetpack_hessian.files import (
     require_space,
     write_problem,
 )
-from schnetpack_hessian.testing import wait_until
-
-_HOLD = """
-import sys, time
-from schnetpack_hessian.files import claim_output
-with claim_output(sys.argv[1]):
-    print("claimed", flush=True)
-    time.sleep(1000)
-"""
+from schnetpack_hessian.testing import claim_elsewhere, wait_until
 
 
-def _holder(out):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout.readline().strip() == "claimed"
-    return proc
-
-
-def test_a_second_writer_is_refused_in_another_process_and_in_this_one(tmp_path):
+def test_a_second_writer_is_refused_and_claims_nest_in_one_process(tmp_path):
     out = tmp_path / "out.h5"
-    proc = _holder(out)
+    proc = claim_elsewhere(out)
     try:
         with pytest.raises(OutputBusyError, match=f"process {proc.pid} "):
             with claim_output(out):
@@ -48,10 +32,22 @@ def test_a_second_writer_is_refused_in_another_process_and_in_this_one(tmp_path)
         proc.kill()
         proc.wait()
     with claim_output(out):  # the kernel dropped the killed holder's lock
-        with pytest.raises(OutputBusyError, match="is writing it"):
-            with claim_output(out):
-                pass
+        with claim_output(out):  # e.g. generate run --out, then its writer
+            assert claim_path(out).exists()
+        proc = subprocess.Popen([sys.executable, "-c", _TRY_CLAIM, str(out)])
+        assert proc.wait(60) == 3  # still held after the inner claim ended
     assert not claim_path(out).exists()
+
+
+_TRY_CLAIM = """
+import sys
+from schnetpack_hessian.files import OutputBusyError, claim_output
+try:
+    with claim_output(sys.argv[1]):
+        pass
+except OutputBusyError:
+    sys.exit(3)
+"""
 
 
 def test_two_conversions_at_once_give_one_output(tmp_path):
@@ -113,7 +109,7 @@ def test_require_space_and_write_problem(tmp_path, monkeypatch):
 
 def test_a_killed_holder_leaves_a_free_claim(tmp_path):
     out = tmp_path / "out.db"
-    proc = _holder(out)
+    proc = claim_elsewhere(out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert claim_path(out).exists()  # left behind, but not held

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from schnetpack_hessian.files import TRAINING_SUFFIXES, check_output
+from schnetpack_hessian.files import TRAINING_SUFFIXES, check_output, claim_output
 from schnetpack_hessian.generate.calculators import MethodSpec
 from schnetpack_hessian.generate.enumerate import (
     EDITS,
@@ -270,37 +270,47 @@ def _enumerate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """``run``: generate (or resume) a shard, then write the finished reactions."""
+    config = _config(args)
+    index, count = parse_shard(args.shard)
+    reactions = select_shard(load_reactions(args.reactions), index, count)
+    outcomes = generate(
+        reactions,
+        config,
+        args.workdir,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    summary = {o.status: 0 for o in outcomes}
+    for o in outcomes:
+        summary[o.status] += 1
+    logging.info("shard %s: %s", args.shard, json.dumps(summary))
+    if args.out:
+        done = [o for o in outcomes if o.status == "done"]
+        if done:
+            n = assemble(
+                [args.workdir],
+                args.out,
+                metadata=dataset_metadata(config, outcomes),
+                overwrite=args.overwrite,
+                reactions=[o.reaction for o in done],
+            )
+            logging.info("wrote %d structures to %s", n, args.out)
+    return 0 if all(o.status != "failed" for o in outcomes) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed command line; returns the exit status."""
     if args.command == "enumerate":
         return _enumerate(args)
     if args.command == "run":
-        config = _config(args)
-        index, count = parse_shard(args.shard)
-        reactions = select_shard(load_reactions(args.reactions), index, count)
-        outcomes = generate(
-            reactions,
-            config,
-            args.workdir,
-            workers=args.workers,
-            progress=not args.no_progress,
-        )
-        summary = {o.status: 0 for o in outcomes}
-        for o in outcomes:
-            summary[o.status] += 1
-        logging.info("shard %s: %s", args.shard, json.dumps(summary))
-        if args.out:
-            done = [o for o in outcomes if o.status == "done"]
-            if done:
-                n = assemble(
-                    [args.workdir],
-                    args.out,
-                    metadata=dataset_metadata(config, outcomes),
-                    overwrite=args.overwrite,
-                    reactions=[o.reaction for o in done],
-                )
-                logging.info("wrote %d structures to %s", n, args.out)
-        return 0 if all(o.status != "failed" for o in outcomes) else 1
+        if not args.out:
+            return _run(args)
+        # claimed before hours of computation: a second run to --out is refused now
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with claim_output(args.out):
+            return _run(args)
     if args.command == "assemble":
         config = _stored_config(args.workdirs[0])
         outcomes = require_counts(

@@ -119,15 +119,19 @@ def _leftovers(directory):
 
 
 def test_second_writer_is_refused(tmp_path, horm_file, capsys):
-    from schnetpack_hessian.files import claim_output
+    from schnetpack_hessian.testing import claim_elsewhere
 
     out = tmp_path / "out.h5"
-    with claim_output(out):  # a conversion to out.h5 is running
+    holder = claim_elsewhere(out)  # a conversion to out.h5 is running
+    try:
         assert main([str(horm_file), "-o", str(out), "--quiet", "--overwrite"]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"spkhess-convert: error: {out}: process ")
+    assert err.startswith(f"spkhess-convert: error: {out}: process {holder.pid} ")
     assert "is writing it" in err and "\n" not in err
-    assert not out.exists() and _leftovers(tmp_path) == []
+    assert not out.exists() and _leftovers(tmp_path) == [f".{out.name}.lock"]
     assert main([str(horm_file), "-o", str(out), "--quiet"]) == 0
 
 

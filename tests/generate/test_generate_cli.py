@@ -177,6 +177,31 @@ def test_workers_die_with_a_killed_parent(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_second_run_to_one_out_is_refused_at_start(tmp_path, capsys):
+    """Before, both computed for hours and the later one failed (or replaced the
+    earlier's file) only when writing --out."""
+    from schnetpack_hessian.testing import descendants, wait_until
+
+    reactions = write_reactions(tmp_path / "r.yaml", NH3_INVERSION, HCN_HNC)
+    out = tmp_path / "set.h5"
+    run = ["run", "--reactions", str(reactions), "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(
+        [sys.executable, "-c", _FOREVER, *run, "--workdir", str(tmp_path / "w1"),
+         "--workers", "2"],
+        env=script_env(), stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: len(descendants(first.pid)) >= 2, 60)
+        assert main(run + ["--workdir", str(tmp_path / "w2")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"spkhess-generate: error: {out}: process {first.pid} ")
+        assert not (tmp_path / "w2").exists()
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert not out.exists()
+
+
 def test_missing_list_bad_shard_and_bad_out_are_sentences(tmp_path, capsys):
     work = str(tmp_path / "work")
     missing = tmp_path / "missing.yaml"

@@ -7,7 +7,9 @@ Sella's ``hessian_function``.  Any SchNetPack energy model works: a model traine
 a model with an HVP-mode ``Hessian`` computes full Hessians in evaluation.
 """
 
+import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import ase
@@ -83,6 +85,52 @@ def enable_full_hessian(
     return model
 
 
+_EXPECTED = (
+    "HessianCalculator needs a saved SchNetPack model (spktrain's best_model, or "
+    "torch.save(model, path) of an AtomisticModel)"
+)
+
+
+def _not_a_model(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a model file (missing, a data file or folder), or None."""
+    from schnetpack_hessian.convert import ConversionError, guess_format
+
+    if not path.exists():
+        return f"{path}: no such model file; {_EXPECTED}"
+    try:
+        data_format = guess_format([path])
+    except ConversionError:
+        data_format = None
+    if data_format is not None:
+        what = "folder" if path.is_dir() else "file"
+        return (
+            f"{path}: is a data {what} (format {data_format}), not a model; "
+            + _EXPECTED
+        )
+    if path.is_dir():
+        return f"{path}: is a directory, not a model file; {_EXPECTED}"
+    return None
+
+
+def _load_problem(path: Path, err: Exception) -> str:
+    """What ``path`` holds when SchNetPack could not load a model from it."""
+    try:  # weights-only: nothing in the file runs
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        content = None
+    if isinstance(content, dict) and all(
+        isinstance(v, torch.Tensor) for v in content.values()
+    ):
+        return (
+            f"{path}: holds a state_dict (parameters only), not a model; build the "
+            "model, load_state_dict() it and torch.save() the whole model, or pass "
+            f"spktrain's best_model ({_EXPECTED})"
+        )
+    return f"{path}: cannot load a model from it ({type(err).__name__}: {err}); " + (
+        _EXPECTED
+    )
+
+
 class HessianCalculator(SpkCalculator):
     """``SpkCalculator`` that also computes Hessians (ASE property ``"hessian"``).
 
@@ -93,7 +141,8 @@ class HessianCalculator(SpkCalculator):
 
     Args:
         model_file: path of a saved SchNetPack model (e.g. ``spktrain``'s best_model);
-            with schnetpack 2.2 also a model object.
+            with schnetpack 2.2 also a model object.  A data file, a folder or a
+            ``state_dict`` is refused with a ``CalculatorError`` saying what it is.
         neighbor_list: SchNetPack neighbour list transform (e.g.
             ``schnetpack.transform.MatScipyNeighborList(cutoff=5.0)``).
         hessian_key: model output holding the Hessian.
@@ -123,13 +172,23 @@ class HessianCalculator(SpkCalculator):
 
     def _load_model(self, *args, **kwargs) -> spk.model.AtomisticModel:
         # schnetpack 2.1 passes (model_file), 2.2 (model, device, dtype)
-        source = args[0] if args else next(iter(kwargs.values()), None)
+        source = args[0] if args else kwargs.get("model_file", kwargs.get("model"))
         if is_exported(source):  # pretrained:NAME or an exported file: no pickle
             model = load_exported(source).model
             if len(args) >= 3:
                 model = model.to(device=args[1], dtype=args[2])
-        else:
+            return enable_full_hessian(model, self.hessian_key)
+        if not isinstance(source, (str, os.PathLike)):
+            return enable_full_hessian(
+                super()._load_model(*args, **kwargs), self.hessian_key
+            )
+        problem = _not_a_model(Path(source))
+        if problem is not None:
+            raise CalculatorError(problem)
+        try:
             model = super()._load_model(*args, **kwargs)
+        except Exception as err:
+            raise CalculatorError(_load_problem(Path(source), err)) from err
         return enable_full_hessian(model, self.hessian_key)
 
     def calculate(

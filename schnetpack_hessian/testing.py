@@ -34,6 +34,10 @@ __all__ = [
     "energy_and_gradient",
     "run_spktrain",
     "graph_functions",
+    "descendants",
+    "alive",
+    "claim_elsewhere",
+    "wait_until",
 ]
 
 
@@ -235,3 +239,66 @@ def graph_functions(tensor: torch.Tensor) -> set:
         names.add(type(fn).__name__)
         stack.extend(f for f, _ in fn.next_functions)
     return names
+
+
+def descendants(pid: int) -> List[int]:
+    """Process ids of every live descendant of ``pid`` (from ``/proc``, Linux)."""
+    children: Dict[int, List[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if alive(child):
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_until(condition, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds passed."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+_CLAIM = """
+import sys, time
+from schnetpack_hessian.files import claim_output
+with claim_output(sys.argv[1]):
+    print("claimed", flush=True)
+    time.sleep(1000)
+"""
+
+
+def claim_elsewhere(path) -> "subprocess.Popen[str]":
+    """A process that holds the output claim of ``path`` until it is killed (another
+    writer of the same output, for tests)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLAIM, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    if proc.stdout.readline().strip() != "claimed":
+        proc.kill()
+        raise RuntimeError(f"could not claim {path} in a subprocess")
+    return proc

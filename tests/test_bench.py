@@ -60,8 +60,8 @@ def test_cli_writes_json_with_the_ratios(tmp_path, monkeypatch):
     from schnetpack_hessian.cli.bench import main
 
     monkeypatch.setattr(bench, "BenchConfig", _tiny_config(bench.BenchConfig))
-    out = tmp_path / "bench.json"
-    main(["--quick", "--json", str(out), "--device", "cpu"])
+    out = tmp_path / "missing" / "dir" / "bench.json"  # created at the end
+    assert main(["--quick", "--json", str(out), "--device", "cpu"]) == 0
     report = json.loads(out.read_text())
     assert set(report["ratios"]) == {
         "hvp1_vs_ef", "full_vs_ef", "response_vs_full", "full_infer_vs_response", "mem_full_vs_ef"
@@ -79,3 +79,59 @@ def _tiny_config(cls):
         return cls(**kwargs)
 
     return make
+
+
+@pytest.mark.parametrize(
+    "where, problem",
+    [
+        ("x.txt", "expected a .json file, not '.txt'"),
+        ("folder", "is a directory; --json needs a file"),
+        ("file/x.json", "is not a directory"),
+    ],
+)
+def test_cli_refuses_a_bad_json_path_before_benchmarking(
+    tmp_path, monkeypatch, capsys, where, problem
+):
+    import schnetpack_hessian.bench as bench
+    from schnetpack_hessian.cli.bench import main
+
+    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: 1 / 0)  # never reached
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    out = tmp_path / where
+    assert main(["--quick", "--json", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"spkhess-bench: error: --json {out}: ")
+    assert problem in err and "\n" not in err
+
+
+def test_cli_refuses_an_unwritable_json_directory(tmp_path, monkeypatch, capsys):
+    import os
+
+    import schnetpack_hessian.bench as bench
+    from schnetpack_hessian.cli.bench import main
+
+    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: 1 / 0)  # never reached
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    out = tmp_path / "missing" / "x.json"
+    assert main(["--quick", "--json", str(out), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"spkhess-bench: error: --json {out}: the directory {tmp_path} is not "
+        "writable"
+    )
+
+
+def test_cli_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
+    import schnetpack_hessian.bench as bench
+    from schnetpack_hessian.cli.bench import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_suite", interrupted)
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--json", str(out), "--device", "cpu"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "spkhess-bench: interrupted; partial outputs removed"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -82,3 +82,39 @@ def test_forces_alone_do_not_pay_for_the_hessian(model_file):
     hessian = calc.get_hessian(atoms)
     assert hessian.shape == (9, 9)
     np.testing.assert_allclose(atoms.get_forces(), forces, rtol=0, atol=1e-12)
+
+
+def _calculator(path):
+    return HessianCalculator(str(path), trn.ASENeighborList(cutoff=5.0))
+
+
+def test_data_file_instead_of_a_model_is_one_sentence(tmp_path):
+    from ase.calculators.calculator import CalculatorError
+
+    from schnetpack_hessian.data import iread, write
+    from schnetpack_hessian.datasets import reactive_set_path
+
+    shipped = reactive_set_path()
+    db = tmp_path / "data.db"
+    write(db, [next(iter(iread(shipped)))])
+    for path in (shipped, db):
+        with pytest.raises(CalculatorError) as err:
+            _calculator(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: is a data file (format ")
+        assert "), not a model; " in message
+        assert "needs a saved SchNetPack model" in message and "\n" not in message
+
+
+def test_state_dict_instead_of_a_model_is_one_sentence(model_file):
+    from ase.calculators.calculator import CalculatorError
+
+    weights = model_file.with_name("weights.pt")
+    torch.save(torch.load(model_file, weights_only=False).state_dict(), weights)
+    with pytest.raises(CalculatorError, match="holds a state_dict") as err:
+        _calculator(weights)
+    assert str(err.value).startswith(f"{weights}: holds a state_dict (parameters")
+    with pytest.raises(CalculatorError, match="no such model file"):
+        _calculator(model_file.with_name("missing.pt"))
+    with pytest.raises(CalculatorError, match="is a directory, not a model file"):
+        _calculator(model_file.parent)

@@ -5,7 +5,10 @@ import json
 import sys
 from typing import List, Optional
 
-__all__ = ["main", "run", "run_epochs", "parser"]
+from schnetpack_hessian.files import atomic_write_bytes, check_output
+from schnetpack_hessian.processes import run_cli
+
+__all__ = ["main", "run", "run_epochs", "check_outputs", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,9 +141,21 @@ def run_epochs(args: argparse.Namespace) -> dict:
         },
     }
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
     return report
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse ``--json`` / ``-o`` paths that could not be written, before the
+    benchmark runs (a missing directory of ``--json`` is created at the end).
+
+    Raises:
+        OutputPathError: option, path and problem named.
+    """
+    if args.json:
+        check_output(args.json, "--json", (".json",))
+    if args.epochs:
+        check_output(args.output, "-o", directory=True)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -172,14 +187,22 @@ def run(args: argparse.Namespace) -> dict:
     for key, value in report["ratios"].items():
         print(f"  {key:24s} {'n/a' if value is None else f'{value:.2f}'}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
     return report
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    run(parser().parse_args(argv))
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point: outputs checked first, then :func:`run`; a bad output
+    path is one sentence (exit 1), Ctrl-C exits 130 and SIGTERM 143."""
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        check_outputs(args)
+        run(args)
+        return 0
+
+    return run_cli("spkhess-bench", body)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -20,6 +20,7 @@ from schnetpack_hessian.convert import READERS, WRITERS, check, convert
 from schnetpack_hessian.convert.base import Option
 from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck
 from schnetpack_hessian.data.validation import SYMMETRY_RTOL, HessianDataError
+from schnetpack_hessian.processes import run_cli
 
 __all__ = ["build_parser", "run", "main"]
 
@@ -181,16 +182,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Console entry point: parse, run, print the report; exit 1 on data errors."""
+    """Console entry point: parse, run, print the report; exit 1 on data errors,
+    on a refused or unwritable output and on a full disk (one sentence each), 130
+    on Ctrl-C and 143 on SIGTERM (partial outputs removed)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        report = run(args)
-    except (HessianDataError, FileExistsError) as err:
-        print(f"spkhess-convert: error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2, default=str))
-    return 0
+
+    def body() -> int:
+        print(json.dumps(run(args), indent=2, default=str))
+        return 0
+
+    return run_cli("spkhess-convert", body, (HessianDataError,))
 
 
 if __name__ == "__main__":

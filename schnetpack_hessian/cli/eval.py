@@ -37,6 +37,8 @@ from schnetpack_hessian.evaluation.report import (
 )
 from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD
 from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
+from schnetpack_hessian.files import check_output
+from schnetpack_hessian.processes import run_cli
 
 __all__ = ["build_parser", "run", "main"]
 
@@ -190,7 +192,11 @@ def parse_groups(specs: Optional[Sequence[str]]) -> Dict[str, List[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, write every output file, print the table; returns the exit code."""
+    """Evaluate, write every output file, print the table; returns the exit code.
+
+    The output directory is checked first: a bad ``-o`` costs no evaluation.
+    """
+    out = check_output(args.output, "-o", directory=True)
     groups = parse_groups(args.groups)
     models, data = split_models_and_data(args.paths, args.compare)
     model_names = _unique_names(models)
@@ -249,7 +255,6 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         )
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "data": ", ".join(str(d) for d in data),
@@ -281,13 +286,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point: a model, data or output problem is one sentence
+    (exit 2), a failed write one naming the file (exit 1); Ctrl-C exits 130 and
+    SIGTERM 143."""
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (EvaluationError, ConversionError, HessianDataError) as err:
-        print(f"spkhess-eval: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(
+        "spkhess-eval",
+        lambda: run(args),
+        (EvaluationError, ConversionError, HessianDataError),
+        error_code=2,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from schnetpack_hessian.files import TRAINING_SUFFIXES, check_output, claim_output
 from schnetpack_hessian.generate.calculators import MethodSpec
 from schnetpack_hessian.generate.enumerate import (
     EDITS,
@@ -50,8 +51,9 @@ from schnetpack_hessian.generate.workflow import (
     merge,
     require_counts,
 )
+from schnetpack_hessian.processes import run_cli
 
-__all__ = ["build_parser", "run", "main"]
+__all__ = ["build_parser", "check_outputs", "run", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,37 +270,47 @@ def _enumerate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """``run``: generate (or resume) a shard, then write the finished reactions."""
+    config = _config(args)
+    index, count = parse_shard(args.shard)
+    reactions = select_shard(load_reactions(args.reactions), index, count)
+    outcomes = generate(
+        reactions,
+        config,
+        args.workdir,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    summary = {o.status: 0 for o in outcomes}
+    for o in outcomes:
+        summary[o.status] += 1
+    logging.info("shard %s: %s", args.shard, json.dumps(summary))
+    if args.out:
+        done = [o for o in outcomes if o.status == "done"]
+        if done:
+            n = assemble(
+                [args.workdir],
+                args.out,
+                metadata=dataset_metadata(config, outcomes),
+                overwrite=args.overwrite,
+                reactions=[o.reaction for o in done],
+            )
+            logging.info("wrote %d structures to %s", n, args.out)
+    return 0 if all(o.status != "failed" for o in outcomes) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed command line; returns the exit status."""
     if args.command == "enumerate":
         return _enumerate(args)
     if args.command == "run":
-        config = _config(args)
-        index, count = parse_shard(args.shard)
-        reactions = select_shard(load_reactions(args.reactions), index, count)
-        outcomes = generate(
-            reactions,
-            config,
-            args.workdir,
-            workers=args.workers,
-            progress=not args.no_progress,
-        )
-        summary = {o.status: 0 for o in outcomes}
-        for o in outcomes:
-            summary[o.status] += 1
-        logging.info("shard %s: %s", args.shard, json.dumps(summary))
-        if args.out:
-            done = [o for o in outcomes if o.status == "done"]
-            if done:
-                n = assemble(
-                    [args.workdir],
-                    args.out,
-                    metadata=dataset_metadata(config, outcomes),
-                    overwrite=args.overwrite,
-                    reactions=[o.reaction for o in done],
-                )
-                logging.info("wrote %d structures to %s", n, args.out)
-        return 0 if all(o.status != "failed" for o in outcomes) else 1
+        if not args.out:
+            return _run(args)
+        # claimed before hours of computation: a second run to --out is refused now
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with claim_output(args.out):
+            return _run(args)
     if args.command == "assemble":
         config = _stored_config(args.workdirs[0])
         outcomes = require_counts(
@@ -348,11 +360,39 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(f"unknown command {args.command!r}")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse bad output paths before any reaction is computed (a wrong suffix, an
+    existing file without ``--overwrite``, an unwritable directory).
+
+    Raises:
+        OutputPathError: the option, the path and the problem named.
+        FileExistsError: the output exists and ``--overwrite`` is not given.
+    """
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    suffixes = (".yaml", ".yml") if args.command == "enumerate" else TRAINING_SUFFIXES
+    overwrite = getattr(args, "overwrite", args.command == "enumerate")
+    check_output(out, "--out", suffixes, overwrite=overwrite)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point: parse ``argv`` and :func:`run` it."""
+    """Entry point: parse ``argv``, check the outputs and :func:`run` it; a bad
+    reaction list, shard or output is one sentence (exit 1), SIGTERM or Ctrl-C stops
+    the workers (exit 143 or 130; finished reactions are kept)."""
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        check_outputs(args)
+        return run(args)
+
+    return run_cli("spkhess-generate", body, (ValueError,))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

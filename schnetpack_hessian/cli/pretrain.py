@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from schnetpack_hessian.cli.study import resolve_data
 from schnetpack_hessian.pretrained import MODEL_DIR
+from schnetpack_hessian.processes import run_cli
 from schnetpack_hessian.study.matrix import MODELS, PRESETS, Arm
 from schnetpack_hessian.study.pretrain import pretrain
 from schnetpack_hessian.study.runner import StudyError, load_study_data
@@ -94,11 +95,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console-script entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        return run(args, argv)
-    except (StudyError, ValueError) as err:
-        print(f"spkhess-pretrain: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(
+        "spkhess-pretrain",
+        lambda: run(args, argv),
+        (StudyError, ValueError),
+        error_code=2,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,8 @@ from typing import Optional, Sequence, Tuple
 from schnetpack_hessian.convert import ConversionError
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.files import check_output
+from schnetpack_hessian.processes import run_cli
 from schnetpack_hessian.study.baselines import (
     harmonic_force_baseline,
     zero_force_baseline,
@@ -210,7 +212,12 @@ def make_plan(args: argparse.Namespace) -> StudyPlan:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Run (or continue) the study and write its report; returns the exit code."""
+    """Run (or continue) the study and write its report; returns the exit code.
+
+    ``-o`` is checked first: a file there, or a directory that cannot be created or
+    written, costs no training.
+    """
+    check_output(args.output, "-o", directory=True)
     path, label = resolve_data(args.data)
     plan = make_plan(args)
     out = Path(args.output)
@@ -250,14 +257,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point: exit 2 on a study, data or output problem (one
+    sentence), 143 on SIGTERM and 130 on Ctrl-C after the running spktrain stopped
+    (rerun the command to continue)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        return run(args, argv)
-    except (StudyError, ConversionError, HessianDataError) as err:
-        print(f"spkhess-study: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(
+        "spkhess-study",
+        lambda: run(args, argv),
+        (StudyError, ConversionError, HessianDataError),
+        error_code=2,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

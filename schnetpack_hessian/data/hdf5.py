@@ -35,6 +35,7 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.storage import check_loaded, check_stored, to_tensor
 from schnetpack_hessian.data.units import check_units, conversion_factor
 from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.files import require_space
 
 __all__ = ["HDF5AtomsData", "H5Appender", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -136,6 +137,11 @@ class H5Appender:
         if not self._buffer:
             return
         buf, self._buffer = self._buffer, []
+        # HDF5 crashes when it meets a full disk: refuse the write beforehand
+        require_space(
+            self.file.filename,
+            sum(np.asarray(a).nbytes for d in buf for a in d.values()),
+        )
         n_atoms = np.array([len(d["numbers"]) for d in buf], dtype=np.int32)
         self._extend(self.file["n_atoms"], n_atoms)
         for key in ("numbers", "positions"):

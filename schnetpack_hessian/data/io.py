@@ -6,6 +6,7 @@ output's directory that is renamed onto the output only when everything succeede
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from schnetpack_hessian.data.validation import (
     HessianDataError,
     SymmetryReport,
 )
+from schnetpack_hessian.files import DB_SUFFIXES, H5_SUFFIXES, claim_output
 
 __all__ = [
     "DB_SUFFIXES",
@@ -63,8 +65,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
-DB_SUFFIXES = (".db",)
-H5_SUFFIXES = (".h5", ".hdf5")
 
 
 def backend_of(path: PathLike) -> str:
@@ -90,9 +90,12 @@ def atomic_output(
 ) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` that replaces ``path`` on success.
 
-    The temporary name (``.<name>.partial-<pid>``) never looks like a finished file; on
-    an exception it is removed and an existing ``path`` stays untouched.  Partial files
-    (and SQLite journals) that a killed run left for the same output are removed.
+    ``path`` is claimed first (:func:`~schnetpack_hessian.files.claim_output`): a
+    second writer of the same output is refused while this one runs.  The temporary
+    name (``.<name>.partial-<pid>``) never looks like a finished file; on an exception
+    it is removed and an existing ``path`` stays untouched.  Partial files (and SQLite
+    journals) that a killed run left for the same output are removed.  An ``OSError``
+    of the write (full disk, read-only directory) is raised naming ``path``.
 
     Args:
         path: final file (or directory with ``directory=True``).
@@ -102,7 +105,10 @@ def atomic_output(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputBusyError: another writer holds ``path``.
         HessianDataError: the parent directory is missing and ``mkdir`` is False.
+        OSError: the directory is not writable or the disk is full (``filename`` is
+            ``path``; nothing is left behind).
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -115,22 +121,65 @@ def atomic_output(
                 f"{path}: the output directory {path.parent} does not exist; create it "
                 "or pass --mkdir"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(path)
-    tmp = partial_path(path)
-    _remove(tmp)
-    if directory:
-        tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
+        with _naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    with _naming(path), claim_output(path):
+        if path.exists() and not overwrite:  # written by a writer that just finished
+            raise FileExistsError(
+                f"{path} exists; pass overwrite=True (--overwrite) to replace it"
+            )
+        remove_stale_partials(path)
+        tmp = partial_path(path)
         _remove(tmp)
-        for extra in tmp.parent.glob(f"{tmp.name}-*"):
-            _remove(extra)
-        raise
-    if directory and path.exists():
-        _remove(path)
-    os.replace(tmp, path)
+        try:
+            if directory:
+                tmp.mkdir()
+            yield tmp
+            if directory and path.exists():
+                _remove(path)
+            os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            for extra in tmp.parent.glob(f"{tmp.name}-*"):
+                _remove(extra)
+            raise
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` of writing ``path`` (or its temporary file) as one
+    naming ``path``; SQLite's "disk is full" / "readonly database" become ``OSError``.
+    """
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        code = _SQLITE_ERRNO.get(next((k for k in _SQLITE_ERRNO if k in str(err)), ""))
+        if code is None:
+            raise
+        raise OSError(code, f"{os.strerror(code)}; nothing was written", str(path))
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS or not _writing(err.filename, path):
+            raise
+        strerror = err.strerror or os.strerror(err.errno)
+        raise OSError(err.errno, f"{strerror}; nothing was written", str(path)) from err
+
+
+def _writing(filename: Any, path: Path) -> bool:
+    """Whether an error's ``filename`` is ``path``, its claim, partial file or
+    directory, or one of its parent directories (an unreadable input is not)."""
+    if filename is None:
+        return True
+    name = Path(os.fsdecode(filename))
+    hidden = f".{path.name}."
+    return (
+        name == path
+        or name in path.parents
+        or any(p.name.startswith(hidden) for p in (name, *name.parents))
+    )
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+_SQLITE_ERRNO = {"disk is full": errno.ENOSPC, "readonly database": errno.EROFS}
 
 
 def partial_path(path: PathLike, pid: Optional[int] = None) -> Path:
@@ -293,18 +342,30 @@ class RecordWriter:
             with self._handle:
                 self._handle.metadata = self.metadata
 
+    def _close(self):
+        if self.backend == "h5":
+            self._handle.close()
+        elif getattr(self._handle, "connection", None) is not None:
+            self._handle.connection.close()  # after a failed write; else closed
+            self._handle.connection = None
+
     def __exit__(self, exc_type, exc, tb):
+        failed_here = False
         try:
             if exc_type is None:
                 self._appender.flush()
                 self._store_reaction_names()
-        except BaseException as err:
+            self._close()
+        except BaseException as err:  # the file is removed, the error raised
+            failed_here = exc_type is None
             exc_type, exc, tb = type(err), err, err.__traceback__
-            raise
-        finally:
-            if self.backend == "h5":
-                self._handle.close()
-            self._output.__exit__(exc_type, exc, tb)
+            with contextlib.suppress(Exception):
+                self._close()
+        if exc_type is not None and exc is None:
+            exc = exc_type()
+        self._output.__exit__(exc_type, exc, tb)  # raises a renamed write error
+        if failed_here:
+            raise exc
         return False
 
 

@@ -9,7 +9,6 @@ and restarted run follow exactly the same data as an uninterrupted one.
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -19,6 +18,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.files import atomic_write_bytes
 
 __all__ = [
     "Structure",
@@ -67,23 +67,6 @@ class Structure:
         atoms.info[properties.kind] = str(self.kind)
         atoms.info[properties.reaction] = int(self.reaction)
         return atoms
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -26,6 +26,7 @@ the same data set as one run.
 import logging
 import os
 import platform
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,11 @@ from schnetpack_hessian.generate.store import (
     save_arrays,
     save_structure,
     write_json,
+)
+from schnetpack_hessian.processes import (
+    die_with_parent,
+    handle_signals,
+    stopping_pool,
 )
 
 __all__ = [
@@ -426,7 +432,13 @@ def _safe_run(
         )
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int) -> None:
+    # SIGTERM ends a worker at once (the parent stops them, or the kernel when the
+    # parent is killed outright); Ctrl-C at a terminal reaches the whole process
+    # group, and the parent handles it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         from pyscf import lib
@@ -444,7 +456,9 @@ def generate(
     progress: bool = True,
 ) -> List[ReactionOutcome]:
     """Run or resume every reaction; reactions run in parallel over ``workers``
-    processes (each gets ``cpu_count // workers`` threads).
+    processes (each gets ``cpu_count // workers`` threads).  SIGTERM or Ctrl-C stops
+    the workers and raises :class:`~schnetpack_hessian.processes.Interrupted`;
+    finished reactions are kept and a rerun resumes.
 
     Args:
         reactions: the reactions (e.g. one shard of a list).
@@ -482,9 +496,14 @@ def generate(
             report(_safe_run(r, config, str(workdir)))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(
-            workers, initializer=_worker_init, initargs=(threads,)
-        ) as pool:
+        # on SIGTERM, Ctrl-C or an error the workers are stopped, not awaited
+        with (
+            handle_signals(),
+            ProcessPoolExecutor(
+                workers, initializer=_worker_init, initargs=(threads, os.getpid())
+            ) as pool,
+            stopping_pool(pool),
+        ):
             futures = [
                 pool.submit(_safe_run, r, config, str(workdir)) for r in reactions
             ]
@@ -723,28 +742,35 @@ def merge(
 
     Returns:
         Number of structures written.
+
+    Raises:
+        ValueError: a shard cannot be read (file and problem named), or the shards'
+            levels of theory differ.
     """
     from schnetpack_hessian import data
     from schnetpack_hessian.data.record import Duplicates, InputReactions
 
-    metas = [data.file_metadata(f) for f in files]
-    reactions = InputReactions()
-    duplicates = Duplicates()
-    table: Dict[str, object] = {}
-    structures = []
-    for f, md in zip(files, metas):
-        offset = reactions.add(str(f), *data.file_reactions(f))
-        entries = md.get("reactions") or {}
-        if isinstance(entries, list):
-            entries = {str(i): {"name": n} for i, n in enumerate(entries)}
-        for key, value in entries.items():
-            table[str(int(key) + offset)] = value
-        for i, atoms in enumerate(data.iread(f)):
-            atoms.info[properties.reaction] = reactions.shift(
-                atoms.info[properties.reaction], offset
-            )
-            duplicates(atoms.numbers, atoms.positions, f"{f}: structure {i}")
-            structures.append(atoms)
+    try:
+        metas = [data.file_metadata(f) for f in files]
+        reactions = InputReactions()
+        duplicates = Duplicates()
+        table: Dict[str, object] = {}
+        structures = []
+        for f, md in zip(files, metas):
+            offset = reactions.add(str(f), *data.file_reactions(f))
+            entries = md.get("reactions") or {}
+            if isinstance(entries, list):
+                entries = {str(i): {"name": n} for i, n in enumerate(entries)}
+            for key, value in entries.items():
+                table[str(int(key) + offset)] = value
+            for i, atoms in enumerate(data.iread(f)):
+                atoms.info[properties.reaction] = reactions.shift(
+                    atoms.info[properties.reaction], offset
+                )
+                duplicates(atoms.numbers, atoms.positions, f"{f}: structure {i}")
+                structures.append(atoms)
+    except data.HessianDataError as err:  # a missing, truncated or foreign shard
+        raise ValueError(f"shard {err}") from err
     for f, offset in reactions.shifted:
         log.warning(
             "%s: reaction ids shifted by %d, they collide with an earlier file's",

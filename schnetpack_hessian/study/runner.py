@@ -131,9 +131,18 @@ def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
     """Run spktrain with ``args`` (``OMP_NUM_THREADS=threads``, log appended to
     ``run_dir/spktrain.log``).
 
+    spktrain runs in its own process group and holds ``run_dir/spktrain.lock``
+    (an inherited ``flock``): SIGTERM or Ctrl-C to the study stops it (SIGTERM,
+    SIGKILL after a grace period) before the study exits, and while a spktrain
+    from an earlier, killed study still trains in ``run_dir``, no second one starts.
+
     Raises:
-        StudyError: spktrain failed or wrote no ``best_model`` (the log's tail shown).
+        StudyError: spktrain failed or wrote no ``best_model`` (the log's tail
+            shown), or another spktrain holds ``run_dir``.
     """
+    from schnetpack_hessian.files import OutputBusyError, exclusive_lock
+    from schnetpack_hessian.processes import run_child
+
     run_dir.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("spktrain")
     # spktrain's config search path reads $PWD: point it at the study directory
@@ -141,10 +150,22 @@ def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
         os.environ, OMP_NUM_THREADS=str(threads), HYDRA_FULL_ERROR="1", PWD=str(cwd)
     )
     log_path = run_dir / "spktrain.log"
-    with open(log_path, "a") as log:
-        done = subprocess.run(
-            [str(exe), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    lock_path = run_dir / "spktrain.lock"
+    try:
+        with (
+            exclusive_lock(lock_path, str(run_dir), "is training in it") as lock,
+            open(log_path, "a") as log,
+        ):
+            done = run_child(
+                [str(exe), *args],
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock,),
+            )
+    except OutputBusyError as err:
+        raise StudyError(str(err)) from None
     if done.returncode != 0 or not (run_dir / MODEL_FILE).exists():
         tail = log_path.read_text()[-2000:]
         raise StudyError(

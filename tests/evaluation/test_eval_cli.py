@@ -206,3 +206,30 @@ def test_models_and_data_are_told_apart(tmp_path):
     )
     with pytest.raises(EvaluationError, match="no data file"):
         split_models_and_data([str(run)], None)
+
+
+def test_output_path_is_checked_before_anything_is_loaded(tmp_path, capsys):
+    existing = tmp_path / "report.txt"
+    existing.write_text("an earlier result")
+    model, data = tmp_path / "model.pt", tmp_path / "data.h5"  # neither exists
+    assert main([str(model), str(data), "-o", str(existing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"spkhess-eval: error: -o {existing}: is an existing file; -o needs a "
+        "directory"
+    )
+    assert existing.read_text() == "an earlier result"
+
+
+def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    import schnetpack_hessian.cli.eval as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_structures", interrupted)
+    model, data = tmp_path / "model.pt", tmp_path / "data.h5"
+    assert main([str(model), str(data), "-o", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "spkhess-eval: interrupted; partial outputs removed"
+    )

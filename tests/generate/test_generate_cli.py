@@ -2,7 +2,9 @@
 enumerated reaction run end to end at GFN2-xTB; nothing imports torch before
 tblite."""
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import yaml
 from schnetpack_hessian import data
 from schnetpack_hessian.cli.generate import main
 
-from .conftest import script_env
+from .conftest import HCN_HNC, NH3_INVERSION, script_env, write_reactions
 
 
 def test_generator_imports_do_not_load_torch():
@@ -37,7 +39,7 @@ def test_lazy_package_attributes_still_resolve():
         shp.no_such_name
 
 
-def test_enumerate_writes_a_reaction_list(tmp_path, caplog):
+def test_enumerate_writes_a_reaction_list(tmp_path, caplog, capsys):
     smi = tmp_path / "m.smi"
     smi.write_text("# list\nN ammonia\nC#N\nC[Si] silyl\n")
     out = tmp_path / "r.yaml"
@@ -73,13 +75,14 @@ def test_enumerate_writes_a_reaction_list(tmp_path, caplog):
     assert {e["key"] for e in rest}.isdisjoint(e["key"] for e in picked)
     assert len(rest) == len(entries) - len(picked) > 0
     assert f"{len(picked)} of them excluded (listed in {one})" in more.read_text()
-    with pytest.raises(Exception, match="no 'key'"):
-        hand = tmp_path / "hand.yaml"
-        hand.write_text("reactions:\n  - id: 0\n    name: x\n")
-        main(
-            ["enumerate", "--molecules", str(smi), "--out", str(more)]
-            + ["--exclude", str(hand)]
-        )
+    hand = tmp_path / "hand.yaml"
+    hand.write_text("reactions:\n  - id: 0\n    name: x\n")
+    capsys.readouterr()
+    status = main(
+        ["enumerate", "--molecules", str(smi), "--out", str(more)]
+        + ["--exclude", str(hand)]
+    )
+    assert status == 1 and "no 'key'" in capsys.readouterr().err
 
 
 def test_enumerated_reaction_runs_end_to_end(tmp_path, tblite_available, script):
@@ -110,3 +113,125 @@ def test_enumerated_reaction_runs_end_to_end(tmp_path, tblite_available, script)
     cli("assemble", work, "--out", assembled)
     cli("merge", assembled, "--out", merged)
     assert len(list(data.iread(merged))) == len(kinds)
+
+
+#: ``spkhess-generate`` whose reactions compute for ever (no QC program needed).
+_FOREVER = """
+import multiprocessing, sys, time
+import schnetpack_hessian.generate.workflow as wf
+
+def forever(*args, **kwargs):
+    while True:
+        time.sleep(0.05)
+
+multiprocessing.set_start_method("fork")
+wf.run_reaction = forever
+from schnetpack_hessian.cli.generate import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_every_worker(tmp_path, sig):
+    from schnetpack_hessian.testing import alive, descendants, wait_until
+
+    reactions = write_reactions(tmp_path / "r.yaml", NH3_INVERSION, HCN_HNC)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FOREVER, "run", "--reactions", str(reactions),
+         "--workdir", str(tmp_path / "work"), "--workers", "2", "--no-progress"],
+        env=script_env(), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: len(descendants(proc.pid)) >= 2, 60)
+        workers = descendants(proc.pid)
+        proc.send_signal(sig)
+        assert proc.wait(30) == 128 + sig
+        assert wait_until(lambda: not any(map(alive, workers)), 5), workers
+        last = proc.stderr.read().strip().splitlines()[-1]
+        assert last.startswith(f"spkhess-generate: interrupted ({sig.name})")
+    finally:
+        proc.kill()
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL leaves no time to stop them: the kernel does (a rerun would otherwise
+    find them computing the same reactions)."""
+    from schnetpack_hessian.testing import alive, descendants, wait_until
+
+    reactions = write_reactions(tmp_path / "r.yaml", NH3_INVERSION, HCN_HNC)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FOREVER, "run", "--reactions", str(reactions),
+         "--workdir", str(tmp_path / "work"), "--workers", "2", "--no-progress"],
+        env=script_env(), stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers = []
+    try:
+        assert wait_until(lambda: len(descendants(proc.pid)) >= 2, 60)
+        workers = descendants(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        assert wait_until(lambda: not any(map(alive, workers)), 5), workers
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_run_to_one_out_is_refused_at_start(tmp_path, capsys):
+    """Before, both computed for hours and the later one failed (or replaced the
+    earlier's file) only when writing --out."""
+    from schnetpack_hessian.testing import descendants, wait_until
+
+    reactions = write_reactions(tmp_path / "r.yaml", NH3_INVERSION, HCN_HNC)
+    out = tmp_path / "set.h5"
+    run = ["run", "--reactions", str(reactions), "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(
+        [sys.executable, "-c", _FOREVER, *run, "--workdir", str(tmp_path / "w1"),
+         "--workers", "2"],
+        env=script_env(), stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: len(descendants(first.pid)) >= 2, 60)
+        assert main(run + ["--workdir", str(tmp_path / "w2")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"spkhess-generate: error: {out}: process {first.pid} ")
+        assert not (tmp_path / "w2").exists()
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert not out.exists()
+
+
+def test_missing_list_bad_shard_and_bad_out_are_sentences(tmp_path, capsys):
+    work = str(tmp_path / "work")
+    missing = tmp_path / "missing.yaml"
+    assert main(["run", "--reactions", str(missing), "--workdir", work]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"spkhess-generate: error: {missing}: no such file or directory"
+    reactions = write_reactions(tmp_path / "r.yaml", NH3_INVERSION)
+    run = ["run", "--reactions", str(reactions), "--workdir", work]
+    assert main(run + ["--shard", "3"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "spkhess-generate: error: shard '3' is not of the form I/N"
+    )
+    # checked before any reaction runs (the work directory is not even created)
+    assert main(run + ["--out", str(tmp_path / "x.xyz")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"spkhess-generate: error: --out {tmp_path / 'x.xyz'}: ")
+    assert "expected a .h5 or .hdf5 or .db file" in err
+    (tmp_path / "old.h5").write_text("")
+    assert main(run + ["--out", str(tmp_path / "old.h5")]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("content", [None, "not HDF5"])
+def test_bad_shard_file_is_a_sentence(tmp_path, content, capsys):
+    shard = tmp_path / "shard.h5"
+    if content is not None:
+        shard.write_text(content)
+    out = tmp_path / "merged.h5"
+    assert main(["merge", str(shard), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"spkhess-generate: error: shard {shard}: ")
+    assert "\n" not in err and not out.exists()

@@ -159,3 +159,12 @@ def test_cpu_preset_trains_first_and_scores_a_subsample_later(tmp_path):
             record["n_scored"][test_set]
         )
     assert "EF-painn-100pct" in (out / "RESULTS.md").read_text()
+
+
+def test_output_that_is_a_file_fails_before_anything_runs(tmp_path, capsys):
+    taken = tmp_path / "study"
+    taken.write_text("not a directory")
+    assert main(["--data", "shipped", "--quick", "-o", str(taken)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"spkhess-study: error: -o {taken}: is an existing file; -o needs a directory"
+    )

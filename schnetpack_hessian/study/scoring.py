@@ -104,6 +104,8 @@ def flat_metrics(report: DownstreamReport) -> Dict[str, float]:
         out[f"ts_success_{method}"] = float(summary["success_rate"])
         out[f"ts_steps_{method}"] = float(summary["median_steps"])
         out[f"ts_calls_{method}"] = float(summary["median_force_calls"])
+        out[f"ts_saddle_rate_{method}"] = float(summary["saddle_rate"])
+        out[f"ts_saddle_rmsd_{method}"] = float(summary["median_saddle_rmsd"])
     out["n_structures"] = float(len(report.rows))
     return {k: v for k, v in out.items() if v == v}
 

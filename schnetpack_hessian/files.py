@@ -10,6 +10,8 @@
 - :func:`write_problem`: an ``OSError`` of a write as one sentence naming the file.
 - :func:`atomic_write_bytes`: a small file written whole or not at all (training
   files have :func:`schnetpack_hessian.data.io.atomic_output`, which also claims).
+- :func:`staged_directory`: the files of a report directory written whole or not at
+  all (into a hidden staging folder beside it, moved in once every file is written).
 
 Standard library only: ``spkhess-generate`` must not import torch at start-up.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "require_space",
     "write_problem",
     "atomic_write_bytes",
+    "staged_directory",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -269,3 +272,32 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def staged_directory(out: PathLike) -> Iterator[Path]:
+    """A staging folder for the files of directory ``out``: write them there; when the
+    block ends without error each is moved into ``out`` (created if needed; files of
+    the same name replaced), and on any error the staging folder is removed, so ``out``
+    never holds half a report.
+
+    Yields:
+        The staging folder (``.<name>.partial-<pid>`` beside ``out``).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+        out.mkdir(parents=True, exist_ok=True)
+        for item in sorted(stage.iterdir()):
+            os.replace(item, out / item.name)
+    except OSError as err:  # name the output's file, not the staging folder's
+        if err.filename and Path(err.filename).parent == stage:
+            err.filename = str(out / Path(err.filename).name)
+        raise
+    finally:
+        if stage.exists():
+            for item in stage.iterdir():
+                item.unlink()
+            stage.rmdir()

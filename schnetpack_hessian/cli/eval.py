@@ -37,7 +37,7 @@ from schnetpack_hessian.evaluation.report import (
 )
 from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD
 from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
-from schnetpack_hessian.files import check_output
+from schnetpack_hessian.files import check_output, staged_directory
 from schnetpack_hessian.processes import run_cli
 
 __all__ = ["build_parser", "run", "main"]
@@ -255,7 +255,6 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         )
-    out.mkdir(parents=True, exist_ok=True)
     settings = {
         "data": ", ".join(str(d) for d in data),
         "models": {r.model: str(m) for r, m in zip(reports, models)},
@@ -268,13 +267,15 @@ def run(args: argparse.Namespace) -> int:
             None if ts_settings is None else ts_settings.rmsd_threshold
         ),
     }
-    write_metrics(out / "metrics.json", reports, settings)
-    write_structures_csv(out / "structures.csv", reports)
-    if ts_settings is not None:
-        _write_ts_csv(out / "ts_searches.csv", reports)
-    grouped = group_table(reports, groups) if groups else ""
-    plots = write_plots(reports, out)
-    write_report_md(out / "report.md", reports, plots, settings, groups)
+    # every file or none: a full disk or Ctrl-C leaves no half report in -o
+    with staged_directory(out) as stage:
+        write_metrics(stage / "metrics.json", reports, settings)
+        write_structures_csv(stage / "structures.csv", reports)
+        if ts_settings is not None:
+            _write_ts_csv(stage / "ts_searches.csv", reports)
+        grouped = group_table(reports, groups) if groups else ""
+        plots = write_plots(reports, stage)
+        write_report_md(stage / "report.md", reports, plots, settings, groups)
     print(summary_table(reports))
     if grouped:
         print("\nMean ± standard deviation over the models of each group:\n" + grouped)

@@ -233,3 +233,24 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == (
         "spkhess-eval: interrupted; partial outputs removed"
     )
+
+
+def test_full_disk_while_writing_leaves_no_half_report(runs, capsys, monkeypatch):
+    """Every output file or none: the report written last fails, nothing lands in -o."""
+    import errno
+
+    import schnetpack_hessian.cli.eval as cli
+
+    root, data = runs
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "write_report_md", full_disk)
+    out = root / "full_disk"
+    argv = [str(root / "runs/efh"), str(data), "-o", str(out), "--no-progress"]
+    assert main(argv + ["--skip-ts-search", "--kinds", "ts"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"spkhess-eval: error: {out / 'report.md'}: no space left on device"
+    assert not out.exists()
+    assert not [p for p in root.iterdir() if p.name.startswith(".full_disk")]

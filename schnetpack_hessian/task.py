@@ -117,7 +117,8 @@ class HessianTask(AtomisticTask):
         """``AtomisticTask``'s step, stopped at the first non-finite loss.
 
         The check costs one host sync per step (``torch.isfinite(loss)`` read on the
-        host); it comes before the optimiser step, so the weights stay finite.
+        host) and, under DDP, one boolean all-reduce so that every rank stops at the
+        same step; it comes before the optimiser step, so the weights stay finite.
 
         Raises:
             NonFiniteLossError: the loss is NaN or infinite; the message gives the
@@ -125,7 +126,21 @@ class HessianTask(AtomisticTask):
                 indices ``_idx`` in the training file).
         """
         loss = super().training_step(batch, batch_idx)
-        if not bool(torch.isfinite(torch.as_tensor(loss)).all()):
+        finite = bool(torch.isfinite(torch.as_tensor(loss)).all())
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # every rank stops at the same step (one stopping alone would leave the
+            # others waiting in the gradient all-reduce until the timeout)
+            everywhere = bool(
+                trainer.strategy.reduce_boolean_decision(finite, all=True)
+            )
+            if finite and not everywhere:
+                raise NonFiniteLossError(
+                    f"HessianTask: the training loss is not finite on another rank at "
+                    f"epoch {self.current_epoch}, step {self.global_step}; that rank "
+                    "names its batch's structures"
+                )
+        if not finite:
             raise NonFiniteLossError(self._non_finite_message(loss, batch, batch_idx))
         return loss
 

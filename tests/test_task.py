@@ -131,3 +131,77 @@ def test_hessian_loss_on_data_without_hessians_is_refused(tmp_path):
     # each run draws its split in its own directory: runs never share one
     assert (tmp_path / "runs" / "allowed" / "split.npz").exists()
     assert not (tmp_path / "data" / "split.npz").exists()
+
+
+def _nan_on_rank_one(init_file, batch_file):
+    """One DDP rank (spawned by Lightning) trains on a batch with an infinite target."""
+    import datetime
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.strategies import DDPStrategy
+
+    batch = torch.load(batch_file, weights_only=False)
+    task = _energy_task()
+
+    class PerRank(pl.LightningDataModule):
+        datapath = "reactive.h5"
+
+        def train_dataloader(self):
+            energies = [-1.0, -2.0, -3.0, -4.0]
+            if self.trainer.global_rank == 1:
+                energies[2] = float("inf")
+            return torch.utils.data.DataLoader(
+                [_labelled(batch, energies)] * 2, batch_size=None
+            )
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(
+            find_unused_parameters=True,
+            process_group_backend="gloo",
+            timeout=datetime.timedelta(seconds=60),
+        ),
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(task, datamodule=PerRank())
+
+
+@pytest.mark.integration
+def test_non_finite_loss_on_one_ddp_rank_stops_every_rank(batch, tmp_path):
+    """Both ranks stop at the step where one rank's loss is not finite (the others
+    used to wait in the gradient all-reduce until the process-group timeout)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    batch_file = tmp_path / "batch.pt"
+    torch.save(dict(batch), batch_file)
+    script = tmp_path / "ddp_nan.py"
+    script.write_text(textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+            import test_task
+            if __name__ == "__main__":
+                test_task._nan_on_rank_one(None, {str(batch_file)!r})
+            """))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-3000:]
+    assert "NonFiniteLossError" in out, out[-3000:]
+    assert "structures [11, 4, 7, 2] of reactive.h5" in out, out[-3000:]
+    # rank 0, whose loss was finite, stopped at the same step instead of waiting
+    assert "not finite on another rank at epoch 0, step 0" in out, out[-3000:]

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--score-per-set",
         type=int,
-        help="score each run on at most N structures per test set: every critical "
-        "point plus a subsample stratified by reaction and kind (0: all)",
+        help="score each run on every critical point of a test set plus at most N "
+        "other structures, stratified by reaction and kind (0: all)",
     )
     p.add_argument(
         "--threads",

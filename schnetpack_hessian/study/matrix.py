@@ -140,8 +140,9 @@ class Budget:
         loss: loss preset (``configs/loss/``).
         ts_search: run TS searches in evaluation for the arms that have them
             (:meth:`StudyPlan.ts_searched`; slow).
-        score_per_set: score each run on at most this many structures per test set,
-            a subsample stratified by reaction and kind (0: every structure).
+        score_per_set: score each run on every critical point of a test set and at
+            most this many of its other structures, stratified by reaction and kind
+            (0: every structure).
     """
 
     max_epochs: int = 400

@@ -342,18 +342,18 @@ def test_scored_subset_keeps_critical_points_and_is_stratified_and_paired():
     kinds = np.array([P.KINDS.index(k) for k in kinds_named] * 4)
     reactions = np.repeat(np.arange(4), len(kinds_named))
     indices = np.arange(len(kinds))
-    picked = scored_subset(indices, kinds, reactions, 52, fold=1)
-    assert len(picked) == 52 and picked == sorted(set(picked))
+    picked = scored_subset(indices, kinds, reactions, 40, fold=1)
+    assert len(picked) == 12 + 40 and picked == sorted(set(picked))
     critical = [i for i in indices if P.KINDS[kinds[i]] in P.CRITICAL_KINDS]
     assert set(critical) <= set(picked)
     for r in range(4):  # 40 others drawn from 160: 7.5 irc and 2.5 nms per reaction
         mine = [i for i in picked if reactions[i] == r and i not in critical]
         irc = sum(P.KINDS[kinds[i]] == "irc" for i in mine)
         assert irc in (7, 8) and len(mine) - irc in (2, 3)
-    assert scored_subset(indices, kinds, reactions, 52, fold=1) == picked
-    assert scored_subset(indices, kinds, reactions, 52, fold=2) != picked
+    assert scored_subset(indices, kinds, reactions, 40, fold=1) == picked
+    assert scored_subset(indices, kinds, reactions, 40, fold=2) != picked
     assert scored_subset(indices, kinds, reactions, 0, fold=1) == indices.tolist()
-    assert scored_subset(indices[:20], kinds, reactions, 52, 0) == list(range(20))
+    assert scored_subset(indices[:20], kinds, reactions, 40, 0) == list(range(20))
 
 
 def test_goals_of_a_preset_judge_its_hessian_arm_and_the_endpoint_searches():

@@ -183,7 +183,7 @@ def sum_rule_residuals(
     n = positions.shape[0]
     directions = _rigid_directions(positions[None], rotations)[0]  # (3N, k)
     eye = torch.eye(3, dtype=gradient.dtype, device=gradient.device)
-    expected = [torch.zeros(3 * n, dtype=gradient.dtype)] * 3
+    expected = [torch.zeros(3 * n, dtype=gradient.dtype, device=gradient.device)] * 3
     if rotations:
         expected += [
             torch.cross(eye[k].expand_as(gradient), gradient, dim=-1).reshape(-1)

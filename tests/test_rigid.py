@@ -197,3 +197,35 @@ def test_float32_symmetry_is_as_accurate_as_all_rows(rep, molecules, shapes):
         errors[invariance] = float((h32.double() - h64).abs().max() / h64.abs().max())
     assert errors["auto"] < 1e-5
     assert errors["auto"] < 5 * errors["none"] + 1e-7
+
+
+DEVICES = [
+    "cpu",
+    "meta",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sum_rule_residuals_stay_on_the_input_device(device):
+    """Every tensor the residuals build lives on the input's device (the zeros of
+    the translations were built on the CPU, which fails for any CUDA input)."""
+    from schnetpack_hessian.rigid import sum_rule_residuals
+
+    water = molecule("H2O")
+    x = torch.tensor(water.positions, dtype=torch.float64)
+    g = torch.randn(
+        3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    a = torch.randn(
+        9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    h = a + a.T
+    rho = sum_rule_residuals(h.to(device), x.to(device), g.to(device))
+    assert rho.shape == (6,) and rho.device.type == torch.device(device).type
+    if device != "meta":
+        on_cpu = sum_rule_residuals(h, x, g)
+        torch.testing.assert_close(rho.cpu(), on_cpu)

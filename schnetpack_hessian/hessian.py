@@ -620,6 +620,17 @@ class Hessian(nn.Module):
             passes = merged
         return schedule, passes
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """The pickled state holds the probe generator's state as a tensor, not the
+        ``torch.Generator`` (which weights-only loading refuses, and which would not
+        load on another device type): ``(device type, get_state())``."""
+        state = dict(self.__dict__)
+        generator = state.pop("_generator", None)
+        state["_generator"] = None
+        if generator is not None:
+            state["_generator_state"] = (generator.device.type, generator.get_state())
+        return state
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Unpickle modules saved by earlier releases (flags instead of a schedule)."""
         if "schedule" not in state and "mode" in state:
@@ -677,7 +688,11 @@ class Hessian(nn.Module):
             return None
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self.seed)
+            saved = self.__dict__.pop("_generator_state", None)
+            if saved is not None and saved[0] == torch.device(device).type:
+                self._generator.set_state(saved[1])  # the stream continues
+            else:
+                self._generator.manual_seed(self.seed)
         return self._generator
 
     def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:

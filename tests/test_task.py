@@ -205,3 +205,24 @@ def test_non_finite_loss_on_one_ddp_rank_stops_every_rank(batch, tmp_path):
     assert "structures [11, 4, 7, 2] of reactive.h5" in out, out[-3000:]
     # rank 0, whose loss was finite, stopped at the same step instead of waiting
     assert "not finite on another rank at epoch 0, step 0" in out, out[-3000:]
+
+
+def test_checkpoint_of_a_seeded_hvp_model_loads_weights_only(tmp_path, batch):
+    """A seeded Hessian module that has drawn probes pickles its generator's state as
+    a tensor: the checkpoint loads with weights_only=True (it held a torch.Generator)
+    and the probe stream continues where it was."""
+    model = make_potential("painn", [Hessian(mode="hvp", n_probes=2, seed=3)])
+    outputs = [
+        spk.task.ModelOutput("energy", loss_fn=torch.nn.MSELoss(), metrics={}),
+        HessianOutput(loss_weight=0.1),
+    ]
+    task = HessianTask(model=model, outputs=outputs, optimizer_args={"lr": 1e-3})
+    hessian = task.model.output_modules[-1]
+    task.model.train()(dict(batch))  # draws probes: the generator exists now
+    path = tmp_path / "seeded.ckpt"
+    torch.save({"hyper_parameters": dict(task.hparams)}, path)
+    loaded = torch.load(path, weights_only=True)["hyper_parameters"]["model"]
+    again = loaded.output_modules[-1]
+    expected = torch.randn(5, generator=hessian._probe_generator(torch.device("cpu")))
+    drawn = torch.randn(5, generator=again._probe_generator(torch.device("cpu")))
+    torch.testing.assert_close(drawn, expected, rtol=0, atol=0)

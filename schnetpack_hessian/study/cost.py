@@ -29,7 +29,8 @@ def peak_rss_mb() -> float:
 class EpochCost(Callback):
     """Record the training wall time of every epoch and the peak memory.
 
-    Writes ``path`` (relative to the run directory) after every epoch:
+    Writes ``path`` (relative to the run directory) after every epoch; a resumed
+    training continues the record of the run it resumes.  Fields:
     ``epoch_seconds`` and ``epoch_cpu_seconds`` (lists), ``peak_rss_mb``, ``peak_cuda_mb`` (None on CPU), ``device``.
 
     Args:
@@ -43,6 +44,19 @@ class EpochCost(Callback):
         self.epoch_cpu_seconds: List[float] = []
         self._start: Optional[float] = None
         self._cpu_start = 0.0
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule):
+        """A training resumed from a checkpoint keeps the record of the epochs it
+        had finished (the file may hold more: epochs after that checkpoint, redone now).
+        """
+        done = trainer.current_epoch
+        if done > 0 and self.path.exists() and not self.epoch_seconds:
+            try:
+                earlier = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                return
+            self.epoch_seconds = list(earlier.get("epoch_seconds", []))[:done]
+            self.epoch_cpu_seconds = list(earlier.get("epoch_cpu_seconds", []))[:done]
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
         self._start = time.perf_counter()

@@ -76,3 +76,144 @@ def test_epoch_loss_equals_the_plain_samplers(small_module):
         len(set(b[structure.n_atoms].tolist())) > 1 for b in plain.train_dataloader()
     ]
     assert any(mixed)
+
+
+def _record_ddp_batches(data_file, out_dir):
+    """Two gloo ranks train two epochs on size buckets; each rank writes the dataset
+    indices and atom counts of the batches it saw, and the module's training split."""
+    import datetime
+    import json
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from schnetpack_hessian.data import HessianDataModule
+
+    class Recorder(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def training_step(self, batch, _):
+            self.seen.append(
+                dict(
+                    epoch=self.current_epoch,
+                    idx=batch["_idx"].tolist(),
+                    n_atoms=batch[structure.n_atoms].tolist(),
+                )
+            )
+            return (self.w**2).sum() + 1.0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def on_train_end(self):
+            rank = self.trainer.global_rank
+            record = dict(seen=self.seen, train_idx=list(map(int, dm.train_idx)))
+            with open(f"{out_dir}/rank{rank}.json", "w") as f:
+                json.dump(record, f)
+
+    dm = HessianDataModule(
+        data_file,
+        batch_size=3,
+        num_train=23,
+        num_val=4,
+        split_file=f"{out_dir}/split.npz",
+        num_workers=0,
+        size_buckets=1,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(
+            process_group_backend="gloo", timeout=datetime.timedelta(seconds=60)
+        ),
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Recorder(), datamodule=dm)
+
+
+@pytest.mark.integration
+def test_lightning_ddp_gives_two_ranks_disjoint_equal_shares_of_the_epoch(tmp_path):
+    """Lightning injects its DistributedSampler into the size-bucket sampler (it used
+    to stop with a TypeError): per epoch the two ranks run equally many batches,
+    disjoint, one bucket each, whose union is the training split."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from schnetpack_hessian.data import write
+    from schnetpack_hessian.data.testing import make_atoms
+
+    data_file = tmp_path / "data.h5"
+    write(data_file, make_atoms(36, seed=1, n_reactions=6))
+    script = tmp_path / "ddp_buckets.py"
+    script.write_text(textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+            import test_sampler
+            if __name__ == "__main__":
+                test_sampler._record_ddp_batches({str(data_file)!r}, {str(tmp_path)!r})
+            """))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    train_idx = sorted(ranks[0]["train_idx"])
+    assert len(train_idx) == 23
+    for epoch in (0, 1):
+        shares = [[s for s in r["seen"] if s["epoch"] == epoch] for r in ranks]
+        assert len(shares[0]) == len(shares[1]) > 0
+        indices = [[i for s in share for i in s["idx"]] for share in shares]
+        assert not set(indices[0]) & set(indices[1])
+        assert sorted(indices[0] + indices[1]) == train_idx
+        for share in shares:
+            for s in share:
+                assert len(set(s["n_atoms"])) == 1 and len(s["idx"]) <= 3
+    orders = [[s["idx"] for s in ranks[0]["seen"] if s["epoch"] == e] for e in (0, 1)]
+    assert orders[0] != orders[1]  # a new order each epoch
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_distributed_shares_are_equal_disjoint_and_cover_the_epoch(n_ranks):
+    """Without Lightning: each rank's sampler gets a DistributedSampler; 13 structures
+    in batches of 2 make 8 batches, which do not divide by 3 (a batch is halved)."""
+    from torch.utils.data import DistributedSampler
+
+    sizes = np.array([2, 5, 3, 3, 9, 2, 5, 4, 2, 3, 8, 9, 2])
+    shares = []
+    for rank in range(n_ranks):
+        dist = DistributedSampler(range(len(sizes)), n_ranks, rank, seed=7)
+        sampler = SizeBucketBatchSampler(sizes, batch_size=2, seed=rank, sampler=dist)
+        sampler.set_epoch(4)
+        shares.append(list(sampler))
+        assert len(shares[-1]) == len(sampler)
+    assert len({len(s) for s in shares}) == 1
+    flat = [i for share in shares for b in share for i in b]
+    assert sorted(flat) == list(range(len(sizes)))  # disjoint, and the whole epoch
+    for b in (b for share in shares for b in share):
+        assert len(set(sizes[b])) == 1
+
+
+def test_fewer_structures_than_ranks_repeat_a_batch():
+    from torch.utils.data import DistributedSampler
+
+    shares = [
+        list(SizeBucketBatchSampler([3], 4, sampler=DistributedSampler([0], 2, r)))
+        for r in (0, 1)
+    ]
+    assert shares == [[[0]], [[0]]]

@@ -24,6 +24,7 @@ from schnetpack.interfaces import SpkCalculator
 from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.layout import blocks_to_square
+from schnetpack_hessian.precision import guard_precision
 from schnetpack_hessian.pretrained import is_exported, load_exported
 
 __all__ = ["HessianCalculator", "enable_full_hessian", "hessians_computed"]
@@ -164,6 +165,7 @@ class HessianCalculator(SpkCalculator):
         #: model evaluations so far: ``{"forces": all calls, "hessian": those with
         #: a Hessian}`` (an optimiser's cost in force and Hessian calls)
         self.n_calls: Dict[str, int] = {"forces": 0, "hessian": 0}
+        self._precision_checked = False  # warned once about TF32/autocast
         super().__init__(model_file, neighbor_list, **kwargs)
         self.property_map[self.hessian] = hessian_key
         self.property_units[self.hessian] = (
@@ -205,6 +207,18 @@ class HessianCalculator(SpkCalculator):
             return
         Calculator.calculate(self, atoms)
         with_hessian = self.hessian in wanted
+        if with_hessian and not self._precision_checked:
+            self._precision_checked = True
+            parameter = next(self.model.parameters(), None)
+            if parameter is not None:
+                guard_precision(
+                    "HessianCalculator",
+                    parameter.device,
+                    parameter.dtype,
+                    allow=False,
+                    opt_in="a float64 calculator (dtype=torch.float64)",
+                    refuse=False,
+                )
         with hessians_computed(self.model, with_hessian):
             model_results = self.model(self.converter(atoms))
         self.n_calls["forces"] += 1

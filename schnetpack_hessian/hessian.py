@@ -34,6 +34,7 @@ from schnetpack_hessian.layout import (  # noqa: F401 (re-exported for old impor
     local_atom_index,
     molecule_index,
 )
+from schnetpack_hessian.precision import effective_eps
 from schnetpack_hessian.plan import (  # noqa: F401 (constants re-exported)
     AUTO_CHUNK,
     CPU_VECTORIZE_MAX_PAIRS,
@@ -761,7 +762,9 @@ class Hessian(nn.Module):
             error = invariance_error(
                 gradient, positions, basis, hessian, plan.vectorize
             )
-            tolerance = 10.0 * math.sqrt(torch.finfo(positions.dtype).eps)
+            # the roundoff in use: TF32/autocast make it coarser than the dtype's
+            eps = effective_eps(positions.device, positions.dtype)
+            tolerance = 10.0 * math.sqrt(eps)
             self._invariance_holds[symmetry] = error <= tolerance
             if error > tolerance:
                 warnings.warn(

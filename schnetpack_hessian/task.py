@@ -15,7 +15,8 @@ step whose loss is not finite stops the training with :class:`NonFiniteLossError
 naming the batch's structures, before the optimiser step can spread the NaN into the
 weights.  A Hessian loss with nonzero weight on a training split without a single
 Hessian is refused (it would silently train an E/F model) unless the data module sets
-``allow_missing_hessians``.
+``allow_missing_hessians``; so is TF32 or autocast (Lightning's ``matmul_precision``,
+``precision="16-mixed"``) unless ``allow_reduced_precision`` (:mod:`.precision`).
 """
 
 import _compat_pickle
@@ -31,6 +32,7 @@ from schnetpack.task import AtomisticTask
 
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.losses import HessianOutput
+from schnetpack_hessian.precision import guard_precision
 
 __all__ = ["HessianTask", "NonFiniteLossError", "pickled_globals"]
 
@@ -80,8 +82,10 @@ class HessianTask(AtomisticTask):
     ``inference_mode=False``, as SchNetPack's trainer configs do.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, allow_reduced_precision: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        #: train Hessians under TF32/autocast anyway (:mod:`..precision`)
+        self.allow_reduced_precision = bool(allow_reduced_precision)
         self._loss_terms: Dict[str, torch.Tensor] = {}
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
@@ -100,6 +104,7 @@ class HessianTask(AtomisticTask):
                 "trainer=ddp_hessian)."
             )
         self._check_hessian_targets()
+        self._check_precision()
         super().on_fit_start()
 
     def loss_fn(self, pred, batch):
@@ -160,6 +165,29 @@ class HessianTask(AtomisticTask):
             f"terms: {terms}); the batch holds structures {indices}{where}. Check "
             "them with spkhess-convert --check, or lower the learning rate if the "
             "model diverged; the optimiser step was not taken"
+        )
+
+    def _check_precision(self) -> None:
+        """Hessian training refuses TF32 and autocast unless the user opted in (a
+        Hessian output with loss weight 0, for its metrics only, gets a warning).
+
+        Raises:
+            ReducedPrecisionError: see :func:`~schnetpack_hessian.precision.guard_precision`.
+        """
+        hessians = [o for o in self.outputs if isinstance(o, HessianOutput)]
+        if not hessians:
+            return
+        weighted = any(float(o.loss_weight) != 0.0 for o in hessians)
+        dtype = next(self.parameters()).dtype
+        guard_precision(
+            "HessianTask",
+            self.device,
+            dtype,
+            allow=self.allow_reduced_precision,
+            opt_in="task.allow_reduced_precision=True "
+            "(HessianTask(allow_reduced_precision=True))",
+            trainer_precision=getattr(self._trainer, "precision", None),
+            refuse=weighted,
         )
 
     def _check_hessian_targets(self) -> None:

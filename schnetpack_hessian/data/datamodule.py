@@ -14,6 +14,7 @@ from schnetpack.data import SplittingStrategy
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import backend_of, open_dataset
+from schnetpack_hessian.data.loading import AUTO, loader_defaults
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
 from schnetpack_hessian.data.splitting import (
     check_split_record,
@@ -96,6 +97,10 @@ class HessianDataModule(AtomsDataModule):
         size_buckets: batch training structures of similar size together, in buckets
             of this many atom counts (:class:`~.sampler.SizeBucketBatchSampler`,
             seeded by torch's seed); ``None``: SchNetPack's plain shuffling.
+        num_workers: loader worker processes, or ``"auto"`` (default): 0 on CPU,
+            up to 4 per rank on a GPU (:func:`~.loading.loader_defaults`);
+            ``num_val_workers``/``num_test_workers`` follow it when ``None``.
+        pin_memory: pinned batches, or ``"auto"`` (default): on CUDA only.
         allow_missing_hessians: train a Hessian loss on a training split without a
             single Hessian (it then contributes nothing: an E/F training); default
             ``False``, an error.
@@ -120,7 +125,7 @@ class HessianDataModule(AtomsDataModule):
         test_transforms: Optional[List[torch.nn.Module]] = None,
         train_sampler_cls: Optional[Type] = None,
         train_sampler_args: Optional[Dict[str, Any]] = None,
-        num_workers: int = 8,
+        num_workers: Union[int, str] = AUTO,
         num_val_workers: Optional[int] = None,
         num_test_workers: Optional[int] = None,
         property_units: Optional[Dict[str, str]] = None,
@@ -128,7 +133,7 @@ class HessianDataModule(AtomsDataModule):
         data_workdir: Optional[str] = None,
         cleanup_workdir_stage: Optional[str] = "test",
         splitting: Union[str, SplittingStrategy, None] = None,
-        pin_memory: Optional[bool] = False,
+        pin_memory: Union[bool, str, None] = AUTO,
         split_seed: Optional[int] = None,
         extrapolation_kinds: Sequence[str] = ("irc", "nms"),
         size_buckets: Optional[int] = None,
@@ -160,7 +165,7 @@ class HessianDataModule(AtomsDataModule):
             test_transforms=test_transforms,
             train_sampler_cls=train_sampler_cls,
             train_sampler_args=train_sampler_args,
-            num_workers=num_workers,
+            num_workers=0 if num_workers == AUTO else num_workers,
             num_val_workers=num_val_workers,
             num_test_workers=num_test_workers,
             property_units=property_units,
@@ -168,7 +173,14 @@ class HessianDataModule(AtomsDataModule):
             data_workdir=data_workdir,
             cleanup_workdir_stage=cleanup_workdir_stage,
             splitting=None,
-            pin_memory=pin_memory,
+            pin_memory=False if pin_memory == AUTO else pin_memory,
+        )
+        # "auto": chosen for the trainer's device in setup (loading.loader_defaults)
+        self._auto_loading = dict(
+            workers=num_workers == AUTO,
+            val_workers=num_val_workers is None,
+            test_workers=num_test_workers is None,
+            pin=pin_memory == AUTO,
         )
         self.datapath = datapath
         self.format = backend
@@ -208,7 +220,27 @@ class HessianDataModule(AtomsDataModule):
             )
         return self._train_dataloader
 
+    def _resolve_loading(self) -> None:
+        """Settle the ``"auto"`` loader settings for the attached trainer's device
+        (CPU when no trainer is attached)."""
+        trainer = getattr(self, "trainer", None)
+        device_type, local_ranks = "cpu", 1
+        if trainer is not None:
+            device_type = trainer.strategy.root_device.type
+            local_ranks = max(1, len(getattr(trainer, "device_ids", []) or [0]))
+        workers, pin = loader_defaults(device_type, local_ranks)
+        auto = self._auto_loading
+        if auto["workers"]:
+            self.num_workers = workers
+            if auto["val_workers"]:
+                self.num_val_workers = workers
+            if auto["test_workers"]:
+                self.num_test_workers = workers
+        if auto["pin"]:
+            self._pin_memory = pin
+
     def setup(self, stage: Optional[str] = None):
+        self._resolve_loading()
         datapath = (
             self.datapath if self.data_workdir is None else self._copy_to_workdir()
         )

@@ -258,3 +258,31 @@ def test_strategy_record_is_the_same_in_every_process():
     a.helper, b.helper = Helper(), Helper()
     assert strategy_record(a) == strategy_record(b)
     assert strategy_record(a)["params"]["seed"] == 1
+
+
+def test_loader_defaults_fit_the_device():
+    from schnetpack_hessian.data.loading import _cores, loader_defaults
+
+    assert loader_defaults("cpu") == (0, False)
+    workers, pin = loader_defaults("cuda", local_ranks=1)
+    assert pin and workers == max(0, min(4, _cores() - 1))
+    assert loader_defaults("cuda", local_ranks=10 * _cores())[0] == 0
+
+
+def test_auto_loader_settings_resolve_for_the_trainer(files, tmp_path):
+    pl = pytest.importorskip("pytorch_lightning")
+    dm = HessianDataModule(
+        str(files["h5"]), batch_size=4, num_train=20, num_val=6,
+        split_file=str(tmp_path / "split.npz"),
+    )
+    dm.trainer = pl.Trainer(accelerator="cpu", logger=False)
+    dm.setup()
+    assert (dm.num_workers, dm.num_val_workers, dm._pin_memory) == (0, 0, False)
+    assert dm.train_dataloader().num_workers == 0
+    explicit = HessianDataModule(
+        str(files["h5"]), batch_size=4, num_workers=1, pin_memory=True,
+        split_file=str(tmp_path / "split.npz"),
+    )
+    explicit.setup()
+    assert (explicit.num_workers, explicit.num_test_workers) == (1, 1)
+    assert explicit._pin_memory is True

@@ -66,6 +66,9 @@ class GroupSummary:
         peak_cuda_mb: peak CUDA memory, over runs (empty on CPU).
         runs: names of the runs.
         run_epochs: epochs each run trained (None where unknown).
+        train_cpu_hours: CPU hours of the spktrain processes (start-up, training,
+            validation, test) per run, where recorded.
+        score_cpu_hours: CPU hours of scoring per run.
     """
 
     group: str
@@ -79,10 +82,16 @@ class GroupSummary:
     peak_cuda_mb: Stat
     runs: Tuple[str, ...]
     run_epochs: Tuple[Optional[int], ...] = ()
+    train_cpu_hours: Stat = Stat(float("nan"), float("nan"), 0)
+    score_cpu_hours: Stat = Stat(float("nan"), float("nan"), 0)
 
     def early_stopped(self, max_epochs: int) -> int:
         """Runs that stopped before ``max_epochs`` (early stopping on val_loss)."""
         return sum(1 for e in self.run_epochs if e is not None and e < max_epochs)
+
+
+def _hours(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else seconds / 3600.0
 
 
 def _cost(records: Sequence[Record], key: str) -> Stat:
@@ -116,6 +125,10 @@ def summarize(records: Sequence[Record]) -> Dict[str, GroupSummary]:
             peak_cuda_mb=_cost(runs, "peak_cuda_mb"),
             runs=tuple(str(r["name"]) for r in runs),
             run_epochs=tuple(r.get("cost", {}).get("n_epochs") for r in runs),
+            train_cpu_hours=stat(
+                [_hours(r.get("cost", {}).get("train_cpu_seconds")) for r in runs]
+            ),
+            score_cpu_hours=stat([_hours(r.get("eval_cpu_seconds")) for r in runs]),
         )
     return out
 

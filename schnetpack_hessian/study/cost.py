@@ -5,8 +5,12 @@
 the start of validation (or the epoch's end when there is none), so validation's exact
 Hessians do not count; both the wall time and the process's CPU time are recorded
 (with one thread the CPU time is the compute, whatever else the machine runs).  Peak
-memory is the process's resident set on CPU
-(``getrusage`` maximum RSS) and ``torch.cuda.max_memory_allocated`` on GPU.
+memory is recorded twice: for the whole process (``peak_rss_mb``, ``getrusage``
+maximum RSS; ``peak_cuda_mb``, ``torch.cuda.max_memory_allocated``) and for the
+training part of the epochs alone (``train_peak_rss_mb``, ``train_peak_cuda_mb``): the
+peaks are reset when an epoch's training starts and read when it stops, so
+validation's exact Hessians do not count (the resident-set peak is reset through
+``/proc/self/clear_refs``; None where the system does not allow it).
 """
 
 import json
@@ -26,12 +30,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _reset_rss_peak() -> bool:
+    """Reset the resident-set high-water mark (``VmHWM``); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_peak_since_reset_mb() -> Optional[float]:
+    """``VmHWM`` of this process, MiB; None without ``/proc``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 class EpochCost(Callback):
     """Record the training wall time of every epoch and the peak memory.
 
     Writes ``path`` (relative to the run directory) after every epoch; a resumed
     training continues the record of the run it resumes.  Fields:
-    ``epoch_seconds`` and ``epoch_cpu_seconds`` (lists), ``peak_rss_mb``, ``peak_cuda_mb`` (None on CPU), ``device``.
+    ``epoch_seconds`` and ``epoch_cpu_seconds`` (lists), ``peak_rss_mb``,
+    ``peak_cuda_mb`` (None on CPU), ``train_peak_rss_mb``, ``train_peak_cuda_mb``
+    (training parts only), ``device``.
 
     Args:
         path: the JSON file to write.
@@ -44,6 +72,10 @@ class EpochCost(Callback):
         self.epoch_cpu_seconds: List[float] = []
         self._start: Optional[float] = None
         self._cpu_start = 0.0
+        self._device: Optional[torch.device] = None
+        self._rss_reset = False
+        self.train_peak_rss_mb: Optional[float] = None
+        self.train_peak_cuda_mb: Optional[float] = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule):
         """A training resumed from a checkpoint keeps the record of the epochs it
@@ -57,8 +89,14 @@ class EpochCost(Callback):
                 return
             self.epoch_seconds = list(earlier.get("epoch_seconds", []))[:done]
             self.epoch_cpu_seconds = list(earlier.get("epoch_cpu_seconds", []))[:done]
+            self.train_peak_rss_mb = earlier.get("train_peak_rss_mb")
+            self.train_peak_cuda_mb = earlier.get("train_peak_cuda_mb")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule):
+        self._device = pl_module.device
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        self._rss_reset = _reset_rss_peak()
         self._start = time.perf_counter()
         self._cpu_start = time.process_time()
 
@@ -67,6 +105,16 @@ class EpochCost(Callback):
             self.epoch_seconds.append(time.perf_counter() - self._start)
             self.epoch_cpu_seconds.append(time.process_time() - self._cpu_start)
             self._start = None
+            self._read_train_peaks()
+
+    def _read_train_peaks(self) -> None:
+        """Fold this epoch's training peaks into the run's."""
+        rss = _rss_peak_since_reset_mb() if self._rss_reset else None
+        if rss is not None:
+            self.train_peak_rss_mb = max(self.train_peak_rss_mb or 0.0, rss)
+        if self._device is not None and self._device.type == "cuda":
+            cuda = torch.cuda.max_memory_allocated(self._device) / 2**20
+            self.train_peak_cuda_mb = max(self.train_peak_cuda_mb or 0.0, cuda)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule):
         if not trainer.sanity_checking:
@@ -87,6 +135,8 @@ class EpochCost(Callback):
             "peak_cuda_mb": (
                 torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
             ),
+            "train_peak_rss_mb": self.train_peak_rss_mb,
+            "train_peak_cuda_mb": self.train_peak_cuda_mb,
             "device": str(device),
         }
         self.path.write_text(json.dumps(record, indent=1))

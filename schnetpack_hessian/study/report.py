@@ -40,7 +40,8 @@ def accuracy_table(summary: Dict[str, GroupSummary], test_set: str) -> str:
 
 def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
     """Markdown table: epochs, early stops, seconds per epoch (and × the E+F epoch of
-    the same model), peak memory."""
+    the same model), peak memory, CPU hours per run of training (the whole spktrain
+    process) and of scoring."""
     header = [
         "arm",
         "epochs",
@@ -51,6 +52,8 @@ def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
         "× E+F epoch",
         "peak RSS (MB)",
         "peak CUDA (MB)",
+        "CPU h / run: training",
+        "CPU h / run: scoring",
     ]
     rows = []
     for s in summary.values():
@@ -70,6 +73,8 @@ def cost_table(summary: Dict[str, GroupSummary], max_epochs: int) -> str:
                 ratio,
                 s.peak_rss_mb,
                 s.peak_cuda_mb,
+                s.train_cpu_hours,
+                s.score_cpu_hours,
             ]
         )
     return table(header, rows)

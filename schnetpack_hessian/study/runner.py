@@ -12,6 +12,7 @@ result is only scored if its training ended by the stopping rule
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import fasteners
 import numpy as np
+import torch
 from ase import Atoms
 
 from schnetpack_hessian import properties as P
@@ -113,7 +115,9 @@ def spktrain_args(
     in ``out/runs/<run_id>`` (default: the arm's name)."""
     accelerator = ["trainer.accelerator=cpu"]
     if device.startswith("cuda"):
-        accelerator = ["trainer.accelerator=gpu", "trainer.devices=1"]
+        # the GPU the study scores on (cuda:K): Lightning's devices=1 means GPU 0
+        index = torch.device(device).index
+        accelerator = ["trainer.accelerator=gpu", f"trainer.devices=[{index or 0}]"]
     return [
         "experiment=study_recipe",
         f"data.datapath={data.path}",
@@ -151,6 +155,7 @@ def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
     )
     log_path = run_dir / "spktrain.log"
     lock_path = run_dir / "spktrain.lock"
+    cpu0, wall0 = _children_cpu_seconds(), time.perf_counter()
     try:
         with (
             exclusive_lock(lock_path, str(run_dir), "is training in it") as lock,
@@ -166,6 +171,9 @@ def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
             )
     except OutputBusyError as err:
         raise StudyError(str(err)) from None
+    _record_training_process(
+        run_dir, _children_cpu_seconds() - cpu0, time.perf_counter() - wall0
+    )
     if done.returncode != 0 or not (run_dir / MODEL_FILE).exists():
         tail = log_path.read_text()[-2000:]
         raise StudyError(
@@ -174,11 +182,27 @@ def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
         )
 
 
+#: CPU and wall seconds of every spktrain process of a run (resumes append)
+PROCESS_COST_FILE = "train_process.json"
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _record_training_process(run_dir: Path, cpu: float, wall: float) -> None:
+    """Append one spktrain process's cost (start-up, training, validation, test)."""
+    path = run_dir / PROCESS_COST_FILE
+    segments = json.loads(path.read_text()) if path.exists() else []
+    segments.append({"cpu_seconds": cpu, "wall_seconds": wall})
+    path.write_text(json.dumps(segments, indent=1))
+
+
 def _cost(run_dir: Path) -> Dict[str, object]:
     path = run_dir / "cost.json"
-    if not path.exists():
-        return {}
-    record = json.loads(path.read_text())
+    record = json.loads(path.read_text()) if path.exists() else {}
     seconds = record.get("epoch_seconds") or []
     curve = learning_curve(run_dir)
     if curve is not None:
@@ -189,6 +213,11 @@ def _cost(run_dir: Path) -> Dict[str, object]:
     # a resumed training's cost.json holds only its own epochs; the merged validation
     # curve counts them all
     n_epochs = int(curve[0][-1]) + 1 if curve is not None else len(seconds)
+    processes = run_dir / PROCESS_COST_FILE
+    if processes.exists():  # the whole training (validation too), over resumes
+        segments = json.loads(processes.read_text())
+        record["train_cpu_seconds"] = sum(x["cpu_seconds"] for x in segments)
+        record["train_wall_seconds"] = sum(x["wall_seconds"] for x in segments)
     return dict(
         record,
         n_epochs=n_epochs,
@@ -270,7 +299,7 @@ def run_arm(
     train_seconds = time.perf_counter() - t0
     if not score:
         return None
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     test_sets = {"train_offpath": split.train_offpath, "heldout": split.heldout}
     if budget.score_per_set:
         test_sets = {
@@ -302,6 +331,7 @@ def run_arm(
         "cost": _cost(run_dir),
         "train_seconds": train_seconds if trained else None,
         "eval_seconds": time.perf_counter() - t0,
+        "eval_cpu_seconds": time.process_time() - cpu0,
     }
     with atomic_output(run_dir / RESULT_FILE, overwrite=True) as tmp:
         tmp.write_text(json.dumps(record, indent=1))

@@ -74,3 +74,24 @@ def test_study_recipe(compose_train):
     assert cfg.trainer.max_epochs == 400
     assert cfg.data.size_buckets is None
     assert list(cfg.data.extrapolation_kinds) == []
+
+
+@pytest.mark.parametrize(
+    "device, devices", [("cpu", None), ("cuda", [0]), ("cuda:2", [2])]
+)
+def test_study_trains_on_the_gpu_it_scores_on(compose_train, tmp_path, device, devices):
+    """``spkhess-study --device cuda:K`` trains on GPU K (it trained on GPU 0)."""
+    import numpy as np
+
+    from schnetpack_hessian.study.matrix import cpu_plan
+    from schnetpack_hessian.study.runner import StudyData, spktrain_args
+
+    plan = cpu_plan()
+    data = StudyData(tmp_path / "x.h5", [], np.zeros(0), np.zeros(0), {}, False)
+    args = spktrain_args(plan.arms[0], plan, data, tmp_path / "s.npz", tmp_path, device)
+    cfg = compose_train(*args)
+    if devices is None:
+        assert cfg.trainer.accelerator == "cpu"
+    else:
+        assert cfg.trainer.accelerator == "gpu"
+        assert list(cfg.trainer.devices) == devices

@@ -103,3 +103,38 @@ def test_no_second_spktrain_while_an_orphan_trains(tmp_path, fake_python, monkey
     fake_python.with_name("spktrain").write_text("#!/bin/sh\nexit 1\n")
     with pytest.raises(StudyError, match="spktrain failed for arm \\(exit 1\\)"):
         train_run([], run_dir, run_dir, 1)
+
+
+#: A spktrain that computes for a moment and fails (no best_model).
+_BUSY_SPKTRAIN = """#!/bin/sh
+i=0
+while [ $i -lt 300000 ]; do i=$((i+1)); done
+exit 3
+"""
+
+
+def test_every_spktrain_process_of_a_run_is_costed(tmp_path, monkeypatch):
+    """The CPU and wall time of each spktrain process (start-up, validation and all)
+    are appended to the run's record, also when it fails; the run's cost sums them."""
+    import json
+
+    from schnetpack_hessian.study import runner
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "spktrain").write_text(_BUSY_SPKTRAIN)
+    (bin_dir / "spktrain").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    run_dir = tmp_path / "run"
+    for _ in range(2):
+        with pytest.raises(StudyError, match="exit 3"):
+            train_run([], run_dir, tmp_path, 1)
+    segments = json.loads((run_dir / runner.PROCESS_COST_FILE).read_text())
+    assert len(segments) == 2
+    for segment in segments:
+        assert segment["cpu_seconds"] > 0.05
+        assert segment["wall_seconds"] >= 0.5 * segment["cpu_seconds"]
+    cost = runner._cost(run_dir)
+    assert cost["train_cpu_seconds"] == pytest.approx(
+        sum(s["cpu_seconds"] for s in segments)
+    )

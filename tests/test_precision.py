@@ -123,7 +123,9 @@ def test_invariance_check_holds_under_bfloat16_autocast(molecules, representatio
         return errors[torch.is_autocast_enabled("cpu")]
 
     for autocast in (False, True):
-        model = make_potential(representation, [Hessian(mode="full")], dtype=torch.float32)
+        model = make_potential(
+            representation, [Hessian(mode="full")], dtype=torch.float32
+        )
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(hessian_module, "invariance_error", record)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

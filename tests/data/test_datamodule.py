@@ -272,7 +272,10 @@ def test_loader_defaults_fit_the_device():
 def test_auto_loader_settings_resolve_for_the_trainer(files, tmp_path):
     pl = pytest.importorskip("pytorch_lightning")
     dm = HessianDataModule(
-        str(files["h5"]), batch_size=4, num_train=20, num_val=6,
+        str(files["h5"]),
+        batch_size=4,
+        num_train=20,
+        num_val=6,
         split_file=str(tmp_path / "split.npz"),
     )
     dm.trainer = pl.Trainer(accelerator="cpu", logger=False)
@@ -280,7 +283,10 @@ def test_auto_loader_settings_resolve_for_the_trainer(files, tmp_path):
     assert (dm.num_workers, dm.num_val_workers, dm._pin_memory) == (0, 0, False)
     assert dm.train_dataloader().num_workers == 0
     explicit = HessianDataModule(
-        str(files["h5"]), batch_size=4, num_workers=1, pin_memory=True,
+        str(files["h5"]),
+        batch_size=4,
+        num_workers=1,
+        pin_memory=True,
         split_file=str(tmp_path / "split.npz"),
     )
     explicit.setup()

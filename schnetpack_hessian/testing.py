@@ -29,6 +29,7 @@ __all__ = [
     "ts_like_hcn",
     "build_batch",
     "make_potential",
+    "quiet_trainer",
     "finite_difference_hessian",
     "hessian_loss_gradients",
     "energy_and_gradient",
@@ -107,6 +108,23 @@ def make_potential(
         dtype=dtype,
         seed=seed,
     )
+
+
+def quiet_trainer(**kwargs):
+    """A Lightning ``Trainer`` for tests: no logger, checkpoints, progress bar or
+    model summary, and ``inference_mode=False`` (validation differentiates the
+    energy); ``kwargs`` add to or override these."""
+    import pytorch_lightning as pl
+
+    settings = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+    )
+    settings.update(kwargs)
+    return pl.Trainer(**settings)
 
 
 def _forces(model: torch.nn.Module, batch: Dict[str, torch.Tensor], key: str):

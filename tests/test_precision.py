@@ -15,7 +15,7 @@ from schnetpack_hessian.precision import (
     guard_precision,
     reduced_precision,
 )
-from schnetpack_hessian.testing import build_batch, make_potential
+from schnetpack_hessian.testing import build_batch, make_potential, quiet_trainer
 
 
 @pytest.fixture()
@@ -86,15 +86,10 @@ def test_hessian_training_refuses_a_mixed_precision_trainer(molecules, precision
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 16-mixed on CPU: Lightning says bf16
-        trainer = pl.Trainer(
+        trainer = quiet_trainer(
             accelerator="cpu",
             precision=precision,
             max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            inference_mode=False,
         )
     with pytest.raises(ReducedPrecisionError, match="task.allow_reduced_precision"):
         trainer.fit(_hessian_task(), datamodule=OneBatch())

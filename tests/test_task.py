@@ -8,7 +8,7 @@ import torch
 import schnetpack as spk
 
 from schnetpack_hessian import Hessian, HessianOutput, HessianTask, NonFiniteLossError
-from schnetpack_hessian.testing import make_potential
+from schnetpack_hessian.testing import make_potential, quiet_trainer
 
 
 def make_task():
@@ -84,13 +84,8 @@ def test_fit_stops_before_the_weights_take_the_nan(batch):
                 batch_size=None,
             )
 
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
     )
     with pytest.raises(
         NonFiniteLossError, match=r"structures \[11, 4, 7, 2\] of reactive.h5"
@@ -154,7 +149,7 @@ def _nan_on_rank_one(init_file, batch_file):
                 [_labelled(batch, energies)] * 2, batch_size=None
             )
 
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         devices=2,
         strategy=DDPStrategy(
@@ -163,11 +158,6 @@ def _nan_on_rank_one(init_file, batch_file):
             timeout=datetime.timedelta(seconds=60),
         ),
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
         use_distributed_sampler=False,
     )
     trainer.fit(task, datamodule=PerRank())

@@ -5,14 +5,13 @@ import pytest
 import schnetpack.transform as trn
 import torch
 import torchmetrics
-from pytorch_lightning import Trainer
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import Hessian, HessianOutput
 from schnetpack_hessian.data import iread, open_dataset
 from schnetpack_hessian.study.balancing import VarianceBalancing, target_variances
 from schnetpack_hessian.task import HessianTask
-from schnetpack_hessian.testing import make_potential
+from schnetpack_hessian.testing import make_potential, quiet_trainer
 
 
 def test_target_variances_match_numpy(small_file):
@@ -66,15 +65,10 @@ def test_callback_sets_one_over_variance_and_keeps_zero_weights(
         optimizer_args={"lr": 1e-3},
     )
     callback = VarianceBalancing()
-    trainer = Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         limit_train_batches=1,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
         callbacks=[callback],
         default_root_dir=str(tmp_path),
     )

@@ -7,7 +7,7 @@ import schnetpack.properties as structure
 
 from schnetpack_hessian import Hessian, HessianOutput
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
-from schnetpack_hessian.testing import make_potential
+from schnetpack_hessian.testing import make_potential, quiet_trainer
 
 
 @pytest.mark.parametrize("width", [1, 2])
@@ -123,7 +123,7 @@ def _record_ddp_batches(data_file, out_dir):
         num_workers=0,
         size_buckets=1,
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         devices=2,
         strategy=DDPStrategy(
@@ -131,10 +131,6 @@ def _record_ddp_batches(data_file, out_dir):
         ),
         max_epochs=2,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(Recorder(), datamodule=dm)
 

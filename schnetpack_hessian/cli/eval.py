@@ -13,7 +13,6 @@ Writes ``metrics.json``, ``structures.csv``, ``ts_searches.csv``, PNG plots and
 import argparse
 import csv
 import sys
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -233,16 +232,14 @@ def run(args: argparse.Namespace) -> int:
         )
     reports = []
     for path, name in zip(models, model_names):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            model = load_model(
-                path,
-                energy_unit=args.energy_unit,
-                distance_unit=args.distance_unit,
-                cutoff=args.cutoff,
-                device=args.device,
-                name=name,
-            )
+        model = load_model(
+            path,
+            energy_unit=args.energy_unit,
+            distance_unit=args.distance_unit,
+            cutoff=args.cutoff,
+            device=args.device,
+            name=name,
+        )
         reports.append(
             evaluate_downstream(
                 model,

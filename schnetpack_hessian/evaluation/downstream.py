@@ -7,7 +7,6 @@ barriers and IRC profiles, and runs the TS searches.  Everything is in ASE units
 """
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -201,9 +200,7 @@ def evaluate_downstream(
         starts = ts_starts(structures, paths, ts_settings)
         if starts:
             t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                calc = model.calculator()
+            calc = model.calculator()
             report.ts_results = ts_searches(
                 calc, starts, ts_settings, progress=progress
             )

@@ -6,6 +6,7 @@ data module's ``property_units`` and ``distance_unit``), its cutoff and its keys
 bare model file without a config needs the units from the caller.
 """
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import FrozenSet, Optional, Union
@@ -83,6 +84,11 @@ class EvaluationModel:
     def calculator(self) -> HessianCalculator:
         """A float64 :class:`~schnetpack_hessian.HessianCalculator` for this model
         (ASE units; its ``n_calls`` counts force and Hessian evaluations)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # as in load_model
+            return self._calculator()
+
+    def _calculator(self) -> HessianCalculator:
         return HessianCalculator(
             str(self.path),
             trn.MatScipyNeighborList(cutoff=self.cutoff),
@@ -235,7 +241,11 @@ def load_model(
     model_file = _find_model_file(Path(path))
     config = _run_config(model_file)
     try:
-        model = torch.load(model_file, map_location=device, weights_only=False)
+        with warnings.catch_warnings():
+            # torch 2.4 warns about weights_only=False on every load; the docstring
+            # and the CLI help say a model file is code
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.load(model_file, map_location=device, weights_only=False)
     except Exception as err:
         raise EvaluationError(f"{model_file}: cannot load the model ({err})") from err
     if not isinstance(model, spk.model.AtomisticModel):

@@ -28,6 +28,7 @@ from ase import Atoms
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import atomic_output, file_metadata
 from schnetpack_hessian.evaluation.data import load_structures
+from schnetpack_hessian.evaluation.model import MODEL_FILE
 from schnetpack_hessian.study.aggregate import learning_curve
 from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
 from schnetpack_hessian.study.scoring import score_run
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 RESULT_FILE = "result.json"
-MODEL_FILE = "best_model"
 #: The budget a study directory was made with (finished runs are only valid for it).
 BUDGET_FILE = "budget.json"
 

@@ -7,7 +7,6 @@ reduced to the flat numbers the report tabulates, in the study's units (kcal/mol
 kcal/mol/Å, kcal/mol/Å², cm⁻¹).
 """
 
-import warnings
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -126,9 +125,7 @@ def score_run(
             (``None``: none).
         device: torch device of the evaluation.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = load_model(run_dir, device=device, name=Path(run_dir).name)
+    model = load_model(run_dir, device=device, name=Path(run_dir).name)
     out = {}
     for name, structures in test_sets.items():
         if not structures:

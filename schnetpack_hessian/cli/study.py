@@ -17,6 +17,7 @@ one per GPU): each arm is locked while it runs, and the others skip it.
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -48,7 +49,6 @@ _BUDGET_OPTIONS = (
     "weight_decay",
     "gradient_clip",
     "val_per_reaction",
-    "ts_search",
     "n_atom_basis",
     "n_interactions",
     "batch_size",
@@ -205,6 +205,8 @@ def make_plan(args: argparse.Namespace) -> StudyPlan:
             plan = plan.select(args.arms)
         except ValueError as err:
             raise StudyError(f"--arms: {err}") from err
+    if args.ts_search is False:
+        plan = replace(plan, ts_settings=None)
     changes = {
         k: getattr(args, k) for k in _BUDGET_OPTIONS if getattr(args, k) is not None
     }

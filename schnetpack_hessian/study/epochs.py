@@ -110,10 +110,8 @@ def time_epochs(
     if n_epochs < 2:
         raise ValueError(f"time_epochs: n_epochs {n_epochs} < 2 (epoch 1 is warm-up)")
     out = Path(out).resolve()
-    budget = replace(
-        budget, max_epochs=n_epochs, patience=n_epochs + 1, ts_search=False
-    )
-    plan = StudyPlan("epochs", tuple(arms), n_folds, budget)
+    budget = replace(budget, max_epochs=n_epochs, patience=n_epochs + 1)
+    plan = StudyPlan("epochs", tuple(arms), n_folds, budget, ts_settings=None)
     split = _split(data, fraction, n_folds)
     split_file = write_split_file(
         split,

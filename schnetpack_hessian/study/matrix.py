@@ -8,7 +8,9 @@ but seed and fold) is what the report averages over.  A :class:`Budget` is the f
 recipe's budget and stopping rule, the same for every arm of a study.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
@@ -120,9 +122,53 @@ class Arm:
         ]
 
 
+#: Budget field → the spktrain config key it sets in ``experiment=study_recipe``
+RECIPE_KEYS: Dict[str, str] = {
+    "max_epochs": "trainer.max_epochs",
+    "patience": "callbacks.early_stopping.patience",
+    "lr_patience": "task.scheduler_args.patience",
+    "warmup_steps": "task.warmup_steps",
+    "n_atom_basis": "model.representation.n_atom_basis",
+    "n_interactions": "model.representation.n_interactions",
+    "batch_size": "data.batch_size",
+    "lr": "globals.lr",
+    "weight_decay": "task.optimizer_args.weight_decay",
+    "gradient_clip": "trainer.gradient_clip_val",
+}
+
+
+def recipe_values() -> Dict[str, object]:
+    """The recipe's values of the :class:`Budget` fields, read from
+    ``configs/experiment/study_recipe.yaml`` (the one source of the recipe); ``loss``
+    is its ``override /loss`` default."""
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).parents[1] / "configs" / "experiment" / "study_recipe.yaml"
+    config = OmegaConf.load(path)
+    values: Dict[str, object] = {}
+    for name, key in RECIPE_KEYS.items():
+        value = OmegaConf.select(config, key)
+        if value is None:
+            raise ValueError(f"{path}: the recipe does not set {key} (Budget.{name})")
+        values[name] = value
+    for entry in config.defaults:
+        if isinstance(entry, Mapping) and "override /loss" in entry:
+            values["loss"] = entry["override /loss"]
+    if "loss" not in values:
+        raise ValueError(f"{path}: the recipe does not choose a loss preset")
+    return values
+
+
+_RECIPE = recipe_values()
+
+
 @dataclass(frozen=True)
 class Budget:
     """The fair recipe's budget and stopping rule, the same for every arm.
+
+    The training fields default to ``experiment=study_recipe``'s values
+    (:func:`recipe_values`: the YAML file is their one source) and reach spktrain as
+    overrides only where they differ from it (:meth:`overrides`).
 
     Attributes:
         max_epochs: most epochs.
@@ -135,46 +181,37 @@ class Budget:
         lr: initial learning rate.
         weight_decay: AdamW's decoupled weight decay (0: none).
         gradient_clip: clip the gradient norm to this value (0: no clipping).
+        loss: loss preset (``configs/loss/``).
         val_per_reaction: at most this many critical points of one training
             reaction validate (0: no limit; :func:`~.splits.make_split`).
-        loss: loss preset (``configs/loss/``).
-        ts_search: run TS searches in evaluation for the arms that have them
-            (:meth:`StudyPlan.ts_searched`; slow).
         score_per_set: score each run on every critical point of a test set and at
             most this many of its other structures, stratified by reaction and kind
             (0: every structure).
     """
 
-    max_epochs: int = 400
-    patience: int = 100
-    lr_patience: int = 25
-    warmup_steps: int = 0
-    n_atom_basis: int = 64
-    n_interactions: int = 3
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    gradient_clip: float = 0.0
+    max_epochs: int = _RECIPE["max_epochs"]
+    patience: int = _RECIPE["patience"]
+    lr_patience: int = _RECIPE["lr_patience"]
+    warmup_steps: int = _RECIPE["warmup_steps"]
+    n_atom_basis: int = _RECIPE["n_atom_basis"]
+    n_interactions: int = _RECIPE["n_interactions"]
+    batch_size: int = _RECIPE["batch_size"]
+    lr: float = _RECIPE["lr"]
+    weight_decay: float = _RECIPE["weight_decay"]
+    gradient_clip: float = _RECIPE["gradient_clip"]
+    loss: str = _RECIPE["loss"]
     val_per_reaction: int = 0
-    loss: str = "study"
-    ts_search: bool = True
     score_per_set: int = 0
 
     def overrides(self) -> List[str]:
-        """spktrain overrides of the budget (on top of ``experiment=study_recipe``)."""
-        return [
-            f"loss={self.loss}",
-            f"trainer.max_epochs={self.max_epochs}",
-            f"callbacks.early_stopping.patience={self.patience}",
-            f"task.scheduler_args.patience={self.lr_patience}",
-            f"task.warmup_steps={self.warmup_steps}",
-            f"model.representation.n_atom_basis={self.n_atom_basis}",
-            f"model.representation.n_interactions={self.n_interactions}",
-            f"data.batch_size={self.batch_size}",
-            f"globals.lr={self.lr}",
-            f"task.optimizer_args.weight_decay={self.weight_decay}",
-            f"trainer.gradient_clip_val={self.gradient_clip}",
-        ]
+        """spktrain overrides of the fields that differ from the recipe (on top of
+        ``experiment=study_recipe``)."""
+        out = [] if self.loss == _RECIPE["loss"] else [f"loss={self.loss}"]
+        for name, key in RECIPE_KEYS.items():
+            value = getattr(self, name)
+            if value != _RECIPE[name]:
+                out.append(f"{key}={value}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -190,7 +227,8 @@ class StudyPlan:
             with E+F's (:meth:`ts_searched`).
         ts_fractions: the data fractions of that E+F+H arm that are searched too (E+F
             is searched at 100 % only).
-        ts_settings: how the searches start, run and are judged.
+        ts_settings: how the searches start, run and are judged; ``None``: no TS
+            searches (the one switch of the TS-search policy is the plan's).
     """
 
     name: str
@@ -199,14 +237,14 @@ class StudyPlan:
     budget: Budget = field(default_factory=Budget)
     ts_hessian: str = "full"
     ts_fractions: Tuple[float, ...] = (1.0,)
-    ts_settings: TSSearchSettings = TS_SETTINGS
+    ts_settings: Optional[TSSearchSettings] = TS_SETTINGS
 
     def ts_searched(self, arm: Arm) -> bool:
-        """Whether the study runs TS searches for ``arm`` (when its budget has them):
+        """Whether the study runs TS searches for ``arm`` (when the plan has them):
         the contrasts the goals name, E+F on all the training data against the plan's
         E+F+H arm at :attr:`ts_fractions` (a search costs minutes per run on a CPU;
         other arms skip it)."""
-        if not self.budget.ts_search:
+        if self.ts_settings is None:
             return False
         if (arm.targets, arm.hessian) == ("EF", "none"):
             return arm.fraction == 1.0
@@ -257,8 +295,13 @@ def quick_plan(replicates: int = 3) -> StudyPlan:
         Arm("EFH", hessian="hvp-k2"),
         Arm("EFH", hessian="full", fraction=0.25),
     ]
-    budget = Budget(ts_search=False)
-    return StudyPlan("quick", _replicated(groups, _paired(replicates)), n_folds, budget)
+    return StudyPlan(
+        "quick",
+        _replicated(groups, _paired(replicates)),
+        n_folds,
+        Budget(),
+        ts_settings=None,
+    )
 
 
 def _paired(replicates: int) -> List[Tuple[int, int]]:

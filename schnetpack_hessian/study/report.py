@@ -154,7 +154,11 @@ def _protocol(plan: StudyPlan) -> str:
             "- Test (a): IRC/NMS geometries of the training reactions; test (b): every "
             "structure of the held-out reactions. Metrics: `spkhess-eval`'s library "
             "(`evaluate_downstream`, exact model Hessians); "
-            + (_ts_protocol(plan) if b.ts_search else "TS searches skipped."),
+            + (
+                _ts_protocol(plan)
+                if plan.ts_settings is not None
+                else "TS searches skipped."
+            ),
             f"- Recipe (`experiment=study_recipe`, the same for every arm): "
             f"`loss={b.loss}`, AdamW lr {b.lr:g} (weight decay {b.weight_decay:g}), "
             + (

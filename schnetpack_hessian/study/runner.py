@@ -27,6 +27,7 @@ from ase import Atoms
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import atomic_output, file_metadata
+from schnetpack_hessian.data.splitting import data_identity
 from schnetpack_hessian.evaluation.data import load_structures
 from schnetpack_hessian.evaluation.model import MODEL_FILE
 from schnetpack_hessian.study.aggregate import learning_curve
@@ -346,12 +347,26 @@ def check_budget(plan: StudyPlan, data: StudyData, out: Path) -> None:
         StudyError: the directory holds runs of another budget or data set.
     """
     path = Path(out) / BUDGET_FILE
-    wanted = {"budget": asdict(plan.budget), "data": str(data.path)}
+    identity = data_identity(data.path, len(data.structures))
+    # the data by name and content, not by path: a clone elsewhere continues the runs
+    wanted = {
+        "budget": asdict(plan.budget),
+        "data": {k: identity[k] for k in ("sha256", "n_structures")}
+        | {"name": Path(data.path).name},
+    }
     if path.exists():
         found = json.loads(path.read_text())
-        # a directory made before a budget field existed ran with its default
+        if isinstance(found.get("data"), str):  # directories of earlier versions
+            same = Path(found["data"]).name == Path(data.path).name
+            found["data"] = wanted["data"] if same else found["data"]
+        # a directory made before a budget field existed ran with its default; a
+        # field since removed (ts_search: now the plan's) did not shape a training
         defaults = asdict(Budget())
-        found["budget"] = {**defaults, **found.get("budget", {})}
+        found["budget"] = {
+            k: v
+            for k, v in {**defaults, **found.get("budget", {})}.items()
+            if k in defaults
+        }
         if found != wanted:
             raise StudyError(
                 f"{out} holds runs made with {found}, not {wanted}; finished runs are "

@@ -1,5 +1,7 @@
 """The study's matrix, folds and splits, and the goals' verdicts."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -276,7 +278,7 @@ def test_budget_regularisation_knobs_reach_spktrain_and_old_directories_resume(
     overrides = Budget(weight_decay=0.05, gradient_clip=5.0).overrides()
     assert "task.optimizer_args.weight_decay=0.05" in overrides
     assert "trainer.gradient_clip_val=5.0" in overrides
-    assert "trainer.gradient_clip_val=0.0" in Budget().overrides()
+    assert Budget().overrides() == []  # the recipe itself: nothing to override
 
     data = load_study_data(reactive_set_path())
     plan = quick_plan()
@@ -288,6 +290,32 @@ def test_budget_regularisation_knobs_reach_spktrain_and_old_directories_resume(
     check_budget(plan, data, tmp_path)  # the defaults: same budget
     with pytest.raises(StudyError, match="new output directory"):
         check_budget(plan.with_budget(weight_decay=0.1), data, tmp_path)
+
+
+def test_study_directory_knows_its_data_by_content_not_path(tmp_path):
+    """A study directory moved with a clone (the data file at another path) keeps its
+    runs; other data with the same name is refused."""
+    import shutil
+
+    from schnetpack_hessian.datasets import reactive_set_path
+    from schnetpack_hessian.study.runner import StudyError, check_budget
+    from schnetpack_hessian.study.runner import load_study_data
+
+    plan = quick_plan()
+    data = load_study_data(reactive_set_path())
+    check_budget(plan, data, tmp_path / "study")
+    elsewhere = tmp_path / "clone" / data.path.name
+    elsewhere.parent.mkdir()
+    shutil.copy(data.path, elsewhere)
+    check_budget(plan, load_study_data(elsewhere), tmp_path / "study")
+    other = tmp_path / "other" / data.path.name
+    other.parent.mkdir()
+    shutil.copy(data.path, other)
+    with open(other, "ab") as f:
+        f.write(b"\0")  # same name and structures, other content
+    moved = replace(load_study_data(elsewhere), path=other)
+    with pytest.raises(StudyError, match="new output directory"):
+        check_budget(plan, moved, tmp_path / "study")
 
 
 def test_data_efficiency_figure_draws_only_arms_run_at_several_fractions(tmp_path):
@@ -330,7 +358,7 @@ def test_cpu_preset_is_the_bulk_contrast_with_one_full_hessian_subset():
             (f"EFH-{CPU_HESSIAN}", 25),
         ]
     }
-    assert not any(plan.with_budget(ts_search=False).ts_searched(a) for a in plan.arms)
+    assert not any(replace(plan, ts_settings=None).ts_searched(a) for a in plan.arms)
     with pytest.raises(ValueError, match="replicates"):
         cpu_plan(1)
 

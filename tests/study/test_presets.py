@@ -4,6 +4,7 @@ import hydra
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 #: preset → (energy, forces, hessian weight, E/F loss class, Hessian loss)
 PRESETS = {
@@ -95,3 +96,21 @@ def test_study_trains_on_the_gpu_it_scores_on(compose_train, tmp_path, device, d
     else:
         assert cfg.trainer.accelerator == "gpu"
         assert list(cfg.trainer.devices) == devices
+
+
+@pytest.mark.parametrize("preset", ["recipe", "cpu"])
+def test_budget_and_recipe_are_one_source(compose_train, preset):
+    """Budget's defaults are study_recipe.yaml's values, and a plan's budget reaches
+    spktrain through overrides of exactly the fields that differ."""
+    from dataclasses import asdict
+
+    from schnetpack_hessian.study.matrix import CPU_BUDGET, RECIPE_KEYS, Budget
+
+    budget = Budget() if preset == "recipe" else CPU_BUDGET
+    cfg = compose_train("experiment=study_recipe", *budget.overrides())
+    values = asdict(budget)
+    for name, key in RECIPE_KEYS.items():
+        assert OmegaConf.select(cfg, key) == values[name], key
+    assert cfg.task.outputs[1].loss_weight == pytest.approx(0.30)  # loss=study
+    changed = {n for n in RECIPE_KEYS if values[n] != asdict(Budget())[n]}
+    assert len(budget.overrides()) == len(changed)

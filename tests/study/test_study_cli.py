@@ -114,18 +114,18 @@ def test_unknown_arm_is_a_clear_error(tmp_path, capsys):
 def test_budget_options_reach_the_plan():
     from schnetpack_hessian.cli.study import build_parser, make_plan
 
-    def budget(*argv):
+    def plan(*argv):
         args = build_parser().parse_args(["--full", "-o", "x", *argv])
-        return make_plan(args).budget
+        return make_plan(args)
 
-    default = budget()
-    assert default.ts_search and default.val_per_reaction == 0
-    assert default.weight_decay == 0.0 and default.gradient_clip == 0.0
-    changed = budget(
+    default = plan()
+    assert default.ts_settings is not None and default.budget.val_per_reaction == 0
+    assert default.budget.weight_decay == 0.0 and default.budget.gradient_clip == 0.0
+    changed = plan(
         "--no-ts-search", "--val-per-reaction", "1", "--weight-decay", "0.01"
     )
-    assert not changed.ts_search and changed.val_per_reaction == 1
-    assert changed.weight_decay == 0.01 and changed.gradient_clip == 0.0
+    assert changed.ts_settings is None and changed.budget.val_per_reaction == 1
+    assert changed.budget.weight_decay == 0.01 and changed.budget.gradient_clip == 0.0
 
 
 def test_cpu_preset_trains_first_and_scores_a_subsample_later(tmp_path):

@@ -35,13 +35,14 @@ def hessians_computed(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
     """Within the block, the model's ``Hessian`` modules compute second derivatives
     only if ``enabled`` (forces are written either way)."""
     modules = [m for m in model.modules() if isinstance(m, Hessian)]
+    before = [module.active for module in modules]
     for module in modules:
         module.active = enabled
     try:
         yield
-    finally:
-        for module in modules:
-            module.active = True
+    finally:  # the switches as they were, not simply on
+        for module, active in zip(modules, before):
+            module.active = active
 
 
 def enable_full_hessian(
@@ -141,8 +142,9 @@ class HessianCalculator(SpkCalculator):
        (:func:`~schnetpack_hessian.pretrained.export_model`) load without pickle.
 
     Args:
-        model_file: path of a saved SchNetPack model (e.g. ``spktrain``'s best_model);
-            with schnetpack 2.2 also a model object.  A data file, a folder or a
+        model_file: path of a saved SchNetPack model (e.g. ``spktrain``'s best_model),
+            ``"pretrained:NAME"``, or a loaded ``AtomisticModel`` (used as it is,
+            not copied: the calculator shares it).  A data file, a folder or a
             ``state_dict`` is refused with a ``CalculatorError`` saying what it is.
         neighbor_list: SchNetPack neighbour list transform (e.g.
             ``schnetpack.transform.MatScipyNeighborList(cutoff=5.0)``).
@@ -177,6 +179,11 @@ class HessianCalculator(SpkCalculator):
         source = args[0] if args else kwargs.get("model_file", kwargs.get("model"))
         if is_exported(source):  # pretrained:NAME or an exported file: no pickle
             model = load_exported(source).model
+            if len(args) >= 3:
+                model = model.to(device=args[1], dtype=args[2])
+            return enable_full_hessian(model, self.hessian_key)
+        if isinstance(source, torch.nn.Module):  # loaded already: shared, not copied
+            model = source.eval()
             if len(args) >= 3:
                 model = model.to(device=args[1], dtype=args[2])
             return enable_full_hessian(model, self.hessian_key)

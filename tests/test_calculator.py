@@ -118,3 +118,25 @@ def test_state_dict_instead_of_a_model_is_one_sentence(model_file):
         _calculator(model_file.with_name("missing.pt"))
     with pytest.raises(CalculatorError, match="is a directory, not a model file"):
         _calculator(model_file.parent)
+
+
+def test_a_loaded_model_is_shared_and_its_switch_restored(model_file):
+    """A model object is used as it is (evaluation builds its calculator from the
+    model it has loaded, not from a second load of the file), and a forces-only call
+    leaves the Hessian switch as it found it (it was set to on)."""
+    model = torch.load(model_file, weights_only=False)
+    calc = HessianCalculator(
+        model, trn.MatScipyNeighborList(cutoff=5.0), dtype=torch.float64
+    )
+    assert calc.model is model
+    hessian_module = next(m for m in model.modules() if isinstance(m, Hessian))
+    hessian_module.active = False
+    atoms = molecule("H2O")
+    atoms.calc = calc
+    atoms.get_forces()
+    assert hessian_module.active is False
+    from_file = HessianCalculator(
+        str(model_file), trn.MatScipyNeighborList(cutoff=5.0), dtype=torch.float64
+    )
+    hessian_module.active = True
+    np.testing.assert_allclose(calc.get_hessian(atoms), from_file.get_hessian(atoms))

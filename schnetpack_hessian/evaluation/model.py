@@ -90,7 +90,7 @@ class EvaluationModel:
 
     def _calculator(self) -> HessianCalculator:
         return HessianCalculator(
-            str(self.path),
+            self.model,  # the loaded model, not a second load of the file
             trn.MatScipyNeighborList(cutoff=self.cutoff),
             hessian_key=self.hessian_key,
             energy_key=self.energy_key,

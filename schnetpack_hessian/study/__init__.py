@@ -23,6 +23,7 @@ from schnetpack_hessian.study.runner import (
     StudyError,
     load_study_data,
     read_results,
+    StudyContext,
     run_arm,
     run_study,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "load_study_data",
     "quick_plan",
     "read_results",
+    "StudyContext",
     "run_arm",
     "run_study",
 ]

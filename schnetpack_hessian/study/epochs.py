@@ -23,7 +23,7 @@ import numpy as np
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler
 from schnetpack_hessian.markdown import table
 from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
-from schnetpack_hessian.study.runner import StudyData, spktrain_args, train_run
+from schnetpack_hessian.study.runner import StudyContext, StudyData
 from schnetpack_hessian.study.splits import make_split, write_split_file
 
 __all__ = [
@@ -112,6 +112,7 @@ def time_epochs(
     out = Path(out).resolve()
     budget = replace(budget, max_epochs=n_epochs, patience=n_epochs + 1)
     plan = StudyPlan("epochs", tuple(arms), n_folds, budget, ts_settings=None)
+    context = StudyContext(plan, data, out, threads, device)
     split = _split(data, fraction, n_folds)
     split_file = write_split_file(
         split,
@@ -131,9 +132,9 @@ def time_epochs(
             if len(record.get("epoch_cpu_seconds", [])) < n_epochs:
                 # an unfinished (or older) run would resume from its checkpoint
                 shutil.rmtree(run_dir, ignore_errors=True)
-                args = spktrain_args(arm, plan, data, split_file, out, device, run_id)
+                args = context.spktrain_args(arm, split_file, run_id)
                 args.append(f"data.size_buckets={'null' if width is None else width}")
-                train_run(args, run_dir, out, threads)
+                context.train(args, run_id)
                 record = json.loads(cost_file.read_text())
             rows.append(
                 EpochTime(

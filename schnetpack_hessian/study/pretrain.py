@@ -17,9 +17,8 @@ from typing import Dict, Sequence
 from schnetpack_hessian.pretrained import export_model
 from schnetpack_hessian.study.matrix import Arm, StudyPlan
 from schnetpack_hessian.study.runner import (
+    StudyContext,
     StudyData,
-    spktrain_args,
-    train_run,
     training_finished,
 )
 from schnetpack_hessian.study.scoring import METRICS, score_run
@@ -82,8 +81,8 @@ def pretrain(
             data.path,
             len(data.structures),
         )
-        args = spktrain_args(arm, plan, data, split_file, work, device, run_id=name)
-        train_run(args, run_dir, work, threads)
+        context = StudyContext(plan, data, work, threads, device)
+        context.train(context.spktrain_args(arm, split_file, run_id=name), name)
     scored = scored_subset(
         split.train_offpath, data.kinds, data.reactions, budget.score_per_set, 0
     )

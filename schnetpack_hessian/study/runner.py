@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import fasteners
 import numpy as np
@@ -41,7 +41,7 @@ __all__ = [
     "StudyError",
     "StudyData",
     "load_study_data",
-    "spktrain_args",
+    "StudyContext",
     "train_run",
     "run_arm",
     "training_finished",
@@ -103,33 +103,54 @@ def load_study_data(path: Path) -> StudyData:
     return StudyData(path, structures, kinds, reactions, names, atomrefs)
 
 
-def spktrain_args(
-    arm: Arm,
-    plan: StudyPlan,
-    data: StudyData,
-    split_file: Path,
-    out: Path,
-    device: str,
-    run_id: Optional[str] = None,
-) -> List[str]:
-    """The spktrain command line of ``arm`` (after ``experiment=study_recipe``), run
-    in ``out/runs/<run_id>`` (default: the arm's name)."""
-    accelerator = ["trainer.accelerator=cpu"]
-    if device.startswith("cuda"):
-        # the GPU the study scores on (cuda:K): Lightning's devices=1 means GPU 0
-        index = torch.device(device).index
-        accelerator = ["trainer.accelerator=gpu", f"trainer.devices=[{index or 0}]"]
-    return [
-        "experiment=study_recipe",
-        f"data.datapath={data.path}",
-        f"data.split_file={split_file}",
-        f"globals.atomrefs={data.atomrefs}",
-        f"run.path={out / 'runs'}",
-        f"run.id={run_id or arm.name}",
-        *plan.budget.overrides(),
-        *arm.overrides(),
-        *accelerator,
-    ]
+@dataclass(frozen=True)
+class StudyContext:
+    """What every arm of a study shares: the plan, the data, the study directory and
+    where the work runs.
+
+    Attributes:
+        plan: the arms and their budget.
+        data: the data set, read once.
+        out: the study directory (absolute).
+        threads: ``OMP_NUM_THREADS`` of each training and of scoring.
+        device: ``"cpu"`` or ``"cuda[:K]"``: where spktrain trains and scoring runs.
+    """
+
+    plan: StudyPlan
+    data: StudyData
+    out: Path
+    threads: int = 1
+    device: str = "cpu"
+
+    def run_dir(self, run_id: str) -> Path:
+        """``DIR/runs/<run_id>``."""
+        return self.out / "runs" / run_id
+
+    def spktrain_args(
+        self, arm: Arm, split_file: Path, run_id: Optional[str] = None
+    ) -> List[str]:
+        """The spktrain command line of ``arm`` (after ``experiment=study_recipe``),
+        run in ``DIR/runs/<run_id>`` (default: the arm's name)."""
+        accelerator = ["trainer.accelerator=cpu"]
+        if self.device.startswith("cuda"):
+            # the GPU the study scores on (cuda:K): Lightning's devices=1 means GPU 0
+            index = torch.device(self.device).index
+            accelerator = ["trainer.accelerator=gpu", f"trainer.devices=[{index or 0}]"]
+        return [
+            "experiment=study_recipe",
+            f"data.datapath={self.data.path}",
+            f"data.split_file={split_file}",
+            f"globals.atomrefs={self.data.atomrefs}",
+            f"run.path={self.out / 'runs'}",
+            f"run.id={run_id or arm.name}",
+            *self.plan.budget.overrides(),
+            *arm.overrides(),
+            *accelerator,
+        ]
+
+    def train(self, args: List[str], run_id: str) -> None:
+        """:func:`train_run` of ``args`` in ``DIR/runs/<run_id>``."""
+        train_run(args, self.run_dir(run_id), self.out, self.threads)
 
 
 def train_run(args: List[str], run_dir: Path, cwd: Path, threads: int) -> None:
@@ -201,11 +222,15 @@ def _record_training_process(run_dir: Path, cpu: float, wall: float) -> None:
     path.write_text(json.dumps(segments, indent=1))
 
 
-def _cost(run_dir: Path) -> Dict[str, object]:
+def _cost(
+    run_dir: Path, curve: Optional[Tuple[np.ndarray, np.ndarray]] = None
+) -> Dict[str, object]:
+    """The run's cost record (``cost.json``, its processes, the learning curve's
+    best epoch); ``curve``: the learning curve if already read."""
     path = run_dir / "cost.json"
     record = json.loads(path.read_text()) if path.exists() else {}
     seconds = record.get("epoch_seconds") or []
-    curve = learning_curve(run_dir)
+    curve = learning_curve(run_dir) if curve is None else curve
     if curve is not None:
         best = int(curve[1].argmin())
         record.update(
@@ -236,7 +261,14 @@ def training_finished(run_dir: Path, max_epochs: int, patience: int) -> bool:
     """
     if not (Path(run_dir) / MODEL_FILE).exists():
         return False
-    curve = learning_curve(run_dir)
+    return _ended_by_rule(learning_curve(run_dir), max_epochs, patience)
+
+
+def _ended_by_rule(
+    curve: Optional[Tuple[np.ndarray, np.ndarray]], max_epochs: int, patience: int
+) -> bool:
+    """Whether a validation curve ran ``max_epochs`` or ``patience`` epochs past its
+    best."""
     if curve is None:
         return False
     epochs, losses = curve
@@ -245,13 +277,7 @@ def training_finished(run_dir: Path, max_epochs: int, patience: int) -> bool:
 
 
 def run_arm(
-    arm: Arm,
-    plan: StudyPlan,
-    data: StudyData,
-    out: Path,
-    threads: int = 1,
-    device: str = "cpu",
-    score: bool = True,
+    arm: Arm, context: StudyContext, score: bool = True
 ) -> Optional[Dict[str, object]]:
     """Train (unless a finished training exists, :func:`training_finished`), score
     and record one arm.
@@ -263,9 +289,8 @@ def run_arm(
         The arm's record, as written to ``DIR/runs/<arm>/result.json`` (``None``
         when not scored).
     """
-    out = Path(out).resolve()
-    run_dir = out / "runs" / arm.name
-    budget = plan.budget
+    plan, data, budget = context.plan, context.data, context.plan.budget
+    run_dir = context.run_dir(arm.name)
     split = make_split(
         data.kinds,
         data.reactions,
@@ -276,22 +301,19 @@ def run_arm(
         val_per_reaction=budget.val_per_reaction,
     )
     t0 = time.perf_counter()
-    trained = not training_finished(run_dir, budget.max_epochs, budget.patience)
+    curve = learning_curve(run_dir) if (run_dir / MODEL_FILE).exists() else None
+    trained = not _ended_by_rule(curve, budget.max_epochs, budget.patience)
     if trained:
         split_file = write_split_file(
             split,
             split.heldout_critical(data.kinds),
-            out / "splits" / f"{arm.name}.npz",
+            context.out / "splits" / f"{arm.name}.npz",
             data.path,
             len(data.structures),
         )
-        train_run(
-            spktrain_args(arm, plan, data, split_file, out, device),
-            run_dir,
-            out,
-            threads,
-        )
-        if not training_finished(run_dir, budget.max_epochs, budget.patience):
+        context.train(context.spktrain_args(arm, split_file), arm.name)
+        curve = learning_curve(run_dir)
+        if not _ended_by_rule(curve, budget.max_epochs, budget.patience):
             raise StudyError(
                 f"{run_dir.name}: spktrain ended before its stopping rule (max "
                 f"{budget.max_epochs} epochs, patience {budget.patience}); was it "
@@ -313,7 +335,7 @@ def run_arm(
         run_dir,
         {name: data.subset(indices) for name, indices in test_sets.items()},
         ts_settings=plan.ts_settings if plan.ts_searched(arm) else None,
-        device=device,
+        device=context.device,
         reaction_names=data.reaction_names,
     )
     record = {
@@ -329,7 +351,7 @@ def run_arm(
         },
         "heldout_reactions": split.heldout_reactions,
         "metrics": metrics,
-        "cost": _cost(run_dir),
+        "cost": _cost(run_dir, curve),
         "train_seconds": train_seconds if trained else None,
         "eval_seconds": time.perf_counter() - t0,
         "eval_cpu_seconds": time.process_time() - cpu0,
@@ -415,6 +437,7 @@ def run_study(
     """
     out = Path(out).resolve()
     check_budget(plan, data, out)
+    context = StudyContext(plan, data, out, threads, device)
     done, trained = [], 0
     for i, arm in enumerate(plan.arms, 1):
         result = out / "runs" / arm.name / RESULT_FILE
@@ -433,7 +456,7 @@ def run_study(
             if result.exists():  # finished by another process meanwhile
                 done.append(json.loads(result.read_text()))
                 continue
-            record = run_arm(arm, plan, data, out, threads, device, score)
+            record = run_arm(arm, context, score)
         finally:
             lock.release()
         trained += 1

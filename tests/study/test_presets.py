@@ -85,11 +85,12 @@ def test_study_trains_on_the_gpu_it_scores_on(compose_train, tmp_path, device, d
     import numpy as np
 
     from schnetpack_hessian.study.matrix import cpu_plan
-    from schnetpack_hessian.study.runner import StudyData, spktrain_args
+    from schnetpack_hessian.study.runner import StudyContext, StudyData
 
     plan = cpu_plan()
     data = StudyData(tmp_path / "x.h5", [], np.zeros(0), np.zeros(0), {}, False)
-    args = spktrain_args(plan.arms[0], plan, data, tmp_path / "s.npz", tmp_path, device)
+    context = StudyContext(plan, data, tmp_path, device=device)
+    args = context.spktrain_args(plan.arms[0], tmp_path / "s.npz")
     cfg = compose_train(*args)
     if devices is None:
         assert cfg.trainer.accelerator == "cpu"

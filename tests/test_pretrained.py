@@ -56,6 +56,8 @@ def test_card_errors_are_reproduced_by_name(exported, monkeypatch):
     assert "not** a replacement for DFT" in card
     assert "Measured errors on 24 IRC/NMS structures" in card
     facts = json.loads((exported / "tiny-efh.json").read_text())
+    assert len(facts["check"]["structures"]) == 8
+    assert facts["check"]["structures"] == facts["scored"][:8]
     data = load_study_data(reactive_set_path())
     again = score_run(
         "pretrained:tiny-efh",
@@ -92,3 +94,24 @@ def test_crafted_export_naming_other_code_is_refused(exported, tmp_path):
     with pytest.raises(pretrained.PretrainedError, match="not a module"):
         pretrained.load_exported(bad)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_shipped_model_loads_by_name_and_reproduces_its_card(name):
+    """Every model shipped in the package: loads by name without pickle, its card
+    states the data, units and intended use, and its recorded errors on a few
+    structures are reproduced."""
+    facts = json.loads((pretrained.MODEL_DIR / f"{name}.json").read_text())
+    card = (pretrained.MODEL_DIR / f"{name}.md").read_text()
+    assert f"pretrained:{name}" in card and "not** a replacement for DFT" in card
+    assert "spkhess-pretrain" in card  # the command that made it
+    shipped = {reactive_set_path(level).name: level for level in ("wb97x", "xtb")}
+    data = load_study_data(reactive_set_path(shipped[facts["data_file"]]))
+    check = facts["check"]
+    again = score_run(
+        f"pretrained:{name}",
+        {"check": data.subset(check["structures"])},
+        ts_settings=None,
+    )["check"]
+    for key in ("energy_mae", "forces_mae", "hessian_mae"):
+        assert again[key] == pytest.approx(check["metrics"][key], rel=1e-6)

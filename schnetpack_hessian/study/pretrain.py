@@ -29,6 +29,9 @@ __all__ = ["PretrainResult", "pretrain", "model_card"]
 
 #: Seed of the validation draw of a pretrained model.
 PRETRAIN_SEED = 1
+#: Structures (the first of the scored subsample) whose errors the model's JSON
+#: records for a quick check that a loaded model is the one the card describes.
+CHECK_STRUCTURES = 8
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,18 @@ def pretrain(
     card.write_text(
         model_card(name, arm, plan, data_label, split, len(scored), metrics, command)
     )
-    (export_dir / f"{name}.json").write_text(
-        json.dumps({"metrics": metrics, "scored": scored}, indent=1)
-    )
+    # a few structures whose errors a test reproduces by name in seconds
+    check = [int(i) for i in scored[:CHECK_STRUCTURES]]
+    check_metrics = score_run(
+        model, {"check": data.subset(check)}, ts_settings=None, device=device
+    )["check"]
+    facts = {
+        "data_file": Path(data.path).name,
+        "metrics": metrics,
+        "scored": [int(i) for i in scored],
+        "check": {"structures": check, "metrics": check_metrics},
+    }
+    (export_dir / f"{name}.json").write_text(json.dumps(facts, indent=1))
     return PretrainResult(
         model, card, metrics, len(split.train), len(split.val), len(scored)
     )

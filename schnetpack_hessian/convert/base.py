@@ -21,6 +21,7 @@ __all__ = [
     "Source",
     "PathLike",
     "has_signature",
+    "require_energy_and_forces",
     "is_hdf5",
     "open_hdf5",
     "numbers_from_symbols",
@@ -148,6 +149,29 @@ class Reader:
         raise NotImplementedError
 
 
+def require_energy_and_forces(
+    record: HessianRecord, fmt: str, path: PathLike, index: int
+) -> None:
+    """Exporters whose format has no way to say "missing" need both targets.
+
+    Raises:
+        ConversionError: the record lacks its energy or forces (named with its
+            origin, else ``path`` and ``index``).
+    """
+    missing = [
+        name
+        for name, value in (("energy", record.energy), ("forces", record.forces))
+        if value is None
+    ]
+    if missing:
+        where = record.origin or f"{path}, structure {index}"
+        raise ConversionError(
+            f"{where}: has no {' and no '.join(missing)}; {fmt} output holds energy "
+            "and forces for every structure (write a .h5 or .db training file, where "
+            "a missing target is stored as NaN)"
+        )
+
+
 def has_signature(path: PathLike, signature: bytes, offsets=(0,)) -> bool:
     """True if the file starts with ``signature`` at one of ``offsets``."""
     path = Path(path)
@@ -231,9 +255,10 @@ def force_sign_score(
             continue
         fa, fb = np.asarray(a.forces).ravel(), np.asarray(b.forces).ravel()
         work = -0.5 * float(np.dot(fa + fb, dx))
-        de = float(b.energy) - float(a.energy)
-        if abs(work) > 1e-12 and abs(de) > 1e-12:
-            votes.append(float(np.sign(de * work)))
+        if a.energy is not None and b.energy is not None:
+            de = float(b.energy) - float(a.energy)
+            if abs(work) > 1e-12 and abs(de) > 1e-12:
+                votes.append(float(np.sign(de * work)))
         if a.hessian is not None and b.hessian is not None:
             pred = -0.5 * (np.asarray(a.hessian) + np.asarray(b.hessian)) @ dx
             df = fb - fa

@@ -24,6 +24,7 @@ from schnetpack_hessian.convert import (
     openreact,
     orca,
     spkdb,
+    themol,
     training,
 )
 from schnetpack_hessian.convert.base import (
@@ -70,6 +71,7 @@ READERS: Dict[str, Reader] = {
     r.name: r
     for r in (
         training.READER,
+        themol.READER,
         openreact.READER,
         horm.READER,
         deepmd.READER,

@@ -20,6 +20,7 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import (
     deepmd,
     extxyz,
+    hessian_qm9,
     horm,
     openreact,
     orca,
@@ -74,6 +75,7 @@ READERS: Dict[str, Reader] = {
         themol.READER,
         openreact.READER,
         horm.READER,
+        hessian_qm9.READER,
         deepmd.READER,
         orca.READER,
         extxyz.READER,

@@ -20,10 +20,12 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert import (
     deepmd,
     extxyz,
+    hessian_qm9,
     horm,
     openreact,
     orca,
     spkdb,
+    themol,
     training,
 )
 from schnetpack_hessian.convert.base import (
@@ -70,8 +72,10 @@ READERS: Dict[str, Reader] = {
     r.name: r
     for r in (
         training.READER,
+        themol.READER,
         openreact.READER,
         horm.READER,
+        hessian_qm9.READER,
         deepmd.READER,
         orca.READER,
         extxyz.READER,

@@ -3,8 +3,10 @@ the error class, and helpers for files, elements and force conventions."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
-from typing import Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Tuple, Union
+
+import logging
 
 import h5py
 import numpy as np
@@ -21,11 +23,16 @@ __all__ = [
     "Source",
     "PathLike",
     "has_signature",
+    "require_energy_and_forces",
     "is_hdf5",
     "open_hdf5",
     "numbers_from_symbols",
     "force_sign_score",
+    "decide_force_sign",
+    "FORCES_SIGN",
 ]
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -77,6 +84,14 @@ class Option:
     default: Any
     help: str
     choices: Optional[Tuple[Any, ...]] = None
+
+
+#: The ``forces_sign`` option of formats whose stored "forces" are checked.
+FORCES_SIGN = Option(
+    "auto",
+    "whether the stored 'forces' are -dE/dR ('forces') or dE/dR ('gradient')",
+    ("auto", "forces", "gradient"),
+)
 
 
 class Reader:
@@ -146,6 +161,29 @@ class Reader:
     ) -> Iterator[Entry]:
         """One :data:`Entry` per structure of ``path``, in file order."""
         raise NotImplementedError
+
+
+def require_energy_and_forces(
+    record: HessianRecord, fmt: str, path: PathLike, index: int
+) -> None:
+    """Exporters whose format has no way to say "missing" need both targets.
+
+    Raises:
+        ConversionError: the record lacks its energy or forces (named with its
+            origin, else ``path`` and ``index``).
+    """
+    missing = [
+        name
+        for name, value in (("energy", record.energy), ("forces", record.forces))
+        if value is None
+    ]
+    if missing:
+        where = record.origin or f"{path}, structure {index}"
+        raise ConversionError(
+            f"{where}: has no {' and no '.join(missing)}; {fmt} output holds energy "
+            "and forces for every structure (write a .h5 or .db training file, where "
+            "a missing target is stored as NaN)"
+        )
 
 
 def has_signature(path: PathLike, signature: bytes, offsets=(0,)) -> bool:
@@ -231,9 +269,10 @@ def force_sign_score(
             continue
         fa, fb = np.asarray(a.forces).ravel(), np.asarray(b.forces).ravel()
         work = -0.5 * float(np.dot(fa + fb, dx))
-        de = float(b.energy) - float(a.energy)
-        if abs(work) > 1e-12 and abs(de) > 1e-12:
-            votes.append(float(np.sign(de * work)))
+        if a.energy is not None and b.energy is not None:
+            de = float(b.energy) - float(a.energy)
+            if abs(work) > 1e-12 and abs(de) > 1e-12:
+                votes.append(float(np.sign(de * work)))
         if a.hessian is not None and b.hessian is not None:
             pred = -0.5 * (np.asarray(a.hessian) + np.asarray(b.hessian)) @ dx
             df = fb - fa
@@ -241,3 +280,68 @@ def force_sign_score(
             if norm > 1e-12:
                 votes.append(float(np.dot(df, pred) / norm))
     return (float(np.mean(votes)) if votes else 0.0), len(votes)
+
+
+def decide_force_sign(
+    record_groups: Iterable[Sequence[HessianRecord]],
+    forces_sign: str,
+    name: str,
+    max_votes: int = 200,
+) -> Tuple[float, str]:
+    """The sign that turns a source's stored "forces" into −dE/dR, and why.
+
+    Args:
+        record_groups: records of one molecule each (neighbouring conformers such as
+            IRC points or optimisation steps, in order), read as stored (sign 1).
+        forces_sign: ``"forces"`` or ``"gradient"`` (declared by the user), or
+            ``"auto"``: decided by :func:`force_sign_score` on the groups until
+            ``max_votes`` pairs voted.
+        name: the inputs, for the message.
+
+    Returns:
+        ``(sign, convention)``: ``1.0`` or ``-1.0`` and the sentence stored as
+        metadata ``forces_convention``.
+
+    Raises:
+        ConversionError: the evidence is ambiguous.
+    """
+    if forces_sign == "forces":
+        return 1.0, "forces (-dE/dR), declared"
+    if forces_sign == "gradient":
+        return -1.0, "gradient (dE/dR) in source, negated; declared"
+    scores, votes = [], 0
+    groups = iter(record_groups)
+    try:
+        for recs in groups:
+            if votes >= max_votes:
+                break
+            score, n = force_sign_score(recs)
+            if n:
+                scores.append(score * n)
+                votes += n
+    finally:
+        close = getattr(groups, "close", None)
+        if close is not None:
+            close()
+    if votes == 0:
+        log.warning(
+            "no neighbouring conformers to check the force sign; assuming the stored "
+            "'forces' are -dE/dR"
+        )
+        return 1.0, "forces (-dE/dR), assumed (no neighbouring conformers to check)"
+    score = sum(scores) / votes
+    if score > 0.5:
+        return (
+            1.0,
+            f"forces (-dE/dR), checked on {votes} conformer pairs (score {score:.2f})",
+        )
+    if score < -0.5:
+        log.warning("the stored 'forces' are gradients dE/dR; they are negated")
+        return -1.0, (
+            f"gradient (dE/dR) in source, negated; detected on {votes} conformer pairs "
+            f"(score {score:.2f})"
+        )
+    raise ConversionError(
+        f"{name}: the force sign is ambiguous (score {score:.2f} on {votes} pairs); "
+        "declare it with --forces-sign forces|gradient"
+    )

@@ -24,6 +24,7 @@ from schnetpack_hessian.convert.base import (
     PathLike,
     Reader,
     numbers_from_symbols,
+    require_energy_and_forces,
 )
 from schnetpack_hessian.data.io import atomic_output
 from schnetpack_hessian.data.record import (
@@ -238,7 +239,8 @@ def write(
         Number of frames written.
 
     Raises:
-        ConversionError: a periodic structure (not supported here).
+        ConversionError: a periodic structure (not supported here), or one without
+            energy or forces (deepmd-kit sets hold both for every frame).
     """
     systems: "OrderedDict[Tuple[int, ...], _SystemBuffer]" = OrderedDict()
     n = 0
@@ -251,6 +253,7 @@ def write(
                 raise ConversionError(
                     f"{path}, structure {i}: periodic structures are not supported"
                 )
+            require_energy_and_forces(rec, "deepmd-kit", path, i)
             rec = convert_record(rec, units, UNITS)
             key = tuple(int(z) for z in rec.numbers)
             if key not in systems:

@@ -25,7 +25,13 @@ from ase.data import chemical_symbols
 from ase.io import iread as ase_iread
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.convert.base import ConversionError, Entry, PathLike, Reader
+from schnetpack_hessian.convert.base import (
+    ConversionError,
+    Entry,
+    PathLike,
+    Reader,
+    require_energy_and_forces,
+)
 from schnetpack_hessian.data.io import atomic_output
 from schnetpack_hessian.data.record import (
     HessianRecord,
@@ -204,6 +210,7 @@ def write(
             rec, _ = validate_record(
                 rec, *((None, None) if rec.origin else (path, i)), units=units
             )
+            require_energy_and_forces(rec, "extxyz", path, i)
             rec = convert_record(rec, units, target)
             n = rec.n_atoms
             props = "species:S:1:pos:R:3:forces:R:3"

@@ -48,12 +48,13 @@ import h5py
 import numpy as np
 
 from schnetpack_hessian.convert.base import (
+    FORCES_SIGN,
     ConversionError,
     Entry,
     Option,
     PathLike,
     Reader,
-    force_sign_score,
+    decide_force_sign,
     is_hdf5,
     numbers_from_symbols,
     open_hdf5,
@@ -268,43 +269,15 @@ def _group_records(
 
 
 def _decide_sign(paths: Sequence[PathLike], forces_sign: str) -> Tuple[float, str]:
-    if forces_sign == "forces":
-        return 1.0, "forces (-dE/dR), declared"
-    if forces_sign == "gradient":
-        return -1.0, "gradient (dE/dR) in source, negated; declared"
-    scores, votes = [], 0
-    for p in paths:
-        with open_hdf5(p) as f:
-            for i, (path, group) in enumerate(_data_groups(f)):
-                if i >= 50 or votes >= 200:
-                    break
-                recs = _group_records(path, group, "other", 0, 1.0, "other")
-                score, n = force_sign_score(recs)
-                if n:
-                    scores.append(score * n)
-                    votes += n
-    if votes == 0:
-        log.warning(
-            "no neighbouring conformers to check the force sign; assuming the stored "
-            "'forces' are -dE/dR"
-        )
-        return 1.0, "forces (-dE/dR), assumed (no neighbouring conformers to check)"
-    score = sum(scores) / votes
-    if score > 0.5:
-        return (
-            1.0,
-            f"forces (-dE/dR), checked on {votes} conformer pairs (score {score:.2f})",
-        )
-    if score < -0.5:
-        log.warning("the stored 'forces' are gradients dE/dR; they are negated")
-        return -1.0, (
-            f"gradient (dE/dR) in source, negated; detected on {votes} conformer pairs "
-            f"(score {score:.2f})"
-        )
-    raise ConversionError(
-        f"{', '.join(map(str, paths))}: the force sign is ambiguous (score {score:.2f} on "
-        f"{votes} pairs); declare it with --forces-sign forces|gradient"
-    )
+    def groups():
+        for p in paths:
+            with open_hdf5(p) as f:
+                for i, (path, group) in enumerate(_data_groups(f)):
+                    if i >= 50:
+                        break
+                    yield _group_records(path, group, "other", 0, 1.0, "other")
+
+    return decide_force_sign(groups(), forces_sign, ", ".join(map(str, paths)))
 
 
 class OpenReactReader(Reader):
@@ -325,11 +298,7 @@ class OpenReactReader(Reader):
             "attribute, else RTP/IRC/NMS as a whole token of its name)",
             ("auto", "RTP", "IRC", "NMS"),
         ),
-        "forces_sign": Option(
-            "auto",
-            "whether the stored 'forces' are -dE/dR ('forces') or dE/dR ('gradient')",
-            ("auto", "forces", "gradient"),
-        ),
+        "forces_sign": FORCES_SIGN,
     }
 
     def detect(self, path: Path) -> bool:

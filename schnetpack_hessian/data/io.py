@@ -29,7 +29,6 @@ from schnetpack_hessian.data.record import (
     reaction_names,
     record_from_atoms,
     record_to_atoms,
-    check_values,
     validate_record,
 )
 from schnetpack_hessian.data.storage import (
@@ -532,7 +531,8 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     complete or all NaN); a bad one raises with the file and its index.
 
     Yields:
-        ``ase.Atoms`` with energy [eV] and forces [eV/Å] on a ``SinglePointCalculator``,
+        ``ase.Atoms`` with energy [eV] and forces [eV/Å] on a ``SinglePointCalculator``
+        (a structure without them has them not among the calculator's results),
         ``info["hessian"]``: ``(3N, 3N)`` [eV/Å²] or ``None`` when the structure has no
         Hessian, ``info["kind"]``: label string, ``info["reaction"]``: int,
         ``info["reaction_name"]``: the reaction's name from the metadata table
@@ -544,10 +544,7 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     units = file_units(path)
     names = reaction_names(file_metadata(path))
     for i, record in enumerate(read_records(path)):
-        if record.forces is not None:  # plain SchNetPack files may hold energies only
-            record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
-        else:
-            check_values(record.positions, record.energy, None, units, str(path), i)
+        record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
         yield record_to_atoms(record, units, names)
 
 

@@ -91,10 +91,11 @@ def residuals(
     """``(translation, rotation, largest diagonal [eV/Å²])`` of a validated record.
 
     Forces, Hessian and positions are first brought to eV, Å so that the declared
-    units are what is tested.  Periodic structures have no rotational rule (0).
+    units are what is tested.  Periodic structures, and structures without forces
+    (the rule needs the gradient), have no rotational rule (0).
     """
     h, x, g = _in_ev(record, units)
-    rotations = not np.asarray(record.pbc).any()
+    rotations = not np.asarray(record.pbc).any() and record.forces is not None
     rho = _rho(h, x, g, rotations)
     rot = float(rho[3:].max()) if rotations else 0.0
     return float(rho[:3].max()), rot, float(np.max(np.diag(h)))
@@ -104,6 +105,8 @@ def _in_ev(record: HessianRecord, units: Dict[str, str]):
     """``(hessian [eV/Å²], positions [Å], gradient [eV/Å])`` in the declared units."""
     h = np.asarray(record.hessian) * conversion_factor(units[P.hessian], "eV/Ang/Ang")
     x = np.asarray(record.positions) * conversion_factor(units["distance"], "Ang")
+    if record.forces is None:  # no gradient: only the translational rule applies
+        return h, x, np.zeros_like(x)
     g = -np.asarray(record.forces) * conversion_factor(units["forces"], "eV/Ang")
     return h, x, g
 

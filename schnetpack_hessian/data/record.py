@@ -24,6 +24,8 @@ from schnetpack_hessian.data.validation import (
     HessianDataError,
     check_array,
     check_energy,
+    check_target,
+    is_missing,
     check_geometry,
     check_hessian,
     check_numbers,
@@ -320,11 +322,15 @@ class Duplicates:
 class HessianRecord:
     """A structure with its reference data.
 
+    Each of energy, forces and Hessian may be missing (``None``; readers may also
+    give an all-NaN value, which :func:`validate_record` turns into ``None``), but not
+    all three.  Stored files write a missing target as all NaN.
+
     Attributes:
         numbers: atomic numbers ``(N,)``.
         positions: Cartesian positions ``(N, 3)`` [distance unit].
-        energy: total energy [energy unit].
-        forces: forces ``(N, 3)`` = −dE/dR [force unit].
+        energy: total energy [energy unit], ``None`` if missing.
+        forces: forces ``(N, 3)`` = −dE/dR [force unit], ``None`` if missing.
         hessian: square Hessian ``(3N, 3N)`` d²E/dR² [Hessian unit], ``None`` if missing.
         kind: one of :data:`properties.KINDS`.
         reaction: reaction id, ``-1`` if none (readers may give a name; writers map
@@ -382,7 +388,7 @@ def check_values(
     Args:
         positions: ``(N, 3)`` [``units["distance"]``]; ``None``: not loaded, the
             geometry is not checked (N from ``n_atoms``).
-        energy: total energy [``units["energy"]``], ``None`` if absent.
+        energy: total energy [``units["energy"]``], ``None`` or NaN if absent.
         hessian: square ``(3N, 3N)`` or blocks ``(N², 3, 3)``
             [``units["hessian"]``], ``None`` or all NaN if absent.
         units: declared units (keys ``distance``, ``energy``, ``hessian``; default
@@ -400,7 +406,7 @@ def check_values(
     if positions is not None and to_ang is not None:
         check_geometry(np.asarray(positions) * to_ang, source, index)
     to_ev = _to(units, "energy", "eV")
-    if energy is not None and to_ev is not None:
+    if not is_missing(energy) and to_ev is not None:
         check_energy(float(np.asarray(energy).reshape(-1)[0]) * to_ev, n, source, index)
     to_ev_ang2 = _to(units, P.hessian, "eV/Ang/Ang")
     if n == 1 and hessian is not None and to_ev_ang2 is not None:
@@ -418,6 +424,9 @@ def validate_record(
     """Check shapes against the atom count, finite values, elements, labels, symmetry
     and the values that poison training (:func:`check_values`).
 
+    Energy, forces and Hessian may each be missing (``None`` or all NaN; a partly NaN
+    one is an error), but a structure with none of them is refused.
+
     Args:
         record: the structure.
         source: file name for messages (default: the record's :class:`Origin`).
@@ -428,9 +437,9 @@ def validate_record(
             units: Å, eV, eV/Å²).
 
     Returns:
-        ``(record, asymmetry)``: the normalised record (arrays as numpy, Hessian ``None``
-        when missing, possibly symmetrised, reaction an ``int`` id or a name) and the
-        Hessian's relative asymmetry.
+        ``(record, asymmetry)``: the normalised record (arrays as numpy; energy, forces
+        and Hessian ``None`` when missing; the Hessian possibly symmetrised; reaction an
+        ``int`` id or a name) and the Hessian's relative asymmetry.
 
     Raises:
         HessianDataError: on any problem, naming file, structure and problem.
@@ -441,17 +450,22 @@ def validate_record(
     check_numbers(numbers, source, index)
     n = len(numbers)
     positions = check_array("positions", record.positions, (n, 3), source, index)
-    energy = check_array(
+    energy = check_target(
         "energy",
         None if record.energy is None else np.asarray(record.energy).reshape(-1),
         (1,),
         source,
         index,
     )
-    forces = check_array("forces", record.forces, (n, 3), source, index)
+    forces = check_target("forces", record.forces, (n, 3), source, index)
     hessian, asym = check_hessian(
         record.hessian, n, source, index, rtol=rtol, fix_symmetry=symmetrize
     )
+    if energy is None and forces is None and hessian is None:
+        raise HessianDataError(
+            f"{prefix(source, index)}the structure has no energy, no forces and no "
+            "Hessian: nothing to train on"
+        )
     check_values(positions, energy, hessian, units, source, index)
     kind_code(record.kind, source, index)
     reaction = reaction_id(record.reaction, source, index)
@@ -462,7 +476,7 @@ def validate_record(
             record,
             numbers=numbers.astype(np.int64),
             positions=positions,
-            energy=float(energy[0]),
+            energy=None if energy is None else float(energy[0]),
             forces=forces,
             hessian=hessian,
             reaction=reaction,
@@ -510,8 +524,10 @@ def record_to_atoms(
 ) -> Atoms:
     """``ase.Atoms`` in ASE units (Å, eV, eV/Å, eV/Å²) from a record in ``units``.
 
-    Energy and forces sit on a :class:`SinglePointCalculator`; ``info["hessian"]`` is
-    the square Hessian ``(3N, 3N)`` or ``None``, ``info["kind"]`` and
+    Energy and forces sit on a :class:`SinglePointCalculator` (a missing one is not
+    among its results, so ``get_potential_energy()`` / ``get_forces()`` raise
+    ASE's ``PropertyNotImplementedError``); ``info["hessian"]`` is the square Hessian
+    ``(3N, 3N)`` or ``None``, ``info["kind"]`` and
     ``info["reaction"]`` the labels; with ``names`` (see :func:`reaction_names`)
     ``info["reaction_name"]`` is the reaction's name (``None`` if it has none).
     """
@@ -523,9 +539,9 @@ def record_to_atoms(
         pbc=record.pbc,
     )
     results = {}
-    if record.energy is not None:
+    if not is_missing(record.energy):
         results["energy"] = float(record.energy)
-    if record.forces is not None:
+    if not is_missing(record.forces):
         results["forces"] = np.asarray(record.forces, dtype=np.float64)
     atoms.calc = SinglePointCalculator(atoms, **results)
     hessian = record.hessian
@@ -544,17 +560,24 @@ def record_from_atoms(
 ) -> HessianRecord:
     """Record (in ASE units) from ``ase.Atoms`` as :func:`record_to_atoms` makes them.
 
-    Energy and forces are taken from ``atoms.calc.results``; ``info["hessian"]`` may be
-    ``(3N, 3N)``, flat ``(9N²,)``, block layout ``(N², 3, 3)`` or absent/``None``.
+    Energy and forces are taken from ``atoms.calc.results`` (either may be absent:
+    ``None``); ``info["hessian"]`` may be ``(3N, 3N)``, flat ``(9N²,)``, block layout
+    ``(N², 3, 3)`` or absent/``None``.
 
     Raises:
-        HessianDataError: no calculator results, or a Hessian of unknown shape.
+        HessianDataError: no energy, forces or Hessian at all, or a Hessian of unknown
+            shape.
     """
     results = getattr(atoms.calc, "results", None) or {}
-    if "energy" not in results:
+    if (
+        "energy" not in results
+        and "forces" not in results
+        and atoms.info.get(P.hessian) is None
+    ):
         raise HessianDataError(
-            f"{prefix(source, index)}Atoms has no energy; attach a SinglePointCalculator"
-            " with energy and forces (eV, eV/Ang)"
+            f"{prefix(source, index)}Atoms has no energy, forces or Hessian; attach a "
+            "SinglePointCalculator with energy and forces (eV, eV/Ang) or set "
+            "info['hessian'] (eV/Ang/Ang)"
         )
     n = len(atoms)
     hessian = atoms.info.get(P.hessian)
@@ -563,7 +586,7 @@ def record_from_atoms(
     return HessianRecord(
         numbers=atoms.numbers.copy(),
         positions=atoms.positions.copy(),
-        energy=results["energy"],
+        energy=results.get("energy"),
         forces=results.get("forces"),
         hessian=hessian,
         kind=atoms.info.get(P.kind, "other"),

@@ -1,9 +1,11 @@
 """The storage form of a structure shared by the ``.db`` and ``.h5`` backends.
 
 Both backends store, per structure, SchNetPack's property arrays: ``energy`` ``(1,)``,
-``forces`` ``(N, 3)``, ``hessian`` ``(N², 3, 3)`` (all NaN when missing), ``kind``
-``(1,)`` int64 (index into :data:`properties.KINDS`) and ``reaction`` ``(1,)`` int64,
-next to the structure (``numbers``, ``positions``, ``cell``, ``pbc``).
+``forces`` ``(N, 3)``, ``hessian`` ``(N², 3, 3)``, ``kind`` ``(1,)`` int64 (index into
+:data:`properties.KINDS`) and ``reaction`` ``(1,)`` int64, next to the structure
+(``numbers``, ``positions``, ``cell``, ``pbc``).  A structure without energy, forces or
+Hessian stores that property as all NaN (one convention for the three targets); a
+partly NaN one is an error.
 """
 
 import logging
@@ -21,7 +23,7 @@ from schnetpack_hessian.data.record import (
     kind_code,
     kind_name,
 )
-from schnetpack_hessian.data.validation import HessianDataError, prefix
+from schnetpack_hessian.data.validation import HessianDataError, is_missing, prefix
 from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
 
 __all__ = [
@@ -90,13 +92,19 @@ def base_metadata(
 
 
 def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.ndarray]:
-    """Storage arrays of a validated record (Hessian in block layout, NaN if missing).
+    """Storage arrays of a validated record (Hessian in block layout; a missing
+    energy, forces or Hessian all NaN).
 
     Args:
         record: a record that passed :func:`~.record.validate_record`.
         dtype: floating dtype of ``forces`` and ``hessian``.
     """
     n = record.n_atoms
+    energy = np.nan if record.energy is None else record.energy
+    if record.forces is None:
+        forces = np.full((n, 3), np.nan, dtype=dtype)
+    else:
+        forces = np.asarray(record.forces, dtype=dtype)
     if record.hessian is None:
         hessian = np.full((n * n, 3, 3), np.nan, dtype=dtype)
     else:
@@ -106,8 +114,8 @@ def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.n
         "positions": np.asarray(record.positions, dtype=np.float64),
         "cell": np.asarray(record.cell, dtype=np.float64),
         "pbc": np.asarray(record.pbc, dtype=bool),
-        "energy": np.array([record.energy], dtype=np.float64),
-        "forces": np.asarray(record.forces, dtype=dtype),
+        "energy": np.array([energy], dtype=np.float64),
+        "forces": forces,
         P.hessian: hessian.astype(dtype, copy=False),
         P.kind: np.array([kind_code(record.kind)], dtype=np.int64),
         P.reaction: np.array([record.reaction], dtype=np.int64),
@@ -178,9 +186,8 @@ def check_stored(
     index: Optional[int] = None,
 ) -> Any:
     """Check a stored ``energy`` (one value), ``forces`` ``(N, 3)`` or ``hessian``
-    ``(N², 3, 3)`` as it is loaded: shape against the atom count, finite values and,
-    for the Hessian, complete or all NaN (checked on the whole block set).  Other
-    properties pass unchecked.
+    ``(N², 3, 3)`` as it is loaded: shape against the atom count, finite values or all
+    NaN (missing; checked on the whole array).  Other properties pass unchecked.
 
     Args:
         name: property name.
@@ -193,7 +200,7 @@ def check_stored(
         ``value`` unchanged.
 
     Raises:
-        HessianDataError: wrong shape, non-finite values or a partly NaN Hessian.
+        HessianDataError: wrong shape, infinite values or a partly NaN target.
     """
     shapes = {
         "energy": (1,),
@@ -209,16 +216,15 @@ def check_stored(
             f"{shapes[name]} for {n_atoms} atoms"
         )
     array = np.asarray(value)
-    if name == P.hessian:
-        nan = np.isnan(array)
-        if nan.all():
-            return value
-        if nan.any():
-            raise HessianDataError(
-                f"{prefix(source, index)}stored Hessian is partially NaN "
-                f"({int(nan.sum())} of {nan.size} entries); a missing Hessian is all "
-                "NaN"
-            )
+    nan = np.isnan(array)
+    if nan.all():
+        return value
+    if nan.any():
+        what = "Hessian" if name == P.hessian else name
+        raise HessianDataError(
+            f"{prefix(source, index)}stored {what} is partially NaN "
+            f"({int(nan.sum())} of {nan.size} entries); a missing {what} is all NaN"
+        )
     if not np.isfinite(array).all():
         raise HessianDataError(
             f"{prefix(source, index)}stored {name} contains NaN or infinite values"
@@ -229,11 +235,12 @@ def check_stored(
 def storage_to_record(
     data: Dict[str, Any], source: Optional[str] = None, index: Optional[int] = None
 ) -> HessianRecord:
-    """Record from storage arrays (labels default to ``other``/-1 when absent).
+    """Record from storage arrays (labels default to ``other``/-1 when absent; an
+    all-NaN energy, forces or Hessian becomes ``None``).
 
     Raises:
         HessianDataError: stored forces or Hessian of the wrong shape, or a partly
-            NaN Hessian (see :func:`check_stored`).
+            NaN target (see :func:`check_stored`).
     """
     n = len(data["numbers"])
     for name in ("energy", "forces", P.hessian):
@@ -248,11 +255,13 @@ def storage_to_record(
             hessian = blocks_to_square(hessian)
     kind = data.get(P.kind)
     reaction = data.get(P.reaction)
+    energy = data.get("energy")
+    forces = data.get("forces")
     return HessianRecord(
         numbers=np.asarray(data["numbers"]),
         positions=np.asarray(data["positions"]),
-        energy=float(np.asarray(data["energy"]).reshape(-1)[0]),
-        forces=None if data.get("forces") is None else np.asarray(data["forces"]),
+        energy=None if is_missing(energy) else float(np.asarray(energy).reshape(-1)[0]),
+        forces=None if is_missing(forces) else np.asarray(forces),
         hessian=hessian,
         kind=(
             "other"

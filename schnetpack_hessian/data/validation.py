@@ -18,6 +18,7 @@ __all__ = [
     "check_hessian",
     "check_numbers",
     "check_array",
+    "check_target",
     "is_missing",
     "where",
     "prefix",
@@ -79,9 +80,13 @@ def prefix(source: Any, index: Optional[int]) -> str:
     return f"{where(source, index)}: "
 
 
-def is_missing(hessian: Optional[np.ndarray]) -> bool:
-    """True if a structure has no Hessian (``None`` or all NaN, the storage convention)."""
-    return hessian is None or bool(np.all(np.isnan(hessian)))
+def is_missing(value: Optional[np.ndarray]) -> bool:
+    """True if a structure lacks this target: ``None`` or all NaN, the storage
+    convention for a missing energy, forces or Hessian."""
+    if value is None:
+        return True
+    value = np.asarray(value)
+    return value.dtype.kind in "fc" and bool(np.all(np.isnan(value)))
 
 
 def hessian_asymmetry(hessian: np.ndarray) -> float:
@@ -169,6 +174,41 @@ def check_hessian(
     if fix_symmetry and asym > 0.0:
         hessian = symmetrize(hessian)
     return hessian, asym
+
+
+def check_target(
+    name: str,
+    value: Optional[np.ndarray],
+    shape: Tuple[int, ...],
+    source: Optional[str],
+    index: Optional[int],
+) -> Optional[np.ndarray]:
+    """Check a target that a structure may lack (``energy`` ``(1,)``, ``forces``
+    ``(N, 3)``): ``None`` or all NaN means missing; otherwise it must have ``shape``
+    and be finite.
+
+    Returns:
+        The array, or ``None`` when the target is missing.
+
+    Raises:
+        HessianDataError: wrong shape, partially NaN or infinite values.
+    """
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise HessianDataError(
+            f"{prefix(source, index)}{name} has shape {value.shape}, expected {shape}"
+        )
+    nan = np.isnan(value)
+    if nan.all():
+        return None
+    if nan.any():
+        raise HessianDataError(
+            f"{prefix(source, index)}{name} is partially NaN ({int(nan.sum())} of "
+            f"{value.size} entries); a missing {name} is all NaN"
+        )
+    return check_array(name, value, shape, source, index)
 
 
 def check_array(

@@ -181,7 +181,7 @@ def test_energy_only_schnetpack_db_geometry_is_checked(tmp_path):
         open_dataset(path)[0]
 
 
-@pytest.mark.parametrize("name,value", [("forces", np.inf), ("energy", np.nan)])
+@pytest.mark.parametrize("name,value", [("forces", np.inf), ("energy", np.inf)])
 def test_non_finite_forces_or_energy_refused(h5_file, name, value):
     with h5py.File(h5_file, "a") as f:
         n = f["n_atoms"][:]
@@ -267,3 +267,14 @@ def test_extra_property_without_per_is_a_sentence(h5_file, capsys):
         _dm(h5_file, split_file=None, splitting="random").setup()
     assert main(["--check", str(h5_file)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_partly_nan_forces_refused(h5_file):
+    """All NaN means "no forces"; one NaN among real forces is a broken file."""
+    with h5py.File(h5_file, "a") as f:
+        f["properties/forces"][int(np.sum(f["n_atoms"][:2]))] = [np.nan, 0.0, 0.0]
+    pattern = "data.h5, structure 2: stored forces is partially NaN"
+    with pytest.raises(HessianDataError, match=pattern):
+        list(iread(h5_file))
+    with pytest.raises(HessianDataError, match=pattern):
+        open_dataset(h5_file)[2]

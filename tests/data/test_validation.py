@@ -84,7 +84,11 @@ def test_symmetrize_fixes_small_asymmetry():
             lambda a: a.calc.results.__setitem__("forces", np.zeros((1, 3))),
             "forces has shape",
         ),
-        (lambda a: a.calc.results.__setitem__("energy", np.nan), "energy contains NaN"),
+        (lambda a: a.calc.results.__setitem__("energy", np.inf), "energy contains NaN"),
+        (
+            lambda a: a.calc.results["forces"].__setitem__((0, 1), np.nan),
+            "forces is partially NaN",
+        ),
         (lambda a: a.numbers.__setitem__(0, 0), "unknown elements"),
         (lambda a: a.info.__setitem__(P.kind, "minimum"), "unknown kind 'minimum'"),
     ],
@@ -102,8 +106,11 @@ def test_missing_hessian_is_all_nan(tmp_path):
     atoms[0].info[P.hessian] = np.full((6, 6), np.nan)
     rec, _ = validate_record(record_from_atoms(atoms[0]))
     assert rec.hessian is None
-    with pytest.raises(HessianDataError, match="no energy"):
+    with pytest.raises(
+        HessianDataError, match="x.db, structure 1: Atoms has no energy"
+    ):
         atoms[1].calc = None
+        atoms[1].info[P.hessian] = None
         record_from_atoms(atoms[1], "x.db", 1)
 
 

@@ -4,7 +4,7 @@ with reaction-aware splits and extrapolation test sets."""
 import logging
 import numbers
 import os
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import fasteners
 import numpy as np
@@ -15,6 +15,7 @@ from schnetpack.data import SplittingStrategy
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import backend_of, open_dataset
 from schnetpack_hessian.data.loading import AUTO, loader_defaults
+from schnetpack_hessian.data.stats import present_stats
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
 from schnetpack_hessian.data.splitting import (
     check_split_record,
@@ -238,6 +239,22 @@ class HessianDataModule(AtomsDataModule):
                 self.num_test_workers = workers
         if auto["pin"]:
             self._pin_memory = pin
+
+    def get_stats(
+        self, property: str, divide_by_atoms: bool, remove_atomref: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of ``property`` over the training structures
+        that have it (a missing energy is NaN, docs/DATA.md; SchNetPack's statistics
+        would turn NaN and offset every energy to NaN), as SchNetPack computes them:
+        after the single-atom references, per atom if ``divide_by_atoms``,
+        population standard deviation."""
+        key = (property, divide_by_atoms, remove_atomref)
+        if key not in self._stats:
+            atomref = self.train_dataset.atomrefs if remove_atomref else None
+            self._stats[key] = present_stats(
+                self.train_dataloader(), property, divide_by_atoms, atomref
+            )
+        return self._stats[key]
 
     def setup(self, stage: Optional[str] = None):
         self._resolve_loading()

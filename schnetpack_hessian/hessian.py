@@ -16,6 +16,7 @@ layout of :class:`schnetpack.atomistic.Response`: block ``off_m + i·N_m + j`` i
 d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 """
 
+import hashlib
 import math
 import numbers
 import warnings
@@ -69,6 +70,23 @@ PROBES = ("gaussian", "rademacher", "rows")
 MODES = ("full", "hvp")
 #: Symmetries the full Hessian may use (see :mod:`schnetpack_hessian.rigid`).
 INVARIANCES = ("auto", "rigid", "translation", "none")
+
+
+def _distributed_rank() -> int:
+    """This process's rank under ``torch.distributed`` (0 when not initialised)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def _stream_seed(seed: Union[int, bytes], rank: int) -> int:
+    """The probe seed of ``rank``: ``seed`` itself on rank 0 (the single-process
+    stream), a 63-bit hash of seed and rank on the others."""
+    if rank == 0 and isinstance(seed, int):
+        return seed
+    digest = hashlib.sha256(repr((seed, rank)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _is_count(value: Any) -> bool:
@@ -701,15 +719,27 @@ class Hessian(nn.Module):
         return self
 
     def _probe_generator(self, device: torch.device) -> Optional[torch.Generator]:
+        """The seeded probe generator on ``device``, made on first use.
+
+        Under ``torch.distributed`` each rank draws its own stream (rank 0 the
+        single-process one), so that the ranks' probes differ; a generator state
+        restored from a checkpoint continues on rank 0 and seeds the other ranks'
+        streams (a checkpoint holds rank 0's state only).
+        """
         if self.seed is None:
             return None
         if self._generator is None or self._generator.device != device:
+            rank = _distributed_rank()
             self._generator = torch.Generator(device=device)
             saved = self.__dict__.pop("_generator_state", None)
             if saved is not None and saved[0] == torch.device(device).type:
-                self._generator.set_state(saved[1])  # the stream continues
+                if rank == 0:
+                    self._generator.set_state(saved[1])  # the stream continues
+                else:
+                    state = bytes(saved[1].numpy().tobytes())
+                    self._generator.manual_seed(_stream_seed(state, rank))
             else:
-                self._generator.manual_seed(self.seed)
+                self._generator.manual_seed(_stream_seed(self.seed, rank))
         return self._generator
 
     def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:

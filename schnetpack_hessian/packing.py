@@ -13,7 +13,8 @@ them with device operations only.
 
 A batch nobody registered (a plain ``AtomisticTask``, a direct model call) gets its
 sizes read from its own tensors: free for CPU tensors, a host synchronisation per
-batch on a device.
+batch on a device.  Only the sizes and flags are kept for it, never its positions
+(a calculator may move the atoms of the same batch between calls).
 """
 
 import weakref
@@ -78,21 +79,28 @@ class Packing:
         return sum(n * n for n in self.n_atoms)
 
     @classmethod
-    def from_batch(cls, batch: Mapping[str, torch.Tensor]) -> "Packing":
+    def from_batch(
+        cls, batch: Mapping[str, torch.Tensor], keep_positions: bool = False
+    ) -> "Packing":
         """The sizes of a batch, read from its tensors: free for a host (CPU) batch, a
         host synchronisation for each tensor on a device.
 
         Args:
             batch: a SchNetPack batch with ``_n_atoms`` and optionally ``_pbc`` and
-                ``_positions`` (kept when on the CPU).
+                ``_positions``.
+            keep_positions: keep the positions (when on the CPU) for the host's
+                count of internal directions; only for a batch whose positions do
+                not change afterwards (a collated training batch).
         """
         pbc = batch.get(spk_properties.pbc)
         positions = batch.get(spk_properties.R)
-        on_host = positions is not None and positions.device.type == "cpu"
+        keep = (
+            keep_positions and positions is not None and positions.device.type == "cpu"
+        )
         return cls(
             n_atoms=tuple(batch[spk_properties.n_atoms].tolist()),
             periodic=False if pbc is None else bool(pbc.any()),
-            positions=positions.detach() if on_host else None,
+            positions=positions.detach() if keep else None,
         )
 
 
@@ -206,10 +214,8 @@ def packed_batch(inputs: Mapping[str, torch.Tensor]) -> PackedBatch:
         )
     if found.packing.periodic is None:
         # registered from the sizes alone: complete it with the batch's flags
-        full = Packing.from_batch(inputs)
-        found.packing = replace(
-            found.packing, periodic=full.periodic, positions=full.positions
-        )
+        periodic = Packing.from_batch(inputs).periodic
+        found.packing = replace(found.packing, periodic=periodic)
     return found
 
 

@@ -150,7 +150,7 @@ class HessianTask(AtomisticTask):
         packing = None
         if isinstance(batch, dict) and structure.n_atoms in batch:
             if batch[structure.n_atoms].device.type == "cpu":
-                packing = Packing.from_batch(batch)
+                packing = Packing.from_batch(batch, keep_positions=True)
         moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
         if packing is not None:
             register_packing(

@@ -30,11 +30,12 @@ from schnetpack_hessian.testing import build_batch, energy_and_gradient, make_po
 
 
 def test_packing_reads_the_sizes_of_a_host_batch(batch):
-    packing = Packing.from_batch(batch)
+    packing = Packing.from_batch(batch, keep_positions=True)
     assert packing.n_atoms == (3, 5, 8, 3)
     assert (packing.n_total, packing.max_atoms, packing.n_blocks) == (19, 8, 107)
     assert packing.periodic is False
     assert packing.positions.data_ptr() == batch[P.R].data_ptr()  # no copy
+    assert Packing.from_batch(batch).positions is None
 
 
 def test_device_indices_equal_the_layout_functions(batch):
@@ -76,7 +77,7 @@ def _hessians(atoms):
     batch = build_batch(atoms)
     inputs, gradient = energy_and_gradient(make_potential("schnet", []), batch)
     positions, n_atoms = inputs[P.R], inputs[P.n_atoms]
-    with_host = register_packing(n_atoms, Packing.from_batch(batch))
+    with_host = register_packing(n_atoms, Packing.from_batch(batch, True))
     out = {}
     for name, packed in (("host", with_host), ("sizes", None)):
         if packed is None:

@@ -16,6 +16,7 @@ layout of :class:`schnetpack.atomistic.Response`: block ``off_m + i·N_m + j`` i
 d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 """
 
+import hashlib
 import math
 import numbers
 import warnings
@@ -42,7 +43,9 @@ from schnetpack_hessian.plan import (  # noqa: F401 (constants re-exported)
     PassPlan,
     PassSettings,
 )
+from schnetpack_hessian.packing import PackedBatch, packed_batch, packed_sizes
 from schnetpack_hessian.rigid import RigidBasis, rigid_basis, rigid_products
+from schnetpack_hessian.syncs import deliberate
 
 __all__ = [
     "Hessian",
@@ -70,6 +73,23 @@ MODES = ("full", "hvp")
 INVARIANCES = ("auto", "rigid", "translation", "none")
 
 
+def _distributed_rank() -> int:
+    """This process's rank under ``torch.distributed`` (0 when not initialised)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def _stream_seed(seed: Union[int, bytes], rank: int) -> int:
+    """The probe seed of ``rank``: ``seed`` itself on rank 0 (the single-process
+    stream), a 63-bit hash of seed and rank on the others."""
+    if rank == 0 and isinstance(seed, int):
+        return seed
+    digest = hashlib.sha256(repr((seed, rank)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def _is_count(value: Any) -> bool:
     """An integer (Python or numpy), not a bool or a float such as 2.5."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -85,7 +105,10 @@ class HessianError(RuntimeError):
 
 
 def row_seeds(
-    n_atoms: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype
+    n_atoms: torch.Tensor,
+    rows: torch.Tensor,
+    dtype: torch.dtype,
+    packed: Optional[PackedBatch] = None,
 ) -> torch.Tensor:
     """One-hot seeds selecting Cartesian row ``rows[s]`` of every molecule.
 
@@ -93,12 +116,13 @@ def row_seeds(
         n_atoms: atoms per molecule, ``(B,)``.
         rows: row indices ``3·i + c`` shared by all molecules, ``(k,)``.
         dtype: floating dtype of the seeds.
+        packed: the batch's bookkeeping (default: read from ``n_atoms``).
 
     Returns:
         ``(k, ΣN, 3)``; seed ``s`` is 1 at (atom ``rows[s] // 3``, component
         ``rows[s] % 3``) of every molecule that has that row, 0 elsewhere.
     """
-    local = local_atom_index(n_atoms)
+    local = (packed if packed is not None else packed_sizes(n_atoms)).local
     flat = (3 * local)[None, :, None] + torch.arange(3, device=n_atoms.device)[
         None, None, :
     ]
@@ -111,6 +135,7 @@ def sample_probes(
     n_atoms: torch.Tensor,
     dtype: torch.dtype,
     generator: Optional[torch.Generator] = None,
+    packed: Optional[PackedBatch] = None,
 ) -> torch.Tensor:
     """Random probe vectors for Hessian-vector products, ``(k, ΣN, 3)``.
 
@@ -122,14 +147,15 @@ def sample_probes(
         n_atoms: atoms per molecule, ``(B,)``.
         dtype: floating dtype.
         generator: optional seeded generator on the device of ``n_atoms``.
+        packed: the batch's bookkeeping (default: read from ``n_atoms``).
     """
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
     if n_probes < 1:
         raise ValueError(f"n_probes must be >= 1, got {n_probes}")
     device = n_atoms.device
-    n_total = int(n_atoms.sum())
-    shape = (n_probes, n_total, 3)
+    packed = packed if packed is not None else packed_sizes(n_atoms)
+    shape = (n_probes, packed.packing.n_total, 3)
     if probe == "gaussian":
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
     if probe == "rademacher":
@@ -137,7 +163,7 @@ def sample_probes(
         return (2 * bits - 1).to(dtype)
     # rows: a random permutation of each molecule's 3N rows, probe p takes entry p mod 3N
     n_rows = 3 * n_atoms
-    max_rows = int(n_rows.max())
+    max_rows = 3 * packed.packing.max_atoms
     keys = torch.rand((len(n_atoms), max_rows), generator=generator, device=device)
     keys = keys.masked_fill(
         torch.arange(max_rows, device=device)[None] >= n_rows[:, None], 2.0
@@ -145,7 +171,7 @@ def sample_probes(
     perm = torch.argsort(keys, dim=1)
     p = torch.arange(n_probes, device=device)[:, None] % n_rows[None, :]  # (k, B)
     chosen = torch.gather(perm.t(), 0, p)  # (k, B) row index per molecule
-    atom = atom_offsets(n_atoms)[None, :] + torch.div(chosen, 3, rounding_mode="floor")
+    atom = packed.offsets[None, :] + torch.div(chosen, 3, rounding_mode="floor")
     probes = torch.zeros(shape, device=device, dtype=dtype)
     k_idx = torch.arange(n_probes, device=device)[:, None].expand_as(atom)
     probes[k_idx, atom, chosen % 3] = 1.0
@@ -244,7 +270,10 @@ def hessian_rows(
 
 
 def products_to_blocks(
-    products: torch.Tensor, directions: torch.Tensor, n_atoms: torch.Tensor
+    products: torch.Tensor,
+    directions: torch.Tensor,
+    n_atoms: torch.Tensor,
+    packed: Optional[PackedBatch] = None,
 ) -> torch.Tensor:
     """Hessians from their products with a basis, in block layout ``(ΣN², 3, 3)``.
 
@@ -257,10 +286,13 @@ def products_to_blocks(
         products: ``H v_s``, ``(S, ΣN, 3)``.
         directions: ``v_s``, ``(S, ΣN, 3)``.
         n_atoms: atoms per molecule ``(B,)``.
+        packed: the batch's bookkeeping (default: read from ``n_atoms``).
     """
-    block_m, i_local, j_global = block_index(n_atoms)
-    i_global = atom_offsets(n_atoms)[block_m] + i_local
-    return torch.einsum("sna,snb->nab", products[:, i_global], directions[:, j_global])
+    packed = packed if packed is not None else packed_sizes(n_atoms)
+    _, _, j_global = packed.blocks
+    return torch.einsum(
+        "sna,snb->nab", products[:, packed.i_global], directions[:, j_global]
+    )
 
 
 def _graph_leaves(
@@ -397,6 +429,7 @@ def full_hessian(
     n_atoms: torch.Tensor,
     plan: PassPlan,
     basis: Optional[RigidBasis] = None,
+    packed: Optional[PackedBatch] = None,
 ) -> torch.Tensor:
     """Exact Hessians of all molecules of a packed batch in block layout ``(ΣN², 3, 3)``.
 
@@ -405,13 +438,14 @@ def full_hessian(
     invariant under rigid motions): passes only along its complement, ``max(3N - 6)``,
     and the rigid columns from the gradient (:func:`~schnetpack_hessian.rigid.rigid_products`).
     ``plan.retain_bytes`` bounds the memory of the training graphs
-    (:func:`seeded_products`).
+    (:func:`seeded_products`).  ``packed`` is the batch's bookkeeping (default: read
+    from ``n_atoms``).
     """
+    packed = packed if packed is not None else packed_sizes(n_atoms)
     if basis is None:
-        n_rows = 3 * int(n_atoms.max())
-        seeds = row_seeds(
-            n_atoms, torch.arange(n_rows, device=positions.device), positions.dtype
-        )
+        n_rows = 3 * packed.packing.max_atoms
+        rows = torch.arange(n_rows, device=positions.device)
+        seeds = row_seeds(n_atoms, rows, positions.dtype, packed)
     else:
         seeds = basis.complement
     products = seeded_products(gradient, positions, seeds, plan)
@@ -422,7 +456,7 @@ def full_hessian(
         )
         products = torch.cat([products, rigid])
         directions = torch.cat([seeds, basis.rigid])
-    return products_to_blocks(products, directions, n_atoms)
+    return products_to_blocks(products, directions, n_atoms, packed)
 
 
 def invariance_error(
@@ -444,7 +478,8 @@ def invariance_error(
     measured = hessian_rows(gradient, positions, probe, plan)
     predicted = rigid_products(gradient.detach(), basis).sum(0, keepdim=True)
     scale = hessian.detach().abs().max().clamp_min(torch.finfo(hessian.dtype).tiny)
-    return float((measured - predicted).abs().max() / scale)
+    with deliberate("one-time invariance check"):
+        return float((measured - predicted).abs().max() / scale)
 
 
 # --------------------------------------------------------------------------------------
@@ -685,15 +720,27 @@ class Hessian(nn.Module):
         return self
 
     def _probe_generator(self, device: torch.device) -> Optional[torch.Generator]:
+        """The seeded probe generator on ``device``, made on first use.
+
+        Under ``torch.distributed`` each rank draws its own stream (rank 0 the
+        single-process one), so that the ranks' probes differ; a generator state
+        restored from a checkpoint continues on rank 0 and seeds the other ranks'
+        streams (a checkpoint holds rank 0's state only).
+        """
         if self.seed is None:
             return None
         if self._generator is None or self._generator.device != device:
+            rank = _distributed_rank()
             self._generator = torch.Generator(device=device)
             saved = self.__dict__.pop("_generator_state", None)
             if saved is not None and saved[0] == torch.device(device).type:
-                self._generator.set_state(saved[1])  # the stream continues
+                if rank == 0:
+                    self._generator.set_state(saved[1])  # the stream continues
+                else:
+                    state = bytes(saved[1].numpy().tobytes())
+                    self._generator.manual_seed(_stream_seed(state, rank))
             else:
-                self._generator.manual_seed(self.seed)
+                self._generator.manual_seed(_stream_seed(self.seed, rank))
         return self._generator
 
     def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:
@@ -730,11 +777,11 @@ class Hessian(nn.Module):
         return out
 
     def _symmetry(self, inputs: Dict[str, torch.Tensor]) -> str:
-        """The symmetry to use for this batch: ``rigid``, ``translation`` or ``none``."""
+        """The symmetry to use for this batch: ``rigid``, ``translation`` or ``none``
+        (periodic boundaries from the batch's host sizes, :mod:`..packing`)."""
         if self.invariance != "auto":
             return self.invariance
-        pbc = inputs.get(spk_properties.pbc)
-        periodic = pbc is not None and bool(pbc.any())
+        periodic = packed_batch(inputs).packing.periodic
         symmetry = "translation" if periodic else "rigid"
         return symmetry if self._invariance_holds.get(symmetry, True) else "none"
 
@@ -747,13 +794,14 @@ class Hessian(nn.Module):
         """The full Hessian ``(ΣN², 3, 3)``, using the energy's symmetry."""
         positions = inputs[spk_properties.R]
         n_atoms = inputs[spk_properties.n_atoms]
+        packed = packed_batch(inputs)
         symmetry = self._symmetry(inputs)
         basis = (
             None
             if symmetry == "none"
-            else rigid_basis(positions, n_atoms, rotations=symmetry == "rigid")
+            else rigid_basis(positions, n_atoms, symmetry == "rigid", packed)
         )
-        hessian = full_hessian(gradient, positions, n_atoms, plan, basis)
+        hessian = full_hessian(gradient, positions, n_atoms, plan, basis, packed)
         if (
             basis is not None
             and self.invariance == "auto"
@@ -774,7 +822,7 @@ class Hessian(nn.Module):
                     "rows from now on (set invariance='none' to skip this check)",
                     stacklevel=2,
                 )
-                hessian = full_hessian(gradient, positions, n_atoms, plan, None)
+                hessian = full_hessian(gradient, positions, n_atoms, plan, None, packed)
         return hessian
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -802,6 +850,7 @@ class Hessian(nn.Module):
                     n_atoms,
                     positions.dtype,
                     self._probe_generator(positions.device),
+                    packed_batch(inputs),
                 )
                 results[self.hvp_key] = hessian_rows(gradient, positions, probes, plan)
                 results[self.probes_key] = probes

@@ -7,7 +7,7 @@ different sizes into ``(ΣN², 3, 3)``.  Every reshape between that layout and t
 atom, block indices), goes through here.
 """
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -89,26 +89,43 @@ def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(n_atoms, 0) - n_atoms
 
 
-def molecule_index(n_atoms: torch.Tensor) -> torch.Tensor:
-    """Molecule of every atom of a packed batch, shape ``(ΣN,)`` (SchNetPack's idx_m)."""
+def molecule_index(
+    n_atoms: torch.Tensor, n_total: Optional[int] = None
+) -> torch.Tensor:
+    """Molecule of every atom of a packed batch, shape ``(ΣN,)`` (SchNetPack's idx_m).
+
+    Args:
+        n_atoms: atoms per molecule ``(B,)``.
+        n_total: ``ΣN`` when known on the host (no device read); None: read from
+            ``n_atoms`` (a host synchronisation for a device tensor).
+    """
+    if n_total is None:
+        n_total = int(n_atoms.sum())
     return torch.repeat_interleave(
-        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms
+        torch.arange(len(n_atoms), device=n_atoms.device), n_atoms, output_size=n_total
     )
 
 
-def local_atom_index(n_atoms: torch.Tensor) -> torch.Tensor:
-    """Index of every atom inside its own molecule, shape ``(ΣN,)``."""
-    idx_m = molecule_index(n_atoms)
-    return (
-        torch.arange(int(n_atoms.sum()), device=n_atoms.device)
-        - atom_offsets(n_atoms)[idx_m]
-    )
+def local_atom_index(
+    n_atoms: torch.Tensor, n_total: Optional[int] = None
+) -> torch.Tensor:
+    """Index of every atom inside its own molecule, shape ``(ΣN,)`` (``n_total`` as
+    in :func:`molecule_index`)."""
+    if n_total is None:
+        n_total = int(n_atoms.sum())
+    idx_m = molecule_index(n_atoms, n_total)
+    return torch.arange(n_total, device=n_atoms.device) - atom_offsets(n_atoms)[idx_m]
 
 
 def block_index(
-    n_atoms: torch.Tensor,
+    n_atoms: torch.Tensor, n_blocks: Optional[int] = None
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Indices of the ``ΣN²`` Hessian blocks of a packed batch.
+
+    Args:
+        n_atoms: atoms per molecule ``(B,)``.
+        n_blocks: ``ΣN²`` when known on the host; None: read from ``n_atoms`` (a host
+            synchronisation for a device tensor).
 
     Returns:
         ``(block_m, i_local, j_global)``, each ``(ΣN²,)``: the molecule of every block,
@@ -117,11 +134,12 @@ def block_index(
     """
     device = n_atoms.device
     n_sq = n_atoms * n_atoms
-    block_m = torch.repeat_interleave(torch.arange(len(n_atoms), device=device), n_sq)
-    k = (
-        torch.arange(int(n_sq.sum()), device=device)
-        - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
+    if n_blocks is None:
+        n_blocks = int(n_sq.sum())
+    block_m = torch.repeat_interleave(
+        torch.arange(len(n_atoms), device=device), n_sq, output_size=n_blocks
     )
+    k = torch.arange(n_blocks, device=device) - (torch.cumsum(n_sq, 0) - n_sq)[block_m]
     n_b = n_atoms[block_m]
     i_local = torch.div(k, n_b, rounding_mode="floor")
     j_global = atom_offsets(n_atoms)[block_m] + k - i_local * n_b

@@ -28,8 +28,13 @@ The per-molecule squared error is estimated without bias by
 and averaged over the ``k`` probes, so :math:`E[L^{HVP}_\mathrm{MSE}] =
 L_\mathrm{MSE}` (Hutchinson).  With ``rows`` the residual entries are exact Hessian
 entries, so MAE is estimated without bias too; with isotropic probes it is not defined
-and ``loss="mae"`` raises.  The probe type is recognised from the probes themselves
-(one-hot per molecule ⇒ rows).
+and ``loss="mae"`` raises.  The probe scheme is the Hessian module's, declared to
+:class:`HessianOutput` (``probe``, set by :class:`~schnetpack_hessian.HessianTask`
+from the model); without a declaration it is recognised from the probes themselves
+(one-hot per molecule ⇒ rows), which reads device values on the host.
+
+Nothing here reads a device value on the host when the scheme is declared: the sizes
+come from the batch's host bookkeeping (:mod:`schnetpack_hessian.packing`).
 """
 
 import math
@@ -44,8 +49,8 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import properties
-from schnetpack_hessian.hessian import was_computed
-from schnetpack_hessian.layout import atom_offsets, block_index, molecule_index
+from schnetpack_hessian.hessian import PROBES, was_computed
+from schnetpack_hessian.packing import packed_sizes
 
 __all__ = [
     "HessianOutput",
@@ -92,12 +97,12 @@ def _molecule_has_target(
     return valid[block_m], valid
 
 
-def _is_row_probe(probes: torch.Tensor, n_atoms: torch.Tensor) -> bool:
-    """True when every probe is one-hot within every molecule (the ``rows`` scheme)."""
+def _is_row_probe(probes: torch.Tensor, idx_m: torch.Tensor, n_molecules: int) -> bool:
+    """True when every probe is one-hot within every molecule (the ``rows`` scheme);
+    reads the probes on the host."""
     if not bool(((probes == 0) | (probes == 1)).all()):
         return False
-    idx_m = molecule_index(n_atoms)
-    per_mol = probes.new_zeros((probes.shape[0], len(n_atoms)))
+    per_mol = probes.new_zeros((probes.shape[0], n_molecules))
     per_mol.index_add_(1, idx_m, probes.sum(-1))
     return bool((per_mol == 1).all())
 
@@ -108,6 +113,7 @@ def hessian_errors(
     hessian_key: str = properties.hessian,
     hvp_key: str = properties.hessian_hvp,
     probes_key: str = properties.hessian_probes,
+    probe: Optional[str] = None,
 ) -> HessianErrors:
     """Per-molecule Hessian errors of a prediction against block-layout targets.
 
@@ -119,6 +125,8 @@ def hessian_errors(
         pred: model outputs with ``_n_atoms`` and either ``hessian`` ``(ΣN², 3, 3)`` or
             ``hessian_hvp`` and ``hessian_probes`` ``(k, ΣN, 3)``.
         target: reference Hessians ``(ΣN², 3, 3)``; all-NaN for molecules without one.
+        probe: the probe scheme of the HVPs (``"gaussian"``, ``"rademacher"``,
+            ``"rows"``); None: recognised from the probes (a host synchronisation).
     """
     if spk_properties.n_atoms not in pred:
         raise KeyError(
@@ -127,7 +135,8 @@ def hessian_errors(
         )
     n_atoms = pred[spk_properties.n_atoms]
     n_mol = len(n_atoms)
-    expected = int((n_atoms * n_atoms).sum())
+    packed = packed_sizes(n_atoms)
+    expected = packed.packing.n_blocks
     if (
         target.dim() != 3
         or tuple(target.shape[1:]) != (3, 3)
@@ -135,9 +144,10 @@ def hessian_errors(
     ):
         raise ValueError(
             f"HessianOutput: target Hessian has shape {tuple(target.shape)}, expected "
-            f"(ΣN², 3, 3) = ({expected}, 3, 3) for molecules of {n_atoms.tolist()} atoms"
+            f"(ΣN², 3, 3) = ({expected}, 3, 3) for molecules of "
+            f"{list(packed.packing.n_atoms)} atoms"
         )
-    block_m, i_local, j_global = block_index(n_atoms)
+    block_m, _, j_global = packed.blocks
     block_ok, valid = _molecule_has_target(target, block_m, n_mol)
     clean_target = torch.where(
         block_ok[:, None, None], target, torch.zeros_like(target)
@@ -149,7 +159,7 @@ def hessian_errors(
             raise ValueError(
                 f"HessianOutput: predicted Hessian has shape "
                 f"{tuple(pred[hessian_key].shape)}, expected ({expected}, 3, 3) for "
-                f"molecules of {n_atoms.tolist()} atoms"
+                f"molecules of {list(packed.packing.n_atoms)} atoms"
             )
         diff = pred[hessian_key] - clean_target
         diff = torch.where(block_ok[:, None, None], diff, torch.zeros_like(diff))
@@ -164,17 +174,20 @@ def hessian_errors(
         )
     hvp, probes = pred[hvp_key], pred[probes_key]
     # reference products (H_ref v)[off + i] = Σ_j block(i, j) @ v[off + j]
-    atom_i = atom_offsets(n_atoms)[block_m] + i_local
     ref_hvp = hvp.new_zeros(hvp.shape).index_add(
-        1, atom_i, torch.einsum("bcd,kbd->kbc", clean_target, probes[:, j_global])
+        1,
+        packed.i_global,
+        torch.einsum("bcd,kbd->kbc", clean_target, probes[:, j_global]),
     )
-    idx_m = molecule_index(n_atoms)
+    idx_m = packed.idx_m
     residual = torch.where(
         valid[idx_m][None, :, None], hvp - ref_hvp, torch.zeros_like(hvp)
     )
     k = hvp.shape[0]
     sq = residual.new_zeros((k, n_mol)).index_add(1, idx_m, residual.pow(2).sum(-1))
-    if _is_row_probe(probes, n_atoms):
+    if probe is None:
+        probe = "rows" if _is_row_probe(probes, idx_m, n_mol) else "gaussian"
+    if probe == "rows":
         scale = (3 * n_atoms).to(hvp.dtype)  # 3N rows, each probe sees one of them
         ab = residual.new_zeros((k, n_mol)).index_add(1, idx_m, residual.abs().sum(-1))
         sae = scale * ab.mean(0)
@@ -183,6 +196,11 @@ def hessian_errors(
         sae = None
     sse = scale * sq.mean(0)
     return HessianErrors(sse, sae, n_entries, valid)
+
+
+def _valid_sum(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Sum over the molecules with a target (no boolean indexing: no host read)."""
+    return torch.where(valid, values, torch.zeros_like(values)).sum()
 
 
 class _HessianErrorMetric(Metric):
@@ -218,7 +236,9 @@ class HessianMAE(_HessianErrorMetric):
     def use(self, errors: HessianErrors):
         if errors.sae is None:
             return None
-        return errors.sae[errors.valid].sum(), errors.n_entries[errors.valid].sum()
+        return _valid_sum(errors.sae, errors.valid), _valid_sum(
+            errors.n_entries, errors.valid
+        )
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count
@@ -228,7 +248,9 @@ class HessianRMSE(_HessianErrorMetric):
     """Root-mean-square error over Hessian entries (target unit)."""
 
     def use(self, errors: HessianErrors):
-        return errors.sse[errors.valid].sum(), errors.n_entries[errors.valid].sum()
+        return _valid_sum(errors.sse, errors.valid), _valid_sum(
+            errors.n_entries, errors.valid
+        )
 
     def compute(self) -> torch.Tensor:
         return torch.sqrt(self.total / self.count)
@@ -255,6 +277,10 @@ class HessianOutput(ModelOutput):
         hvp_key: key of the predicted Hessian-vector products.
         probes_key: key of the probes.
         constraints: SchNetPack constraints applied before loss and metrics.
+        probe: the probe scheme of the model's Hessian module (``"gaussian"``,
+            ``"rademacher"`` or ``"rows"``); None (default): recognised from the
+            probes, which reads device values on the host at every step.
+            :class:`~schnetpack_hessian.HessianTask` sets it from the model.
     """
 
     def __init__(
@@ -267,6 +293,7 @@ class HessianOutput(ModelOutput):
         hvp_key: str = properties.hessian_hvp,
         probes_key: str = properties.hessian_probes,
         constraints: Optional[List[nn.Module]] = None,
+        probe: Optional[str] = None,
     ):
         if loss not in LOSSES:
             raise ValueError(
@@ -282,6 +309,10 @@ class HessianOutput(ModelOutput):
                 f"HessianOutput: loss_weight must be a finite number >= 0, got "
                 f"{loss_weight!r}"
             )
+        if probe is not None and probe not in PROBES:
+            raise ValueError(
+                f"HessianOutput: probe must be None or one of {PROBES}, got {probe!r}"
+            )
         if metrics is None:
             metrics = {"MAE": HessianMAE(), "RMSE": HessianRMSE()}
         super().__init__(
@@ -295,6 +326,7 @@ class HessianOutput(ModelOutput):
         self.loss = loss
         self.hvp_key = hvp_key
         self.probes_key = probes_key
+        self.probe = probe
 
     def errors(self, pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]):
         """Per-molecule errors of this batch (see :func:`hessian_errors`)."""
@@ -304,7 +336,12 @@ class HessianOutput(ModelOutput):
                 "load Hessians with the data set's load_properties"
             )
         return hessian_errors(
-            pred, target[self.target_property], self.name, self.hvp_key, self.probes_key
+            pred,
+            target[self.target_property],
+            self.name,
+            self.hvp_key,
+            self.probes_key,
+            getattr(self, "probe", None),  # modules pickled before it existed
         )
 
     def calculate_loss(self, pred, target) -> torch.Tensor:
@@ -349,7 +386,7 @@ class HessianOutput(ModelOutput):
                     metric.update(*stats)
             elif was_computed(pred, self.name):
                 n_atoms = pred[spk_properties.n_atoms]
-                block_m, _, _ = block_index(n_atoms)
+                block_m, _, _ = packed_sizes(n_atoms).blocks
                 ref = target[self.target_property]
                 block_ok, _ = _molecule_has_target(ref, block_m, len(n_atoms))
                 metric(pred[self.name][block_ok], ref[block_ok])

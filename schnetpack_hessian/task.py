@@ -17,11 +17,19 @@ weights.  A Hessian loss with nonzero weight on a training split without a singl
 Hessian is refused (it would silently train an E/F model) unless the data module sets
 ``allow_missing_hessians``; so is TF32 or autocast (Lightning's ``matmul_precision``,
 ``precision="16-mixed"``) unless ``allow_reduced_precision`` (:mod:`.precision`).
+
+A GPU step reads no device value on the host outside metrics logging and that
+finiteness check (:mod:`schnetpack_hessian.syncs`): the batch's sizes are read from the
+collated CPU batch before its transfer to the device
+(:func:`~schnetpack_hessian.packing.register_packing`), and each
+:class:`~schnetpack_hessian.HessianOutput` is told the probe scheme of the model's
+Hessian module instead of recognising it from the probes.
 """
 
 import _compat_pickle
 import io
 import pickletools
+import warnings
 import zipfile
 from importlib import import_module
 from typing import Any, Dict, List
@@ -31,10 +39,22 @@ import schnetpack.properties as structure
 from schnetpack.task import AtomisticTask
 
 from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.losses import HessianOutput
+from schnetpack_hessian.packing import Packing, register_packing
 from schnetpack_hessian.precision import guard_precision
+from schnetpack_hessian.syncs import deliberate
 
 __all__ = ["HessianTask", "NonFiniteLossError", "pickled_globals"]
+
+# Lightning warns whenever a LightningModule's transfer hook runs with a data module;
+# HessianTask's reads the batch's sizes and then transfers as Lightning does, so the
+# warning only tells the user that it works as intended.
+warnings.filterwarnings(
+    "ignore",
+    message=r"You have overridden `transfer_batch_to_device` in `LightningModule` but "
+    r"have passed in a `LightningDataModule`",
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -87,9 +107,60 @@ class HessianTask(AtomisticTask):
         #: train Hessians under TF32/autocast anyway (:mod:`..precision`)
         self.allow_reduced_precision = bool(allow_reduced_precision)
         self._loss_terms: Dict[str, torch.Tensor] = {}
+        self._declare_probe_schemes()
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
             add_safe_globals(pickled_globals(dict(self.hparams)))
+
+    def _declare_probe_schemes(self) -> None:
+        """Tell every :class:`HessianOutput` the probe scheme of the Hessian module
+        whose products it compares (so the loss need not read the probes).
+
+        Raises:
+            ValueError: an output declares another scheme than the module draws.
+        """
+        modules = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, Hessian) and m.mode == "hvp"
+        ]
+        for output in self.outputs:
+            if not isinstance(output, HessianOutput):
+                continue
+            found = {
+                m.probe
+                for m in modules
+                if m.hvp_key == output.hvp_key and m.probes_key == output.probes_key
+            }
+            if len(found) != 1:
+                continue
+            (probe,) = found
+            declared = getattr(output, "probe", None)
+            if declared is not None and declared != probe:
+                raise ValueError(
+                    f"HessianTask: HessianOutput {output.name!r} declares "
+                    f"probe={declared!r}, but the model's Hessian module draws "
+                    f"{probe!r} probes; remove the output's probe or make them agree"
+                )
+            output.probe = probe
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Lightning's transfer, after reading the batch's sizes on the host.
+
+        The sizes of a collated CPU batch cost nothing to read; they are registered
+        for the transferred ``_n_atoms`` (:mod:`schnetpack_hessian.packing`), so that
+        the Hessian module and its loss never read them on the device.
+        """
+        packing = None
+        if isinstance(batch, dict) and structure.n_atoms in batch:
+            if batch[structure.n_atoms].device.type == "cpu":
+                packing = Packing.from_batch(batch, keep_positions=True)
+        moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if packing is not None:
+            register_packing(
+                moved[structure.n_atoms], packing, moved.get(structure.idx_m)
+            )
+        return moved
 
     def on_fit_start(self) -> None:
         strategy = self.trainer.strategy
@@ -131,14 +202,16 @@ class HessianTask(AtomisticTask):
                 indices ``_idx`` in the training file).
         """
         loss = super().training_step(batch, batch_idx)
-        finite = bool(torch.isfinite(torch.as_tensor(loss)).all())
+        with deliberate("non-finite loss guard"):
+            finite = bool(torch.isfinite(torch.as_tensor(loss)).all())
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
             # every rank stops at the same step (one stopping alone would leave the
             # others waiting in the gradient all-reduce until the timeout)
-            everywhere = bool(
-                trainer.strategy.reduce_boolean_decision(finite, all=True)
-            )
+            with deliberate("non-finite loss guard"):
+                everywhere = bool(
+                    trainer.strategy.reduce_boolean_decision(finite, all=True)
+                )
             if finite and not everywhere:
                 raise NonFiniteLossError(
                     f"HessianTask: the training loss is not finite on another rank at "

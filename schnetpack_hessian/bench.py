@@ -36,6 +36,7 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import Hessian, HessianOutput
+from schnetpack_hessian.memory import rss_high_water_mb
 from schnetpack_hessian.models import build_potential
 from schnetpack_hessian.testing import build_batch
 
@@ -226,18 +227,12 @@ def _sync(device: str) -> None:
 
 
 def _rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB.
-
-    Reads ``VmHWM`` (reset by ``exec``, so a fresh worker process does not inherit its
-    parent's peak, unlike ``ru_maxrss``); falls back to ``ru_maxrss`` elsewhere.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    """Peak resident set size of this process so far, MiB: ``VmHWM`` (a fresh worker
+    process does not inherit its parent's peak, unlike ``ru_maxrss``), else
+    ``ru_maxrss``."""
+    peak = rss_high_water_mb()
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

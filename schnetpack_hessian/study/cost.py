@@ -22,6 +22,8 @@ from typing import List, Optional
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
+from schnetpack_hessian.memory import rss_high_water_mb
+
 __all__ = ["EpochCost", "peak_rss_mb"]
 
 
@@ -38,18 +40,6 @@ def _reset_rss_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def _rss_peak_since_reset_mb() -> Optional[float]:
-    """``VmHWM`` of this process, MiB; None without ``/proc``."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 class EpochCost(Callback):
@@ -109,7 +99,7 @@ class EpochCost(Callback):
 
     def _read_train_peaks(self) -> None:
         """Fold this epoch's training peaks into the run's."""
-        rss = _rss_peak_since_reset_mb() if self._rss_reset else None
+        rss = rss_high_water_mb() if self._rss_reset else None
         if rss is not None:
             self.train_peak_rss_mb = max(self.train_peak_rss_mb or 0.0, rss)
         if self._device is not None and self._device.type == "cuda":

@@ -30,6 +30,7 @@ __all__ = [
     "build_batch",
     "make_potential",
     "quiet_trainer",
+    "run_as_script",
     "finite_difference_hessian",
     "hessian_loss_gradients",
     "energy_and_gradient",
@@ -107,6 +108,32 @@ def make_potential(
         epsilon=epsilon,
         dtype=dtype,
         seed=seed,
+    )
+
+
+def run_as_script(
+    test_file: str, function: str, *args: object, cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Call ``function(*args)`` of the test module ``test_file`` in a fresh Python
+    process, as a script (``__main__``: what Lightning's DDP launcher re-runs for its
+    other ranks), with one thread per process; ``args`` are passed by their repr."""
+    module = Path(test_file)
+    script = Path(cwd) / f"run_{module.stem}_{function}.py"
+    call = ", ".join(repr(a) for a in args)
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(module.parent)!r})\n"
+        f"import {module.stem}\n"
+        "if __name__ == '__main__':\n"
+        f"    {module.stem}.{function}({call})\n"
+    )
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 

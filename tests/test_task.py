@@ -8,7 +8,7 @@ import torch
 import schnetpack as spk
 
 from schnetpack_hessian import Hessian, HessianOutput, HessianTask, NonFiniteLossError
-from schnetpack_hessian.testing import make_potential, quiet_trainer
+from schnetpack_hessian.testing import make_potential, quiet_trainer, run_as_script
 
 
 def make_task():
@@ -167,27 +167,11 @@ def _nan_on_rank_one(init_file, batch_file):
 def test_non_finite_loss_on_one_ddp_rank_stops_every_rank(batch, tmp_path):
     """Both ranks stop at the step where one rank's loss is not finite (the others
     used to wait in the gradient all-reduce until the process-group timeout)."""
-    import subprocess
-    import sys
-    import textwrap
 
     batch_file = tmp_path / "batch.pt"
     torch.save(dict(batch), batch_file)
-    script = tmp_path / "ddp_nan.py"
-    script.write_text(textwrap.dedent(f"""
-            import sys
-            sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
-            import test_task
-            if __name__ == "__main__":
-                test_task._nan_on_rank_one(None, {str(batch_file)!r})
-            """))
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    done = run_as_script(
+        __file__, "_nan_on_rank_one", None, str(batch_file), cwd=tmp_path
     )
     out = done.stdout + done.stderr
     assert done.returncode != 0, out[-3000:]

@@ -7,7 +7,7 @@ import schnetpack.properties as structure
 
 from schnetpack_hessian import Hessian, HessianOutput
 from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
-from schnetpack_hessian.testing import make_potential, quiet_trainer
+from schnetpack_hessian.testing import make_potential, quiet_trainer, run_as_script
 
 
 @pytest.mark.parametrize("width", [1, 2])
@@ -141,31 +141,14 @@ def test_lightning_ddp_gives_two_ranks_disjoint_equal_shares_of_the_epoch(tmp_pa
     to stop with a TypeError): per epoch the two ranks run equally many batches,
     disjoint, one bucket each, whose union is the training split."""
     import json
-    import os
-    import subprocess
-    import sys
-    import textwrap
 
     from schnetpack_hessian.data import write
     from schnetpack_hessian.data.testing import make_atoms
 
     data_file = tmp_path / "data.h5"
     write(data_file, make_atoms(36, seed=1, n_reactions=6))
-    script = tmp_path / "ddp_buckets.py"
-    script.write_text(textwrap.dedent(f"""
-            import sys
-            sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
-            import test_sampler
-            if __name__ == "__main__":
-                test_sampler._record_ddp_batches({str(data_file)!r}, {str(tmp_path)!r})
-            """))
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    done = run_as_script(
+        __file__, "_record_ddp_batches", str(data_file), str(tmp_path), cwd=tmp_path
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -537,6 +537,9 @@ class Hessian(nn.Module):
     mode the results keep their graph; in eval mode they are detached.  Positions must
     require grad, which :class:`~schnetpack.model.NeuralNetworkPotential` arranges
     through ``required_derivatives`` (and Lightning needs ``inference_mode=False``).
+    On a GPU it reads no device value on the host when the batch's sizes were read
+    before its transfer (:class:`~schnetpack_hessian.HessianTask` does, see
+    :mod:`~schnetpack_hessian.packing`); other batches cost up to three reads each.
 
     Args:
         mode: ``"full"`` or ``"hvp"``.

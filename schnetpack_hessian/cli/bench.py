@@ -8,7 +8,7 @@ from typing import List, Optional
 from schnetpack_hessian.files import atomic_write_bytes, check_output
 from schnetpack_hessian.processes import run_cli
 
-__all__ = ["main", "run", "run_epochs", "check_outputs", "parser"]
+__all__ = ["main", "run", "run_epochs", "run_device_check", "check_outputs", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,8 +18,16 @@ def parser() -> argparse.ArgumentParser:
         "Response) and Hessian inference; report the ratios.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="PaiNN, one batch: about a minute"
-    )
+        "--quick", action="store_true",
+        help="PaiNN, one batch: about a minute (with --check: a CI-sized check)",
+    )  # fmt: skip
+    p.add_argument(
+        "--check", action="store_true",
+        help="instead: check the device (float64 Hessian against finite differences, "
+        "memory-bounded against keep-all gradients, 20 training steps of full / HVP / "
+        "rows with their host synchronisations, two-rank DDP on two GPUs); --json "
+        "writes the report, exit 1 when a check fails",
+    )  # fmt: skip
     p.add_argument(
         "--json", metavar="FILE", help="write every figure and the ratios here"
     )
@@ -158,12 +166,33 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_output(args.output, "-o", directory=True)
 
 
+def run_device_check(args: argparse.Namespace) -> dict:
+    """``--check``: the device check (:mod:`schnetpack_hessian.devicecheck`)."""
+    import torch
+
+    from schnetpack_hessian.devicecheck import run_check
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"spkhess-bench: --device {device}: no CUDA device found")
+    report = run_check(device, size="ci" if args.quick else "full")
+    print(
+        f"device check on {report['device']}: "
+        f"{'passed' if report['passed'] else 'FAILED'} in {report['seconds']:.0f} s"
+    )
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
+    return report
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run the benchmark described by parsed arguments; returns the report."""
     import torch
 
     if args.epochs:
         return run_epochs(args)
+    if args.check:
+        return run_device_check(args)
 
     from schnetpack_hessian.bench import (
         BenchConfig,
@@ -198,8 +227,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def body() -> int:
         check_outputs(args)
-        run(args)
-        return 0
+        report = run(args)
+        return 1 if args.check and not report["passed"] else 0
 
     return run_cli("spkhess-bench", body)
 

@@ -2,7 +2,10 @@
 by name or path everywhere a model path is accepted, reproducing their card."""
 
 import json
+import re
+import warnings
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +112,9 @@ def test_shipped_model_loads_by_name_and_reproduces_its_card(name):
     shipped = {reactive_set_path(level).name: level for level in ("wb97x", "xtb")}
     check = facts["check"]
     wanted = check["structures"]
-    read = islice(iread(reactive_set_path(shipped[facts["data_file"]])), max(wanted) + 1)
+    read = islice(
+        iread(reactive_set_path(shipped[facts["data_file"]])), max(wanted) + 1
+    )
     structures = {i: atoms for i, atoms in enumerate(read) if i in wanted}
     again = score_run(
         f"pretrained:{name}",
@@ -118,3 +123,22 @@ def test_shipped_model_loads_by_name_and_reproduces_its_card(name):
     )["check"]
     for key in ("energy_mae", "forces_mae", "hessian_mae"):
         assert again[key] == pytest.approx(check["metrics"][key], rel=1e-6)
+
+
+def test_applications_pretrained_search_runs_as_written():
+    """docs/APPLICATIONS.md's pretrained section, executed as written: the shipped
+    E+F+H model finds reaction 9's saddle point from its end points, with one imaginary
+    mode, and its IRC joins the reactant and the product."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "APPLICATIONS.md"
+    (block,) = re.findall(r"```python pretrained\n(.*?)```", doc.read_text(), re.S)
+    ns = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(block, str(doc), "exec"), ns)
+    assert ns["converged"]
+    frequencies = ns["modes"].frequencies
+    assert frequencies[0] < -100 and frequencies[1] > 0  # one imaginary mode
+    reactant, product, guess, calc = (
+        ns[k] for k in ("reactant", "product", "guess", "calc")
+    )
+    assert ns["irc_connects"](guess, reactant, product, calc, calc.get_hessian)

@@ -27,6 +27,7 @@ _LAZY = {
     "HessianOutput": "schnetpack_hessian.losses",
     "HessianRMSE": "schnetpack_hessian.losses",
     "HessianTask": "schnetpack_hessian.task",
+    "Teacher": "schnetpack_hessian.teacher",
     "NonFiniteLossError": "schnetpack_hessian.task",
     "nn": "schnetpack_hessian.nn",
 }

@@ -746,6 +746,44 @@ class Hessian(nn.Module):
                 self._generator.manual_seed(_stream_seed(self.seed, rank))
         return self._generator
 
+    def draw_probes(self, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """New probes ``(k, ΣN, 3)`` for this batch from the module's scheme and
+        stream (what a training forward in ``mode="hvp"`` draws)."""
+        positions = inputs[spk_properties.R]
+        return sample_probes(
+            self.probe,
+            self.n_probes,
+            inputs[spk_properties.n_atoms],
+            positions.dtype,
+            self._probe_generator(positions.device),
+            packed_batch(inputs),
+        )
+
+    def probes_for(self, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The probes ``(k, ΣN, 3)`` of this batch's products: the batch's
+        :data:`~schnetpack_hessian.properties.hessian_label_probes` ``(ΣN, k, 3)``
+        when it holds curvature labels along given probes (stored or a teacher's),
+        else drawn (:meth:`draw_probes`).
+
+        Raises:
+            HessianError: given probes that do not match the batch's atoms.
+        """
+        given = inputs.get(properties.hessian_label_probes)
+        if given is None:
+            return self.draw_probes(inputs)
+        positions = inputs[spk_properties.R]
+        if (
+            given.dim() != 3
+            or given.shape[0] != positions.shape[0]
+            or given.shape[2] != 3
+        ):
+            raise HessianError(
+                f"Hessian: '{properties.hessian_label_probes}' has shape "
+                f"{tuple(given.shape)}, expected (ΣN, k, 3) with ΣN = "
+                f"{positions.shape[0]}"
+            )
+        return given.transpose(0, 1).to(positions.dtype).contiguous()
+
     def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:
         if self.energy_key not in inputs:
             raise HessianError(
@@ -832,7 +870,6 @@ class Hessian(nn.Module):
         self._check_inputs(inputs)
         energy = inputs[self.energy_key]
         positions = inputs[spk_properties.R]
-        n_atoms = inputs[spk_properties.n_atoms]
         training = self.training
 
         gradient = energy_gradient(energy, positions, create_graph=True)
@@ -847,14 +884,7 @@ class Hessian(nn.Module):
             if compute == "full":
                 results[self.hessian_key] = self._full_hessian(inputs, gradient, plan)
             if self.mode == "hvp":
-                probes = sample_probes(
-                    self.probe,
-                    self.n_probes,
-                    n_atoms,
-                    positions.dtype,
-                    self._probe_generator(positions.device),
-                    packed_batch(inputs),
-                )
+                probes = self.probes_for(inputs)
                 results[self.hvp_key] = hessian_rows(gradient, positions, probes, plan)
                 results[self.probes_key] = probes
         for key, value in results.items():

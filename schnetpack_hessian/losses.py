@@ -50,7 +50,7 @@ from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import PROBES, was_computed
-from schnetpack_hessian.packing import packed_sizes
+from schnetpack_hessian.packing import PackedBatch, packed_sizes
 
 __all__ = [
     "HessianOutput",
@@ -58,9 +58,12 @@ __all__ = [
     "HessianRMSE",
     "HessianErrors",
     "hessian_errors",
+    "hvp_label_errors",
 ]
 
 LOSSES = ("mse", "mae", "rmse")
+#: Forms of a Hessian target (:class:`HessianOutput`).
+TARGET_FORMS = ("hessian", "hvp")
 
 
 class HessianErrors:
@@ -179,6 +182,71 @@ def hessian_errors(
         packed.i_global,
         torch.einsum("bcd,kbd->kbc", clean_target, probes[:, j_global]),
     )
+    return _product_errors(hvp, ref_hvp, probes, valid, n_entries, packed, probe)
+
+
+def hvp_label_errors(
+    pred: Dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    hvp_key: str = properties.hessian_hvp,
+    probes_key: str = properties.hessian_probes,
+    probe: Optional[str] = None,
+) -> HessianErrors:
+    """Per-molecule Hessian errors of predicted products against product labels.
+
+    The labels are ``H v`` along the probes the model used (the batch's
+    :data:`~schnetpack_hessian.properties.hessian_label_probes`, which the Hessian
+    module takes instead of drawing its own): stored by ``spkhess-generate label`` or
+    a teacher's (:class:`~schnetpack_hessian.Teacher`).  Molecules with a non-finite
+    label are masked out.  The estimate and its scaling are those of
+    :func:`hessian_errors` for HVPs.
+
+    Args:
+        pred: model outputs with ``_n_atoms``, ``hessian_hvp`` and ``hessian_probes``
+            ``(k, ΣN, 3)``.
+        labels: the label products per atom ``(ΣN, k, 3)`` (Hessian unit).
+        probe: the probe scheme of the labels' probes; None: recognised from them.
+    """
+    n_atoms = pred[spk_properties.n_atoms]
+    n_mol = len(n_atoms)
+    packed = packed_sizes(n_atoms)
+    if not was_computed(pred, hvp_key) or probes_key not in pred:
+        raise KeyError(
+            f"HessianOutput: product labels need predicted '{hvp_key}' with "
+            f"'{probes_key}' (Hessian(mode='hvp'))"
+        )
+    hvp, probes = pred[hvp_key], pred[probes_key]
+    if labels.dim() != 3 or tuple(labels.transpose(0, 1).shape) != tuple(hvp.shape):
+        raise ValueError(
+            f"HessianOutput: product labels have shape {tuple(labels.shape)}, expected "
+            f"(ΣN, k, 3) = ({hvp.shape[1]}, {hvp.shape[0]}, 3) like the predicted "
+            "products"
+        )
+    ref_hvp = labels.transpose(0, 1).to(hvp.dtype)
+    finite_atom = torch.isfinite(ref_hvp).all(dim=2).all(dim=0)
+    bad = torch.zeros(n_mol, device=labels.device, dtype=torch.long)
+    bad.index_add_(0, packed.idx_m, (~finite_atom).long())
+    valid = bad == 0
+    ref_hvp = torch.where(
+        finite_atom[None, :, None], ref_hvp, torch.zeros_like(ref_hvp)
+    )
+    n_entries = (9 * n_atoms * n_atoms).to(hvp.dtype)
+    return _product_errors(hvp, ref_hvp, probes, valid, n_entries, packed, probe)
+
+
+def _product_errors(
+    hvp: torch.Tensor,
+    ref_hvp: torch.Tensor,
+    probes: torch.Tensor,
+    valid: torch.Tensor,
+    n_entries: torch.Tensor,
+    packed: PackedBatch,
+    probe: Optional[str],
+) -> HessianErrors:
+    """Unbiased per-molecule error sums from products ``(k, ΣN, 3)`` (module
+    docstring): rows scaled by ``3N``, isotropic probes by 1 (no MAE)."""
+    n_atoms = packed.n_atoms
+    n_mol = len(valid)
     idx_m = packed.idx_m
     residual = torch.where(
         valid[idx_m][None, :, None], hvp - ref_hvp, torch.zeros_like(hvp)
@@ -281,6 +349,14 @@ class HessianOutput(ModelOutput):
             ``"rademacher"`` or ``"rows"``); None (default): recognised from the
             probes, which reads device values on the host at every step.
             :class:`~schnetpack_hessian.HessianTask` sets it from the model.
+        target_form: ``"hessian"`` (the default): the target is a Hessian in block
+            layout; ``"hvp"``: the target is product labels ``(ΣN, k, 3)`` along the
+            batch's :data:`~schnetpack_hessian.properties.hessian_label_probes`
+            (stored curvature labels, or a teacher's in
+            :class:`~schnetpack_hessian.HessianTask`), compared with the model's
+            products along the same probes (:func:`hvp_label_errors`); the default
+            ``target_property`` is then
+            :data:`~schnetpack_hessian.properties.hessian_label_hvp`.
     """
 
     def __init__(
@@ -294,7 +370,15 @@ class HessianOutput(ModelOutput):
         probes_key: str = properties.hessian_probes,
         constraints: Optional[List[nn.Module]] = None,
         probe: Optional[str] = None,
+        target_form: str = "hessian",
     ):
+        if target_form not in TARGET_FORMS:
+            raise ValueError(
+                f"HessianOutput: target_form must be one of {TARGET_FORMS}, got "
+                f"{target_form!r}"
+            )
+        if target_form == "hvp" and target_property is None:
+            target_property = properties.hessian_label_hvp
         if loss not in LOSSES:
             raise ValueError(
                 f"HessianOutput: loss must be one of {LOSSES}, got {loss!r}"
@@ -327,6 +411,7 @@ class HessianOutput(ModelOutput):
         self.hvp_key = hvp_key
         self.probes_key = probes_key
         self.probe = probe
+        self.target_form = target_form
 
     def errors(self, pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]):
         """Per-molecule errors of this batch (see :func:`hessian_errors`)."""
@@ -334,6 +419,14 @@ class HessianOutput(ModelOutput):
             raise KeyError(
                 f"HessianOutput: the batch has no target '{self.target_property}'; "
                 "load Hessians with the data set's load_properties"
+            )
+        if self.form == "hvp":
+            return hvp_label_errors(
+                pred,
+                target[self.target_property],
+                self.hvp_key,
+                self.probes_key,
+                getattr(self, "probe", None),
             )
         return hessian_errors(
             pred,
@@ -370,8 +463,16 @@ class HessianOutput(ModelOutput):
             loss = torch.sqrt(loss + torch.finfo(loss.dtype).tiny)
         return self.loss_weight * loss
 
+    @property
+    def form(self) -> str:
+        """The target's form, ``"hessian"`` or ``"hvp"`` (outputs pickled before
+        product labels existed compare Hessians)."""
+        return getattr(self, "target_form", "hessian")
+
     def has_prediction(self, pred: Dict[str, torch.Tensor]) -> bool:
         """False when the model computed no Hessian for this batch (placeholders)."""
+        if self.form == "hvp":
+            return was_computed(pred, self.hvp_key)
         return was_computed(pred, self.name) or was_computed(pred, self.hvp_key)
 
     def update_metrics(self, pred, target, subset) -> None:
@@ -384,7 +485,7 @@ class HessianOutput(ModelOutput):
                 stats = metric.use(err)
                 if stats is not None:
                     metric.update(*stats)
-            elif was_computed(pred, self.name):
+            elif self.form == "hessian" and was_computed(pred, self.name):
                 n_atoms = pred[spk_properties.n_atoms]
                 block_m, _, _ = packed_sizes(n_atoms).blocks
                 ref = target[self.target_property]

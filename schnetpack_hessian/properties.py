@@ -15,6 +15,14 @@ hessian: Final[str] = "hessian"
 hessian_hvp: Final[str] = "hessian_hvp"
 #: The probe vectors ``(k, ΣN, 3)`` used for :data:`hessian_hvp`.
 hessian_probes: Final[str] = "hessian_probes"
+#: Curvature labels along given probes, per atom ``(N, k, 3)`` (collated ``(ΣN, k, 3)``):
+#: the probes (dimensionless) a Hessian-vector product label was taken along.  When a
+#: batch holds them, :class:`~schnetpack_hessian.Hessian` in ``mode="hvp"`` computes its
+#: products along these probes instead of drawing its own.
+hessian_label_probes: Final[str] = "hessian_label_probes"
+#: The labels ``H v`` along :data:`hessian_label_probes`, per atom ``(N, k, 3)`` in the
+#: Hessian's unit (a teacher model's, :class:`~schnetpack_hessian.Teacher`).
+hessian_label_hvp: Final[str] = "hessian_label_hvp"
 
 #: Per-structure label: the role of the geometry on its reaction path.
 kind: Final[str] = "kind"

@@ -32,18 +32,20 @@ import pickletools
 import warnings
 import zipfile
 from importlib import import_module
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import schnetpack.properties as structure
 from schnetpack.task import AtomisticTask
 
+from schnetpack_hessian import properties
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.losses import HessianOutput
 from schnetpack_hessian.packing import Packing, register_packing
 from schnetpack_hessian.precision import guard_precision
 from schnetpack_hessian.syncs import deliberate
+from schnetpack_hessian.teacher import Teacher
 
 __all__ = ["HessianTask", "NonFiniteLossError", "pickled_globals"]
 
@@ -54,6 +56,13 @@ warnings.filterwarnings(
     "ignore",
     message=r"You have overridden `transfer_batch_to_device` in `LightningModule` but "
     r"have passed in a `LightningDataModule`",
+)
+
+
+# save_hyperparameters sees the teacher among HessianTask's arguments before the task
+# drops it from its hyperparameters (the checkpoints are the student's).
+warnings.filterwarnings(
+    "ignore", message=r"Attribute 'teacher' is an instance of `nn.Module`"
 )
 
 
@@ -102,12 +111,25 @@ class HessianTask(AtomisticTask):
     ``inference_mode=False``, as SchNetPack's trainer configs do.
     """
 
-    def __init__(self, *args, allow_reduced_precision: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        allow_reduced_precision: bool = False,
+        teacher: Optional[Teacher] = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         #: train Hessians under TF32/autocast anyway (:mod:`..precision`)
         self.allow_reduced_precision = bool(allow_reduced_precision)
         self._loss_terms: Dict[str, torch.Tensor] = {}
         self._declare_probe_schemes()
+        # the frozen model whose products are the Hessian labels (None: the data's);
+        # not a submodule and not a hyperparameter: the checkpoints are the student's
+        object.__setattr__(self, "teacher", teacher)
+        for hparams in (self._hparams, getattr(self, "_hparams_initial", None)):
+            if hparams is not None:
+                hparams.pop("teacher", None)
+        self._student_hvp = self._teacher_probe_module() if teacher else None
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
             add_safe_globals(pickled_globals(dict(self.hparams)))
@@ -143,6 +165,48 @@ class HessianTask(AtomisticTask):
                     f"{probe!r} probes; remove the output's probe or make them agree"
                 )
             output.probe = probe
+
+    def _teacher_probe_module(self) -> Hessian:
+        """The student's HVP-mode Hessian module, whose probes the teacher labels.
+
+        Raises:
+            ValueError: no such module, or no output that compares product labels.
+        """
+        modules = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, Hessian) and m.mode == "hvp"
+        ]
+        forms = [
+            o for o in self.outputs if isinstance(o, HessianOutput) and o.form == "hvp"
+        ]
+        if len(modules) != 1 or not forms:
+            raise ValueError(
+                "HessianTask: a teacher labels the products of the student's "
+                f"Hessian(mode='hvp') module (found {len(modules)}) for a "
+                "HessianOutput(target_form='hvp') (found "
+                f"{len(forms)}); use the loss preset 'teacher' or add them"
+            )
+        return modules[0]
+
+    def with_teacher_labels(self, batch: Dict[str, torch.Tensor]):
+        """The batch with the teacher's product labels: the student's probes
+        (:data:`~schnetpack_hessian.properties.hessian_label_probes`, drawn by its
+        Hessian module unless the batch holds stored ones) and the teacher's exact
+        products along them (:data:`~schnetpack_hessian.properties.hessian_label_hvp`),
+        both ``(ΣN, k, 3)``.  Without a teacher the batch is returned as it is."""
+        if self.teacher is None:
+            return batch
+        device = batch[structure.R].device
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        probes = batch.get(properties.hessian_label_probes)
+        if probes is None:
+            probes = self._student_hvp.draw_probes(batch).transpose(0, 1)
+            batch[properties.hessian_label_probes] = probes
+        products = self.teacher.hvp(batch, probes.transpose(0, 1).contiguous())
+        batch[properties.hessian_label_hvp] = products.transpose(0, 1)
+        return batch
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Lightning's transfer, after reading the batch's sizes on the host.
@@ -201,7 +265,7 @@ class HessianTask(AtomisticTask):
                 epoch, the step, every loss term and the batch's structures (dataset
                 indices ``_idx`` in the training file).
         """
-        loss = super().training_step(batch, batch_idx)
+        loss = super().training_step(self.with_teacher_labels(batch), batch_idx)
         with deliberate("non-finite loss guard"):
             finite = bool(torch.isfinite(torch.as_tensor(loss)).all())
         trainer = self._trainer
@@ -273,7 +337,9 @@ class HessianTask(AtomisticTask):
         weighted = [
             o
             for o in self.outputs
-            if isinstance(o, HessianOutput) and float(o.loss_weight) != 0.0
+            if isinstance(o, HessianOutput)
+            and o.form == "hessian"
+            and float(o.loss_weight) != 0.0
         ]
         datamodule = getattr(self.trainer, "datamodule", None)
         check = getattr(datamodule, "has_training_hessians", None)
@@ -296,8 +362,8 @@ class HessianTask(AtomisticTask):
 
     def validation_step(self, batch, batch_idx):
         with torch.set_grad_enabled(torch.is_grad_enabled()):
-            return super().validation_step(batch, batch_idx)
+            return super().validation_step(self.with_teacher_labels(batch), batch_idx)
 
     def test_step(self, batch, batch_idx):
         with torch.set_grad_enabled(torch.is_grad_enabled()):
-            return super().test_step(batch, batch_idx)
+            return super().test_step(self.with_teacher_labels(batch), batch_idx)

@@ -20,6 +20,7 @@ import schnetpack.transform as trn
 
 from schnetpack_hessian import properties
 from schnetpack_hessian.calculator import HessianCalculator, enable_full_hessian
+from schnetpack_hessian.teacher import Teacher
 from schnetpack_hessian.pretrained import (
     PREFIX,
     PretrainedError,
@@ -28,7 +29,7 @@ from schnetpack_hessian.pretrained import (
     resolve,
 )
 
-__all__ = ["EvaluationError", "EvaluationModel", "load_model", "MODEL_FILE"]
+__all__ = ["EvaluationError", "EvaluationModel", "load_model", "load_teacher", "MODEL_FILE"]
 
 PathLike = Union[str, Path]
 
@@ -291,3 +292,26 @@ def load_model(
         elements=_trained_elements(model) or _data_elements(config),
         device=device,
     )
+
+
+def load_teacher(
+    path: PathLike,
+    energy_unit: str,
+    device: Union[str, torch.device] = "cpu",
+) -> Teacher:
+    """A :class:`~schnetpack_hessian.Teacher` from a model file, a run directory or
+    ``pretrained:NAME`` (as :func:`load_model`; float64), whose products come in
+    ``energy_unit`` per Å².
+
+    Raises:
+        EvaluationError: the model cannot be loaded, or works in another distance
+            unit than Å.
+    """
+    loaded = load_model(path, device=device)
+    if spk.units.convert_units(loaded.distance_unit, "Ang") != 1.0:
+        raise EvaluationError(
+            f"{loaded.path}: a teacher must work in Å (its distance unit is "
+            f"{loaded.distance_unit})"
+        )
+    scale = float(spk.units.convert_units(loaded.energy_unit, energy_unit))
+    return Teacher(loaded.model, loaded.energy_key, energy_scale=scale)

@@ -76,7 +76,8 @@ def data_efficiency(summary: Dict[str, GroupSummary], out: Path) -> List[str]:
     fraction only are in the bar charts)."""
     series: Dict[str, List[GroupSummary]] = {}
     for s in summary.values():
-        key = f"{s.arm['targets']}-{s.arm['hessian']}-{s.arm['model']}"
+        distilled = "-distilled" if s.arm.get("teacher") else ""
+        key = f"{s.arm['targets']}-{s.arm['hessian']}{distilled}-{s.arm['model']}"
         series.setdefault(key, []).append(s)
     series = {k: v for k, v in series.items() if len(v) > 1}
     if not series:

@@ -75,6 +75,10 @@ class Arm:
         fraction: fraction of the training critical points used.
         seed: training seed (also draws the validation points and the subset).
         fold: the by-reaction fold whose reactions are held out.
+        teacher: name of another arm of the study whose trained model labels this
+            arm's Hessians (distillation, ``+distill=teacher``: the teacher's exact
+            products along the arm's probes; the data's Hessians are not read).
+            None: the data's Hessians.
     """
 
     targets: str
@@ -83,6 +87,7 @@ class Arm:
     fraction: float = 1.0
     seed: int = 1
     fold: int = 0
+    teacher: Optional[str] = None
 
     def __post_init__(self):
         if self.targets not in TARGETS:
@@ -100,12 +105,20 @@ class Arm:
             )
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"Arm: fraction {self.fraction} not in (0, 1]")
+        if self.teacher is not None and not self.hessian.startswith("hvp"):
+            raise ValueError(
+                f"Arm: a teacher labels Hessian-vector products; hessian mode "
+                f"{self.hessian!r} is not an HVP mode"
+            )
 
     @property
     def group(self) -> str:
         """Name of the arm without seed and fold (what the report averages over)."""
         mode = "" if self.hessian == "none" else f"-{self.hessian}"
-        return f"{self.targets}{mode}-{self.model}-{self.fraction * 100:g}pct"
+        distilled = "" if self.teacher is None else "-distilled"
+        return (
+            f"{self.targets}{mode}{distilled}-{self.model}-{self.fraction * 100:g}pct"
+        )
 
     @property
     def name(self) -> str:
@@ -113,11 +126,13 @@ class Arm:
         return f"{self.group}-s{self.seed}-k{self.fold}"
 
     def overrides(self) -> List[str]:
-        """spktrain overrides of this arm (targets, model, Hessian mode, seed)."""
+        """spktrain overrides of this arm (targets, model, Hessian mode, seed; a
+        teacher's run directory is added by the study, which knows where it is)."""
         return [
             f"model/representation={MODELS[self.model]}",
             *_TARGET_OVERRIDES[self.targets],
             *HESSIAN_MODES[self.hessian],
+            *(["+distill=teacher"] if self.teacher is not None else []),
             f"seed={self.seed}",
         ]
 
@@ -371,8 +386,10 @@ def cpu_plan(replicates: int = 3) -> StudyPlan:
     E+F against E+F+H (:data:`CPU_HESSIAN`), PaiNN and SchNet, at 100 % and 25 % of
     the training critical points; run ``r`` with seed ``r + 1`` tested on fold ``r`` of
     ``replicates`` by-reaction folds (every reaction tested once).  The full Hessian
-    runs on a subset only, PaiNN at 25 % on fold 0, to tie the HVP arm to it.  The main
-    contrast (100 %) comes first, then the data fractions, then the full Hessian.
+    runs on a subset only, PaiNN at 25 % on fold 0, to tie the HVP arm to it.  Last,
+    PaiNN students distilled from the E+F+H PaiNN of their fold (the teacher's
+    products as Hessian labels, same split, seed and budget).  The main contrast
+    (100 %) comes first, then the data fractions, the full Hessian, distillation.
 
     Raises:
         ValueError: ``replicates`` < 2.
@@ -387,10 +404,13 @@ def cpu_plan(replicates: int = 3) -> StudyPlan:
             Arm("EFH", model, CPU_HESSIAN, 0.25),
         ]
     pairs = _paired(replicates)
+    teachers = _replicated([Arm("EFH", "painn", CPU_HESSIAN)], pairs)
+    distilled = tuple(replace(t, teacher=t.name) for t in teachers)
     arms = (
         _replicated(main, pairs)
         + _replicated(fractions, pairs)
         + (Arm("EFH", "painn", "full", 0.25, seed=1, fold=0),)
+        + distilled
     )
     return StudyPlan(
         "cpu",

@@ -145,8 +145,26 @@ class StudyContext:
             f"run.id={run_id or arm.name}",
             *self.plan.budget.overrides(),
             *arm.overrides(),
+            *self.teacher_args(arm),
             *accelerator,
         ]
+
+    def teacher_args(self, arm: Arm) -> List[str]:
+        """The teacher's run directory for a distilled arm (none for the others).
+
+        Raises:
+            StudyError: the teacher's training has not finished by its rule.
+        """
+        if arm.teacher is None:
+            return []
+        teacher_dir = self.run_dir(arm.teacher)
+        budget = self.plan.budget
+        if not training_finished(teacher_dir, budget.max_epochs, budget.patience):
+            raise StudyError(
+                f"{arm.name}: its teacher {arm.teacher} has not finished training "
+                f"({teacher_dir}); the plan trains teachers first"
+            )
+        return [f"globals.teacher={teacher_dir}"]
 
     def train(self, args: List[str], run_id: str) -> None:
         """:func:`train_run` of ``args`` in ``DIR/runs/<run_id>``."""

@@ -357,8 +357,17 @@ def test_cpu_preset_is_the_bulk_contrast_with_one_full_hessian_subset():
             (f"EFH-{CPU_HESSIAN}", 100),
             (f"EFH-{CPU_HESSIAN}", 25),
         ]
-    }
+    } | {f"EFH-{CPU_HESSIAN}-distilled-painn-100pct"}
     assert not any(replace(plan, ts_settings=None).ts_searched(a) for a in plan.arms)
+    # last, one student per fold distilled from that fold's E+F+H PaiNN (same split)
+    distilled = [a for a in plan.arms if a.teacher is not None]
+    assert plan.arms[-3:] == tuple(distilled)
+    names = [a.name for a in plan.arms]
+    for student in distilled:
+        teacher = next(a for a in plan.arms if a.name == student.teacher)
+        assert replace(student, teacher=None) == teacher
+        assert names.index(teacher.name) < names.index(student.name)
+        assert "+distill=teacher" in student.overrides()
     with pytest.raises(ValueError, match="replicates"):
         cpu_plan(1)
 

@@ -115,3 +115,31 @@ def test_budget_and_recipe_are_one_source(compose_train, preset):
     assert cfg.task.outputs[1].loss_weight == pytest.approx(0.30)  # loss=study
     changed = {n for n in RECIPE_KEYS if values[n] != asdict(Budget())[n]}
     assert len(budget.overrides()) == len(changed)
+
+
+def test_a_distilled_arm_trains_on_its_finished_teachers_products(
+    compose_train, tmp_path
+):
+    """The distilled arm's command line composes to the teacher's run directory as
+    the Hessian labels' source, and it is refused until the teacher has finished."""
+    import numpy as np
+
+    from schnetpack_hessian.study.matrix import cpu_plan
+    from schnetpack_hessian.study.runner import StudyContext, StudyData, StudyError
+
+    plan = cpu_plan()
+    data = StudyData(tmp_path / "x.h5", [], np.zeros(0), np.zeros(0), {}, False)
+    context = StudyContext(plan, data, tmp_path)
+    student = plan.arms[-1]
+    with pytest.raises(StudyError, match="has not finished"):
+        context.spktrain_args(student, tmp_path / "s.npz")
+    teacher_dir = context.run_dir(student.teacher)
+    teacher = next(a for a in plan.arms if a.name == student.teacher)
+    # the student's command line is its teacher's with the distillation added
+    args = context.spktrain_args(teacher, tmp_path / "s.npz")
+    args += ["+distill=teacher", f"globals.teacher={teacher_dir}"]
+    cfg = compose_train(*args)
+    assert cfg.task.teacher._target_.endswith("load_teacher")
+    assert cfg.task.teacher.path == str(teacher_dir)
+    assert cfg.task.outputs[-1].target_form == "hvp"
+    assert cfg.globals.hessian_mode == "hvp"

@@ -4,7 +4,7 @@ with reaction-aware splits and extrapolation test sets."""
 import logging
 import numbers
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import fasteners
 import numpy as np
@@ -16,7 +16,12 @@ from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.io import backend_of, open_dataset
 from schnetpack_hessian.data.loading import AUTO, loader_defaults
 from schnetpack_hessian.data.stats import present_stats
-from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
+from schnetpack_hessian.data.sampler import (
+    MixBatchSampler,
+    SizeBucketBatchSampler,
+    structure_has_hessian,
+    structure_sizes,
+)
 from schnetpack_hessian.data.splitting import (
     check_split_record,
     data_identity,
@@ -102,6 +107,11 @@ class HessianDataModule(AtomsDataModule):
             up to 4 per rank on a GPU (:func:`~.loading.loader_defaults`);
             ``num_val_workers``/``num_test_workers`` follow it when ``None``.
         pin_memory: pinned batches, or ``"auto"`` (default): on CUDA only.
+        mix: co-training weights of the training structures with and without a
+            Hessian, e.g. ``{"hessian": 1, "ef_only": 4}``: every batch holds them in
+            this ratio (:class:`~.sampler.MixBatchSampler`); ``None``: plain
+            shuffling.  Merge a Hessian file and an energy/force file into one
+            training file first (``spkhess-convert A.h5 B.h5 -o mixed.h5``).
         allow_missing_hessians: train a Hessian loss on a training split without a
             single Hessian (it then contributes nothing: an E/F training); default
             ``False``, an error.
@@ -139,7 +149,13 @@ class HessianDataModule(AtomsDataModule):
         extrapolation_kinds: Sequence[str] = ("irc", "nms"),
         size_buckets: Optional[int] = None,
         allow_missing_hessians: bool = False,
+        mix: Optional[Mapping[str, float]] = None,
     ):
+        if mix is not None and size_buckets is not None:
+            raise HessianDataError(
+                "HessianDataModule: give mix or size_buckets, not both (each decides "
+                "which structures share a batch)"
+            )
         for name, size in (
             ("num_train", num_train),
             ("num_val", num_val),
@@ -202,17 +218,30 @@ class HessianDataModule(AtomsDataModule):
         self._extrapolation_dataloaders: Dict[str, AtomsLoader] = {}
         self.size_buckets = size_buckets
         self.allow_missing_hessians = bool(allow_missing_hessians)
+        self.mix = None if mix is None else {k: float(v) for k, v in dict(mix).items()}
 
     def train_dataloader(self) -> AtomsLoader:
-        if self.size_buckets is None:
+        if self.size_buckets is None and self.mix is None:
             return super().train_dataloader()
         if self._train_dataloader is None:
-            sampler = SizeBucketBatchSampler(
-                structure_sizes(self.train_dataset),
-                self.batch_size,
-                bucket_width=self.size_buckets,
-                seed=torch.initial_seed() % 2**32,
-            )
+            seed = torch.initial_seed() % 2**32
+            if self.mix is not None:
+                try:
+                    sampler = MixBatchSampler(
+                        structure_has_hessian(self.train_dataset),
+                        self.mix,
+                        self.batch_size,
+                        seed=seed,
+                    )
+                except ValueError as err:
+                    raise HessianDataError(f"{self.datapath}: {err}") from err
+            else:
+                sampler = SizeBucketBatchSampler(
+                    structure_sizes(self.train_dataset),
+                    self.batch_size,
+                    bucket_width=self.size_buckets,
+                    seed=seed,
+                )
             self._train_dataloader = AtomsLoader(
                 self.train_dataset,
                 batch_sampler=sampler,

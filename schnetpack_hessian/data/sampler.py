@@ -8,16 +8,32 @@ of its other molecules (:mod:`schnetpack_hessian.hessian`), so a batch mixing a
 batches between epochs: every structure is seen exactly once per epoch, the loss of an
 epoch is the same sum of per-structure terms as with plain shuffling; only which
 structures share a batch changes.
+
+:class:`MixBatchSampler` co-trains scarce Hessian data with plentiful energy/force
+data at a chosen ratio (as PFT trains one Hessian column per structure 4:1 with E/F
+data): every batch holds the two populations of the training split, structures with
+and without a Hessian, in the ratio of ``mix``, each population cycling through its
+own shuffles.
 """
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 import schnetpack.properties as spk_properties
 
-__all__ = ["SizeBucketBatchSampler", "structure_sizes"]
+from schnetpack_hessian import properties
+
+__all__ = [
+    "MixBatchSampler",
+    "SizeBucketBatchSampler",
+    "structure_has_hessian",
+    "structure_sizes",
+]
+
+#: Populations of :class:`MixBatchSampler` (keys of ``data.mix``).
+MIX_POPULATIONS = ("hessian", "ef_only")
 
 
 def structure_sizes(dataset) -> np.ndarray:
@@ -38,7 +54,106 @@ def structure_sizes(dataset) -> np.ndarray:
     )
 
 
-class SizeBucketBatchSampler(BatchSampler):
+def structure_has_hessian(dataset) -> np.ndarray:
+    """Whether each structure of a SchNetPack dataset has a Hessian (not all-NaN),
+    ``(len(dataset),)`` bool; all False when the file holds no Hessians."""
+    if properties.hessian not in list(getattr(dataset, "available_properties", [])):
+        return np.zeros(len(dataset), dtype=bool)
+    return np.array(
+        [
+            not bool(np.isnan(np.asarray(p[properties.hessian])).all())
+            for p in dataset.iter_properties(
+                load_properties=[properties.hessian], load_structure=False
+            )
+        ],
+        dtype=bool,
+    )
+
+
+class _EpochBatchSampler(BatchSampler):
+    """Batches that depend only on a seed and the epoch, shared out among DDP ranks.
+
+    ``set_epoch`` is honoured, and without it each new iteration is the next epoch.
+    Under DDP, Lightning rebuilds the sampler with a ``DistributedSampler`` as
+    ``sampler``: every rank then draws the same epoch of batches (seeded by the
+    distributed sampler's seed and epoch) and takes every ``num_replicas``-th batch
+    from its rank on, so the ranks get disjoint batches whose union is the epoch.
+    Subclasses give :meth:`batches` and :meth:`_n_batches`.
+    """
+
+    def _init_epochs(self, seed: int, sampler: Optional[Sampler]) -> None:
+        # BatchSampler.__init__ is not called: it requires a sampler and checks
+        # nothing these classes do not
+        self.seed = int(seed)
+        self.sampler = sampler
+        self.epoch = 0
+        self._epoch_set: Optional[int] = None
+
+    @property
+    def _distributed(self) -> bool:
+        return isinstance(self.sampler, DistributedSampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next iteration."""
+        self._epoch_set = int(epoch)
+        if self._distributed:
+            self.sampler.set_epoch(epoch)
+
+    def _members(self, n: int) -> np.ndarray:
+        """The dataset indices this sampler batches (of ``n``)."""
+        if self.sampler is None or self._distributed:
+            return np.arange(n)
+        return np.unique(np.fromiter(iter(self.sampler), dtype=np.int64))
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        seed = self.sampler.seed if self._distributed else self.seed
+        return np.random.default_rng([seed, epoch])
+
+    def batches(self, epoch: int) -> List[List[int]]:
+        raise NotImplementedError
+
+    def _n_batches(self) -> int:
+        raise NotImplementedError
+
+    def _share(self, batches: List[List[int]]) -> List[List[int]]:
+        """This rank's batches: equally many on every rank, disjoint where possible."""
+        ranks, rank = self.sampler.num_replicas, self.sampler.rank
+        batches = list(batches)
+        while len(batches) % ranks:
+            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            batch = batches[largest]
+            if len(batch) < 2:
+                break
+            half = (len(batch) + 1) // 2
+            batches[largest : largest + 1] = [batch[:half], batch[half:]]
+        if len(batches) % ranks:  # fewer structures than ranks: repeat, as torch does
+            short = ranks - len(batches) % ranks
+            batches += (batches * ranks)[:short]
+        return batches[rank::ranks]
+
+    def _epoch(self) -> int:
+        if self._distributed:
+            return int(self.sampler.epoch)
+        if self._epoch_set is not None:
+            self.epoch, self._epoch_set = self._epoch_set, None
+        epoch = self.epoch
+        self.epoch += 1
+        return epoch
+
+    def __iter__(self) -> Iterator[List[int]]:
+        batches = self.batches(self._epoch())
+        if self._distributed:
+            batches = self._share(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n = self._n_batches()
+        if self._distributed:
+            return -(-n // self.sampler.num_replicas)
+        return n
+
+
+class SizeBucketBatchSampler(_EpochBatchSampler):
     """Batches of dataset indices whose structures have similar atom counts.
 
     Per epoch: the structures of each bucket (``N // bucket_width``) are shuffled and
@@ -79,8 +194,6 @@ class SizeBucketBatchSampler(BatchSampler):
         drop_last: bool = False,
         sampler: Optional[Sampler] = None,
     ):
-        # BatchSampler.__init__ is not called: it requires a sampler and checks
-        # nothing this class does not
         if batch_size < 1 or bucket_width < 1:
             raise ValueError(
                 f"SizeBucketBatchSampler: batch_size and bucket_width must be ≥ 1, got "
@@ -90,33 +203,13 @@ class SizeBucketBatchSampler(BatchSampler):
         self.batch_size = int(batch_size)
         self.bucket_width = int(bucket_width)
         self.shuffle = shuffle
-        self.seed = int(seed)
         self.drop_last = drop_last
-        self.sampler = sampler
-        self.epoch = 0
-        self._epoch_set: Optional[int] = None
-
-    @property
-    def _distributed(self) -> bool:
-        return isinstance(self.sampler, DistributedSampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` for the next iteration."""
-        self._epoch_set = int(epoch)
-        if self._distributed:
-            self.sampler.set_epoch(epoch)
-
-    def _members(self) -> np.ndarray:
-        """The dataset indices this sampler batches."""
-        if self.sampler is None or self._distributed:
-            return np.arange(len(self.sizes))
-        return np.unique(np.fromiter(iter(self.sampler), dtype=np.int64))
+        self._init_epochs(seed, sampler)
 
     def batches(self, epoch: int) -> List[List[int]]:
         """All batches of one epoch (lists of dataset indices; every rank's share)."""
-        seed = self.sampler.seed if self._distributed else self.seed
-        rng = np.random.default_rng([seed, epoch])
-        members = self._members()
+        rng = self._rng(epoch)
+        members = self._members(len(self.sizes))
         keys = self.sizes[members] // self.bucket_width
         out: List[List[int]] = []
         for key in np.unique(keys):
@@ -132,44 +225,113 @@ class SizeBucketBatchSampler(BatchSampler):
             out = [out[i] for i in rng.permutation(len(out))]
         return out
 
-    def _share(self, batches: List[List[int]]) -> List[List[int]]:
-        """This rank's batches: equally many on every rank, disjoint where possible."""
-        ranks, rank = self.sampler.num_replicas, self.sampler.rank
-        batches = list(batches)
-        while len(batches) % ranks:
-            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
-            batch = batches[largest]
-            if len(batch) < 2:
-                break
-            half = (len(batch) + 1) // 2
-            batches[largest : largest + 1] = [batch[:half], batch[half:]]
-        if len(batches) % ranks:  # fewer structures than ranks: repeat, as torch does
-            short = ranks - len(batches) % ranks
-            batches += (batches * ranks)[:short]
-        return batches[rank::ranks]
-
-    def _epoch(self) -> int:
-        if self._distributed:
-            return int(self.sampler.epoch)
-        if self._epoch_set is not None:
-            self.epoch, self._epoch_set = self._epoch_set, None
-        epoch = self.epoch
-        self.epoch += 1
-        return epoch
-
-    def __iter__(self) -> Iterator[List[int]]:
-        batches = self.batches(self._epoch())
-        if self._distributed:
-            batches = self._share(batches)
-        return iter(batches)
-
-    def __len__(self) -> int:
-        keys = self.sizes[self._members()] // self.bucket_width
+    def _n_batches(self) -> int:
+        keys = self.sizes[self._members(len(self.sizes))] // self.bucket_width
         counts = np.unique(keys, return_counts=True)[1]
         if self.drop_last:
-            n = int((counts // self.batch_size).sum())
-        else:
-            n = int(np.ceil(counts / self.batch_size).sum())
-        if self._distributed:
-            return -(-n // self.sampler.num_replicas)
-        return n
+            return int((counts // self.batch_size).sum())
+        return int(np.ceil(counts / self.batch_size).sum())
+
+
+class MixBatchSampler(_EpochBatchSampler):
+    """Batches with structures with and without a Hessian in a fixed ratio.
+
+    ``mix={"hessian": 1, "ef_only": 4}`` puts ``round(B/5)`` structures with a
+    Hessian (at least one) and the rest without into every batch of ``B``.  An
+    epoch has enough batches that every structure is drawn at least once; each
+    population is drawn from its own shuffles, reshuffled whenever it runs out, so
+    the population the ratio favours beyond its share is revisited within an epoch.
+    The order depends only on the seed and the epoch (DDP: see the base class).
+
+    Args:
+        has_hessian: whether each structure has a Hessian ``(len(dataset),)``
+            (:func:`structure_has_hessian`).
+        mix: weights of the populations ``hessian`` and ``ef_only``.
+        batch_size: structures per batch (at least 2).
+        seed: seed of the shuffles (without a distributed sampler).
+        sampler: None, a ``DistributedSampler`` or a sampler of the members.
+
+    Raises:
+        ValueError: unknown or negative weights, a batch too small for the ratio,
+            or a population the ratio asks for that the data do not have.
+    """
+
+    def __init__(
+        self,
+        has_hessian: Sequence[bool],
+        mix: Dict[str, float],
+        batch_size: int,
+        seed: int = 0,
+        sampler: Optional[Sampler] = None,
+    ):
+        unknown = sorted(set(mix) - set(MIX_POPULATIONS))
+        weights = {k: float(mix.get(k, 0.0)) for k in MIX_POPULATIONS}
+        if unknown or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+            raise ValueError(
+                f"MixBatchSampler: mix must give non-negative weights of "
+                f"{list(MIX_POPULATIONS)}, not all zero; got {dict(mix)}"
+            )
+        if batch_size < 2:
+            raise ValueError(
+                f"MixBatchSampler: batch_size must be ≥ 2 to mix, got {batch_size}"
+            )
+        self.has_hessian = np.asarray(has_hessian, dtype=bool)
+        self.mix = weights
+        self.batch_size = int(batch_size)
+        self._init_epochs(seed, sampler)
+        share = weights["hessian"] / sum(weights.values())
+        n_hessian = int(round(self.batch_size * share))
+        if weights["hessian"] > 0:
+            n_hessian = max(n_hessian, 1)
+        if weights["ef_only"] > 0:
+            n_hessian = min(n_hessian, self.batch_size - 1)
+        #: structures with a Hessian per batch (the rest have none)
+        self.n_hessian = n_hessian
+        members = self._members(len(self.has_hessian))
+        for name, wanted, count in (
+            ("hessian", n_hessian, int(self.has_hessian[members].sum())),
+            (
+                "ef_only",
+                self.batch_size - n_hessian,
+                int((~self.has_hessian[members]).sum()),
+            ),
+        ):
+            if wanted and not count:
+                raise ValueError(
+                    f"MixBatchSampler: mix {dict(mix)} asks for {wanted} '{name}' "
+                    "structures per batch, but the training split has none"
+                )
+
+    def _n_batches(self) -> int:
+        """Enough batches that every structure is drawn at least once."""
+        members = self._members(len(self.has_hessian))
+        with_hessian = int(self.has_hessian[members].sum())
+        counts = (
+            (with_hessian, self.n_hessian),
+            (len(members) - with_hessian, self.batch_size - self.n_hessian),
+        )
+        return max(-(-count // per_batch) for count, per_batch in counts if per_batch)
+
+    def batches(self, epoch: int) -> List[List[int]]:
+        """All batches of one epoch (lists of dataset indices; every rank's share)."""
+        rng = self._rng(epoch)
+        members = self._members(len(self.has_hessian))
+        n_batches = self._n_batches()
+        draws = []
+        for population, per_batch in (
+            (members[self.has_hessian[members]], self.n_hessian),
+            (members[~self.has_hessian[members]], self.batch_size - self.n_hessian),
+        ):
+            needed = n_batches * per_batch
+            stream = np.concatenate(
+                [
+                    rng.permutation(population)
+                    for _ in range(-(-needed // max(len(population), 1)))
+                ]
+                or [np.zeros(0, dtype=np.int64)]
+            )[:needed]
+            draws.append(stream.reshape(n_batches, per_batch))
+        return [
+            np.concatenate([draws[0][b], draws[1][b]]).tolist()
+            for b in range(n_batches)
+        ]

@@ -143,3 +143,20 @@ def test_a_distilled_arm_trains_on_its_finished_teachers_products(
     assert cfg.task.teacher.path == str(teacher_dir)
     assert cfg.task.outputs[-1].target_form == "hvp"
     assert cfg.globals.hessian_mode == "hvp"
+
+
+def test_data_mix_reaches_the_data_module(compose_train, tmp_path):
+    """``data.mix={hessian:1,ef_only:4}`` on the command line builds a data module
+    that co-trains at that ratio."""
+    from schnetpack_hessian.data import HessianDataModule
+
+    cfg = compose_train(
+        "experiment=reactive_efh",
+        f"data.datapath={tmp_path / 'mixed.h5'}",
+        f"data.split_file={tmp_path / 'split.npz'}",
+        "data.mix={hessian:1,ef_only:4}",
+    )
+    assert dict(cfg.data.mix) == {"hessian": 1, "ef_only": 4}
+    dm = hydra.utils.instantiate(cfg.data)
+    assert isinstance(dm, HessianDataModule)
+    assert dm.mix == {"hessian": 1.0, "ef_only": 4.0}

@@ -6,7 +6,11 @@ import torch
 import schnetpack.properties as structure
 
 from schnetpack_hessian import Hessian, HessianOutput
-from schnetpack_hessian.data.sampler import SizeBucketBatchSampler, structure_sizes
+from schnetpack_hessian.data.sampler import (
+    MixBatchSampler,
+    SizeBucketBatchSampler,
+    structure_sizes,
+)
 from schnetpack_hessian.testing import make_potential, quiet_trainer, run_as_script
 
 
@@ -196,3 +200,72 @@ def test_fewer_structures_than_ranks_repeat_a_batch():
         for r in (0, 1)
     ]
     assert shares == [[[0]], [[0]]]
+
+
+def test_mixed_batches_hold_both_populations_in_the_ratio():
+    """mix={hessian: 1, ef_only: 4}: every batch of 10 holds 2 structures with a
+    Hessian and 8 without; the scarce population is cycled, each population is
+    covered every epoch, and the order is seeded."""
+    has_hessian = np.zeros(60, dtype=bool)
+    has_hessian[[3, 17, 29, 44, 58]] = True
+    sampler = MixBatchSampler(has_hessian, {"hessian": 1, "ef_only": 4}, 10, seed=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 7  # every one of the 55 E/F-only: 7 × 8
+    for batch in batches:
+        assert len(batch) == 10 and has_hessian[batch].sum() == 2
+    seen = [i for b in batches for i in b]
+    assert set(seen) == set(range(60))  # every structure at least once per epoch
+    assert sum(has_hessian[seen]) == 14  # the 5 Hessian structures, cycled
+    assert len(set(i for i in seen if not has_hessian[i])) == 55
+    again = MixBatchSampler(has_hessian, {"hessian": 1, "ef_only": 4}, 10, seed=2)
+    assert list(again) == batches and list(again) != batches  # next epoch differs
+
+
+def test_mixed_batches_are_shared_out_among_ranks():
+    from torch.utils.data import DistributedSampler
+
+    has_hessian = np.arange(40) % 5 == 0
+    shares = []
+    for rank in range(2):
+        ranks = DistributedSampler(range(40), num_replicas=2, rank=rank, seed=7)
+        shares.append(
+            list(
+                MixBatchSampler(
+                    has_hessian, {"hessian": 1, "ef_only": 1}, 8, sampler=ranks
+                )
+            )
+        )
+    assert len(shares[0]) == len(shares[1]) == 4  # 8 batches: 32 E/F-only, 4 a batch
+    for batch in shares[0] + shares[1]:
+        assert abs(int(has_hessian[batch].sum()) - len(batch) / 2) <= 1
+
+
+def test_a_mix_the_data_cannot_give_is_refused():
+    with pytest.raises(ValueError, match="'hessian' structures per batch, but"):
+        MixBatchSampler(np.zeros(10, dtype=bool), {"hessian": 1, "ef_only": 4}, 5)
+    with pytest.raises(ValueError, match="non-negative weights"):
+        MixBatchSampler(np.ones(10, dtype=bool), {"hessians": 1}, 5)
+
+
+def test_data_module_mixes_its_training_split(tmp_path):
+    """HessianDataModule(mix=...): the training loader's batches come from the
+    sampler, with the ratio of structures with and without a Hessian."""
+    from schnetpack_hessian.data import HessianDataModule, write
+    from schnetpack_hessian.data.testing import make_atoms
+
+    path = tmp_path / "mixed.h5"
+    write(path, make_atoms(n_structures=40, seed=1, missing_every=2))
+    dm = HessianDataModule(
+        str(path),
+        batch_size=4,
+        num_train=30,
+        num_val=10,
+        split_file=str(tmp_path / "split.npz"),
+        mix={"hessian": 1, "ef_only": 1},
+    )
+    dm.setup()
+    for batch in dm.train_dataloader():
+        n_atoms = batch[structure.n_atoms].tolist()
+        blocks = torch.split(batch["hessian"], [n * n for n in n_atoms])
+        with_hessian = sum(not torch.isnan(b).all() for b in blocks)
+        assert len(n_atoms) == 4 and with_hessian == 2

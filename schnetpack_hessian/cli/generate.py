@@ -9,7 +9,9 @@
 - ``assemble``: write the finished reactions of one or more work directories;
 - ``card``: print the data-card tables of a generated file (numbers from the file)
   and optionally plot its size, barrier and TS-frequency distributions;
-- ``merge``: merge shard output files into one, ordered by reaction id.
+- ``merge``: merge shard output files into one, ordered by reaction id;
+- ``label``: give a training file a teacher model's Hessians
+  (:mod:`schnetpack_hessian.generate.label`).
 
 Nothing here imports torch at start-up: tblite's C extension must load the system
 ``libgomp`` before torch loads its own older copy (see docs/GENERATE.md).
@@ -170,6 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the tables into this Markdown card, between its "
         "'<!-- card tables: begin/end -->' markers",
     )
+
+    lab = sub.add_parser(
+        "label", help="give a training file a teacher model's Hessians"
+    )
+    lab.add_argument("file", help="training file (.h5 / .db)")
+    lab.add_argument(
+        "--teacher",
+        required=True,
+        help="model file, run directory or pretrained:NAME (a model file is pickled "
+        "code: use only models you trust)",
+    )
+    lab.add_argument("--out", required=True, help="labelled .h5 / .db file")
+    lab.add_argument(
+        "--all",
+        action="store_true",
+        help="replace reference Hessians too (default: label only structures "
+        "without one)",
+    )
+    lab.add_argument("--device", default="cpu", help="where the teacher runs")
+    lab.add_argument("--precision", default="float64", choices=["float64", "float32"])
+    lab.add_argument("--overwrite", action="store_true")
 
     g = sub.add_parser("merge", help="merge shard output files")
     g.add_argument("files", nargs="+")
@@ -352,6 +375,27 @@ def run(args: argparse.Namespace) -> int:
             update_card(args.update, tables)
         if args.plot:
             plot_distributions(stats, args.plot)
+        return 0
+    if args.command == "label":
+        from schnetpack_hessian.evaluation.model import load_model
+        from schnetpack_hessian.generate.label import label_file
+
+        report = label_file(
+            args.file,
+            args.out,
+            load_model(args.teacher, device=args.device),
+            all_structures=args.all,
+            overwrite=args.overwrite,
+            precision=args.precision,
+        )
+        logging.info(
+            "wrote %d structures to %s: %d with the teacher's Hessian, %d with "
+            "their reference Hessian",
+            report.n_structures,
+            args.out,
+            report.n_labelled,
+            report.n_kept,
+        )
         return 0
     if args.command == "merge":
         n = merge(args.files, args.out, overwrite=args.overwrite)

@@ -19,6 +19,7 @@ __all__ = [
     "blocks_to_square",
     "n_atoms_from_blocks",
     "split_squares",
+    "as_square",
     "atom_offsets",
     "molecule_index",
     "local_atom_index",
@@ -65,6 +66,27 @@ def blocks_to_square(blocks: ArrayLike) -> ArrayLike:
     else:
         h = np.swapaxes(h, -3, -2)
     return h.reshape(lead + (3 * n, 3 * n))
+
+
+def as_square(hessian: np.ndarray, n_atoms: int) -> np.ndarray:
+    """A Hessian given flat ``(9N²,)``, square ``(3N, 3N)`` or as blocks ``(N², 3, 3)``
+    → square ``(3N, 3N)``.
+
+    Raises:
+        ValueError: the shape fits none of these for ``n_atoms`` (the message says
+            which were expected).
+    """
+    n3 = 3 * n_atoms
+    if hessian.shape == (n3, n3):
+        return hessian
+    if hessian.shape == (n3 * n3,):
+        return hessian.reshape(n3, n3)
+    if hessian.shape == (n_atoms * n_atoms, 3, 3):
+        return blocks_to_square(hessian)
+    raise ValueError(
+        f"Hessian has shape {tuple(hessian.shape)}; for {n_atoms} atoms expected "
+        f"{(n3, n3)}, {(n3 * n3,)} or {(n_atoms * n_atoms, 3, 3)}"
+    )
 
 
 def split_squares(blocks: ArrayLike, n_atoms) -> list:

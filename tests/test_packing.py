@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from ase import Atoms
@@ -12,10 +13,12 @@ import schnetpack.properties as P
 from schnetpack_hessian import Hessian
 from schnetpack_hessian.hessian import PassPlan, full_hessian
 from schnetpack_hessian.layout import (
+    as_square,
     atom_offsets,
     block_index,
     local_atom_index,
     molecule_index,
+    square_to_blocks,
 )
 from schnetpack_hessian.packing import (
     Packing,
@@ -132,3 +135,14 @@ def test_sizes_alone_register_once(batch):
     # a later look with the whole batch completes the flags in place
     whole = dict(batch, **{P.n_atoms: n_atoms})
     assert packed_batch(whole) is packed and packed.packing.periodic is False
+
+
+def test_as_square_reads_every_layout_of_one_hessian():
+    """Flat (9N²,), square (3N, 3N) and block (N², 3, 3) layouts give one matrix;
+    any other shape is refused with the expected ones named."""
+    rng = np.random.default_rng(0)
+    square = rng.normal(size=(9, 9))
+    for given in (square, square.reshape(81), square_to_blocks(square)):
+        np.testing.assert_array_equal(as_square(given, 3), square)
+    with pytest.raises(ValueError, match=r"shape \(9, 8\); for 3 atoms expected"):
+        as_square(square[:, :8], 3)

@@ -18,7 +18,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.layout import blocks_to_square
+from schnetpack_hessian.layout import as_square
 from schnetpack_hessian.data.units import conversion_factor, ASE_UNITS
 from schnetpack_hessian.data.validation import (
     HessianDataError,
@@ -602,20 +602,13 @@ def hessian_to_square(
     source: Optional[str] = None,
     index: Optional[int] = None,
 ) -> np.ndarray:
-    """A Hessian given flat ``(9N²,)``, square ``(3N, 3N)`` or as blocks ``(N², 3, 3)``
-    → square ``(3N, 3N)``.
+    """:func:`~schnetpack_hessian.layout.as_square` with the file and structure named
+    in its error.
 
     Raises:
-        HessianDataError: the shape fits none of these for ``n_atoms``.
+        HessianDataError: the shape fits none of the layouts for ``n_atoms``.
     """
-    n3 = 3 * n_atoms
-    if hessian.shape == (n3, n3):
-        return hessian
-    if hessian.shape == (n3 * n3,):
-        return hessian.reshape(n3, n3)
-    if hessian.shape == (n_atoms * n_atoms, 3, 3):
-        return blocks_to_square(hessian)
-    raise HessianDataError(
-        f"{prefix(source, index)}Hessian has shape {hessian.shape}; for {n_atoms} atoms "
-        f"expected {(n3, n3)}, {(n3 * n3,)} or {(n_atoms * n_atoms, 3, 3)}"
-    )
+    try:
+        return as_square(hessian, n_atoms)
+    except ValueError as err:
+        raise HessianDataError(f"{prefix(source, index)}{err}") from err

@@ -190,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace reference Hessians too (default: label only structures "
         "without one)",
     )
+    lab.add_argument(
+        "--probes",
+        type=int,
+        metavar="K",
+        help="store K Hessian-vector products per structure with their probes "
+        "instead of full Hessians (product labels)",
+    )
+    lab.add_argument(
+        "--probe",
+        default="gaussian",
+        choices=["gaussian", "rademacher", "rows"],
+        help="the probes of --probes (train with the same globals.probe)",
+    )
+    lab.add_argument("--seed", type=int, default=0, help="seed of the probes")
     lab.add_argument("--device", default="cpu", help="where the teacher runs")
     lab.add_argument("--precision", default="float64", choices=["float64", "float32"])
     lab.add_argument("--overwrite", action="store_true")
@@ -387,9 +401,12 @@ def run(args: argparse.Namespace) -> int:
             all_structures=args.all,
             overwrite=args.overwrite,
             precision=args.precision,
+            n_probes=args.probes,
+            probe=args.probe,
+            seed=args.seed,
         )
         logging.info(
-            "wrote %d structures to %s: %d with the teacher's Hessian, %d with "
+            "wrote %d structures to %s: %d labelled by the teacher, %d with "
             "their reference Hessian",
             report.n_structures,
             args.out,

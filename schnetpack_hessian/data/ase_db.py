@@ -22,6 +22,7 @@ from schnetpack_hessian.data.record import kind_name
 from schnetpack_hessian.data.storage import (
     check_loaded,
     check_stored,
+    follow_hessian_unit,
     native_byte_order,
     to_tensor,
 )
@@ -51,6 +52,7 @@ class HessianASEAtomsData(ASEAtomsData):
             distance_unit=distance_unit,
             **kwargs,
         )
+        follow_hessian_unit(self.units, self.conversions, property_units)
 
     def _get_properties(
         self,

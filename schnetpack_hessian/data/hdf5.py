@@ -32,7 +32,12 @@ import schnetpack.properties as structure
 from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.storage import check_loaded, check_stored, to_tensor
+from schnetpack_hessian.data.storage import (
+    check_loaded,
+    check_stored,
+    follow_hessian_unit,
+    to_tensor,
+)
 from schnetpack_hessian.data.units import check_units, conversion_factor
 from schnetpack_hessian.data.validation import HessianDataError
 from schnetpack_hessian.files import require_space
@@ -49,6 +54,8 @@ PER = {
     P.hessian: "atom_pair",
     P.kind: "structure",
     P.reaction: "structure",
+    P.hessian_label_probes: "atom",
+    P.hessian_label_hvp: "atom",
 }
 _PER_VALUES = ("structure", "atom", "atom_pair")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -272,6 +279,7 @@ class HDF5AtomsData(BaseAtomsData):
                 )
             self.conversions[prop] = conversion_factor(self._units[prop], unit)
             self._units[prop] = unit
+        follow_hessian_unit(self._units, self.conversions, property_units)
         self.distance_unit = distance_unit or md["_distance_unit"]
         self.distance_conversion = conversion_factor(
             md["_distance_unit"], self.distance_unit

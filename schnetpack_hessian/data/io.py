@@ -242,6 +242,9 @@ class RecordWriter:
         symmetrize: store ``(H + Hᵀ)/2``.
         rtol: symmetry tolerance (relative to ``max|H|``).
         mkdir: create a missing output directory (else an error).
+        product_labels: Hessian-vector product labels per structure the file stores
+            (``hessian_label_probes`` / ``hessian_label_hvp``, ``(N, k, 3)``; a record
+            without labels stores missing ones); None: the file stores none.
 
     Reaction labels given as names are mapped to integer ids; the names are stored
     in the metadata table ``reactions`` (see
@@ -264,8 +267,10 @@ class RecordWriter:
         symmetrize: bool = False,
         rtol: float = SYMMETRY_RTOL,
         mkdir: bool = True,
+        product_labels: Optional[int] = None,
     ):
         self.path = Path(path)
+        self.product_labels = product_labels
         self.mkdir = mkdir
         self.backend = backend_of(self.path)
         units = units or ASE_UNITS
@@ -273,7 +278,7 @@ class RecordWriter:
         if missing:
             raise HessianDataError(f"{path}: units for {sorted(missing)} not declared")
         self.units, _ = check_units(units, where=str(path))
-        self.metadata = base_metadata(self.units, metadata)
+        self.metadata = base_metadata(self.units, metadata, product_labels)
         self.overwrite = overwrite
         if precision not in ("float64", "float32"):
             raise HessianDataError(
@@ -328,7 +333,9 @@ class RecordWriter:
         )
         record.reaction = self.reactions(record.reaction, where, at)
         self.report.update(index, record.hessian is not None, asym)
-        self._appender.add(record_to_storage(record, self.dtype))
+        self._appender.add(
+            record_to_storage(record, self.dtype, self.product_labels, where, at)
+        )
 
     def _store_reaction_names(self):
         extra = self.reactions.metadata()

@@ -35,6 +35,7 @@ from schnetpack_hessian.data.validation import (
 
 __all__ = [
     "HessianRecord",
+    "ProductLabels",
     "Origin",
     "ReactionIds",
     "InputReactions",
@@ -318,6 +319,63 @@ class Duplicates:
         )
 
 
+class ProductLabels:
+    """Curvature labels along given probes: ``products[:, p] = H @ probes[:, p]``.
+
+    Attributes:
+        probes: the probes ``(N, k, 3)`` (dimensionless; all zero: no label).
+        products: the products ``(N, k, 3)`` [Hessian unit] (all NaN: no label).
+    """
+
+    def __init__(self, probes: np.ndarray, products: np.ndarray):
+        self.probes = np.asarray(probes, dtype=np.float64)
+        self.products = np.asarray(products, dtype=np.float64)
+
+    @property
+    def n_probes(self) -> int:
+        """The number of labels ``k``."""
+        return int(self.probes.shape[1])
+
+    @classmethod
+    def missing(cls, n_atoms: int, n_probes: int) -> "ProductLabels":
+        """No labels: zero probes (so a model's products along them are zero, not
+        NaN) and NaN products (masked out of the loss)."""
+        shape = (n_atoms, n_probes, 3)
+        return cls(np.zeros(shape), np.full(shape, np.nan))
+
+    def check(
+        self, n_atoms: int, source: Any = None, index: Optional[int] = None
+    ) -> "ProductLabels":
+        """The labels, checked: both ``(N, k, 3)``, finite probes, products finite
+        or all NaN.
+
+        Raises:
+            HessianDataError: a wrong shape or non-finite values.
+        """
+        for name, value in (("probes", self.probes), ("products", self.products)):
+            if value.ndim != 3 or value.shape[0] != n_atoms or value.shape[2] != 3:
+                raise HessianDataError(
+                    f"{prefix(source, index)}product-label {name} have shape "
+                    f"{value.shape}, expected ({n_atoms}, k, 3)"
+                )
+        if self.probes.shape != self.products.shape:
+            raise HessianDataError(
+                f"{prefix(source, index)}product-label probes {self.probes.shape} and "
+                f"products {self.products.shape} differ in shape"
+            )
+        if not np.isfinite(self.probes).all():
+            raise HessianDataError(
+                f"{prefix(source, index)}product-label probes are not finite"
+            )
+        nan = np.isnan(self.products)
+        if not nan.all() and not np.isfinite(self.products).all():
+            raise HessianDataError(
+                f"{prefix(source, index)}product labels are partly NaN or infinite; "
+                "missing labels are all NaN"
+            )
+        return self
+
+
 @dataclass
 class HessianRecord:
     """A structure with its reference data.
@@ -338,6 +396,8 @@ class HessianRecord:
         cell: unit cell ``(3, 3)`` [distance unit].
         pbc: periodic boundary conditions ``(3,)``.
         origin: input file, index and group/frame the record was read from.
+        product_labels: Hessian-vector product labels along given probes (a
+            teacher's, ``spkhess-generate label --probes``), ``None`` if none.
     """
 
     numbers: np.ndarray
@@ -350,6 +410,7 @@ class HessianRecord:
     cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
     pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
     origin: Optional[Origin] = None
+    product_labels: Optional[ProductLabels] = None
 
     @property
     def n_atoms(self) -> int:
@@ -471,6 +532,8 @@ def validate_record(
     reaction = reaction_id(record.reaction, source, index)
     cell = check_array("cell", record.cell, (3, 3), source, index)
     pbc = np.asarray(record.pbc, dtype=bool).reshape(3)
+    if record.product_labels is not None:
+        record.product_labels.check(n, source, index)
     return (
         replace(
             record,
@@ -514,6 +577,14 @@ def convert_record(
         energy=None if record.energy is None else float(record.energy) * f["energy"],
         forces=scale(record.forces, f["forces"]),
         hessian=scale(record.hessian, f[P.hessian]),
+        product_labels=(
+            None
+            if record.product_labels is None
+            else ProductLabels(
+                record.product_labels.probes,
+                scale(record.product_labels.products, f[P.hessian]),
+            )
+        ),
     )
 
 

@@ -19,6 +19,7 @@ import schnetpack.properties as structure
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import (
     HessianRecord,
+    ProductLabels,
     check_values,
     kind_code,
     kind_name,
@@ -30,6 +31,7 @@ __all__ = [
     "PROPERTIES",
     "LABELS",
     "property_unit_dict",
+    "follow_hessian_unit",
     "record_to_storage",
     "storage_to_record",
     "check_stored",
@@ -56,19 +58,45 @@ log = logging.getLogger(__name__)
 _warned_byte_order: set = set()
 
 
-def property_unit_dict(units: Dict[str, str]) -> Dict[str, Optional[str]]:
-    """SchNetPack's ``_property_unit_dict`` for ``units`` (keys as in ``ASE_UNITS``)."""
-    return {
+def property_unit_dict(
+    units: Dict[str, str], product_labels: bool = False
+) -> Dict[str, Optional[str]]:
+    """SchNetPack's ``_property_unit_dict`` for ``units`` (keys as in ``ASE_UNITS``);
+    with ``product_labels`` also the label probes (no unit) and products (the
+    Hessian's unit)."""
+    out: Dict[str, Optional[str]] = {
         "energy": units["energy"],
         "forces": units["forces"],
         P.hessian: units[P.hessian],
         P.kind: None,
         P.reaction: None,
     }
+    if product_labels:
+        out[P.hessian_label_probes] = None
+        out[P.hessian_label_hvp] = units[P.hessian]
+    return out
+
+
+def follow_hessian_unit(
+    units: Dict[str, Optional[str]],
+    conversions: Dict[str, float],
+    property_units: Optional[Mapping[str, str]],
+) -> None:
+    """Product labels load in the Hessian's unit: when ``property_units`` converts
+    the Hessian and names no unit of its own for the products, they get the
+    Hessian's conversion (in place)."""
+    if P.hessian_label_hvp not in units or P.hessian not in units:
+        return
+    if property_units and P.hessian_label_hvp in property_units:
+        return
+    conversions[P.hessian_label_hvp] = conversions.get(P.hessian, 1.0)
+    units[P.hessian_label_hvp] = units[P.hessian]
 
 
 def base_metadata(
-    units: Dict[str, str], metadata: Optional[Dict[str, Any]] = None
+    units: Dict[str, str],
+    metadata: Optional[Dict[str, Any]] = None,
+    product_labels: Optional[int] = None,
 ) -> Dict[str, Any]:
     """File metadata as SchNetPack writes it plus ours.
 
@@ -78,7 +106,7 @@ def base_metadata(
     replaces the empty default).
     """
     md: Dict[str, Any] = {
-        "_property_unit_dict": property_unit_dict(units),
+        "_property_unit_dict": property_unit_dict(units, bool(product_labels)),
         "_distance_unit": units["distance"],
         "atomrefs": {},
         "kinds": list(P.KINDS),
@@ -88,16 +116,30 @@ def base_metadata(
         if key.startswith("_"):
             continue
         md[key] = value
+    if product_labels:
+        md["product_labels"] = dict(md.get("product_labels") or {}, k=product_labels)
     return md
 
 
-def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.ndarray]:
+def record_to_storage(
+    record: HessianRecord,
+    dtype=np.float64,
+    product_labels: Optional[int] = None,
+    source: Any = None,
+    index: Optional[int] = None,
+) -> Dict[str, np.ndarray]:
     """Storage arrays of a validated record (Hessian in block layout; a missing
     energy, forces or Hessian all NaN).
 
     Args:
         record: a record that passed :func:`~.record.validate_record`.
         dtype: floating dtype of ``forces`` and ``hessian``.
+        product_labels: the file's number of product labels per structure (None:
+            the file stores none); a record without labels stores missing ones.
+        source, index: the file and structure named in errors.
+
+    Raises:
+        HessianDataError: the record's labels are not ``product_labels`` many.
     """
     n = record.n_atoms
     energy = np.nan if record.energy is None else record.energy
@@ -119,6 +161,35 @@ def record_to_storage(record: HessianRecord, dtype=np.float64) -> Dict[str, np.n
         P.hessian: hessian.astype(dtype, copy=False),
         P.kind: np.array([kind_code(record.kind)], dtype=np.int64),
         P.reaction: np.array([record.reaction], dtype=np.int64),
+        **_label_storage(record, product_labels, source, index),
+    }
+
+
+def _label_storage(
+    record: HessianRecord,
+    product_labels: Optional[int],
+    source: Any = None,
+    index: Optional[int] = None,
+) -> Dict[str, np.ndarray]:
+    """The product-label arrays of a record in a file with ``product_labels`` each."""
+    labels = record.product_labels
+    if product_labels is None:
+        if labels is not None:
+            raise HessianDataError(
+                f"{prefix(source, index)}the structure has product labels, but the file "
+                "is written without (RecordWriter(product_labels=k))"
+            )
+        return {}
+    if labels is None:
+        labels = ProductLabels.missing(record.n_atoms, product_labels)
+    if labels.n_probes != product_labels:
+        raise HessianDataError(
+            f"{prefix(source, index)}the structure has {labels.n_probes} product "
+            f"labels, the file {product_labels}"
+        )
+    return {
+        P.hessian_label_probes: np.ascontiguousarray(labels.probes),
+        P.hessian_label_hvp: np.ascontiguousarray(labels.products),
     }
 
 
@@ -271,6 +342,11 @@ def storage_to_record(
         reaction=-1 if reaction is None else int(np.asarray(reaction).reshape(-1)[0]),
         cell=np.asarray(data.get("cell", np.zeros((3, 3)))),
         pbc=np.asarray(data.get("pbc", np.zeros(3, dtype=bool))),
+        product_labels=(
+            ProductLabels(data[P.hessian_label_probes], data[P.hessian_label_hvp])
+            if P.hessian_label_hvp in data and P.hessian_label_probes in data
+            else None
+        ),
     )
 
 

@@ -1,13 +1,17 @@
 """spkhess-generate label: a teacher model's Hessians written into a training file."""
 
+import csv
+
 import numpy as np
 import pytest
 from ase import Atoms
 
 from schnetpack_hessian.cli.generate import main
 from schnetpack_hessian.data import file_metadata, iread, write
+from schnetpack_hessian.data.io import read_records
 from schnetpack_hessian.data.testing import make_atoms
 from schnetpack_hessian.evaluation.model import load_model
+from schnetpack_hessian.testing import run_spktrain
 
 TEACHER = "pretrained:chon-xtb-efh"
 
@@ -61,3 +65,68 @@ def test_all_replaces_reference_hessians_too(source, tmp_path):
         np.testing.assert_allclose(
             new.info["hessian"], _teacher_hessian(calc, old), rtol=0, atol=1e-10
         )
+
+
+def test_probes_store_the_teachers_products_along_seeded_probes(source, tmp_path):
+    """--probes 2 --probe rows: every structure gets 2 rows of the teacher's exact
+    Hessian with their one-hot probes; reference Hessians stay; a second run with
+    the same seed writes the same labels."""
+    out = tmp_path / "rows.h5"
+    argv = ["label", str(source), "--teacher", TEACHER, "--out", str(out)]
+    argv += ["--probes", "2", "--probe", "rows", "--seed", "3"]
+    assert main(argv) == 0
+    calc = load_model(TEACHER).calculator()
+    records = list(read_records(out))
+    assert file_metadata(out)["product_labels"] == {"k": 2, "probe": "rows", "seed": 3}
+    for old, record in zip(iread(source), records):
+        n = len(old)
+        labels = record.product_labels
+        assert labels.probes.shape == labels.products.shape == (n, 2, 3)
+        v = labels.probes.transpose(1, 0, 2).reshape(2, 3 * n)
+        assert set(np.unique(v)) == {0.0, 1.0} and (v.sum(1) == 1).all()
+        expected = v @ _teacher_hessian(calc, old).T  # eV/Å², the file's unit
+        np.testing.assert_allclose(
+            labels.products.transpose(1, 0, 2).reshape(2, 3 * n),
+            expected,
+            rtol=1e-9,
+            atol=1e-9,
+        )
+        if old.info["hessian"] is not None:
+            np.testing.assert_array_equal(record.hessian, old.info["hessian"])
+    again = tmp_path / "again.h5"
+    assert main(argv[:5] + [str(again)] + argv[6:]) == 0
+    for a, b in zip(records, read_records(again)):
+        np.testing.assert_array_equal(a.product_labels.probes, b.product_labels.probes)
+
+
+@pytest.mark.integration
+def test_spktrain_trains_on_stored_product_labels(tmp_path):
+    """label --probes → spktrain in HVP mode along the stored probes
+    (globals.hessian_target=hvp), the data's Hessian loss replaced by the labels'."""
+    source = tmp_path / "ef.h5"
+    write(source, make_atoms(n_structures=24, seed=4, missing_every=1, sizes=(3, 4)))
+    labelled = tmp_path / "rows.h5"
+    argv = ["label", str(source), "--teacher", TEACHER, "--out", str(labelled)]
+    assert main(argv + ["--probes", "2", "--probe", "rows"]) == 0
+    result = run_spktrain(
+        [
+            "experiment=reactive_efh",
+            f"data.datapath={labelled}",
+            "globals.hessian_mode=hvp",
+            "globals.hessian_target=hvp",
+            "globals.probe=rows",
+            "globals.n_probes=2",
+            "trainer.max_epochs=2",
+            "model.representation.n_atom_basis=8",
+            "model.representation.n_interactions=1",
+            "logger=csv",
+            "globals.atomrefs=False",
+        ],
+        cwd=tmp_path / "train",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    (metrics,) = run.glob("csv/**/metrics.csv")
+    with open(metrics) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_hessian_MAE")]
+    assert len(rows) == 2 and all(float(r["val_hessian_MAE"]) > 0 for r in rows)

@@ -31,6 +31,9 @@ __all__ = [
     "make_potential",
     "quiet_trainer",
     "run_as_script",
+    "train_tiny",
+    "logged_validation",
+    "TINY_TRAINING",
     "finite_difference_hessian",
     "hessian_loss_gradients",
     "energy_and_gradient",
@@ -270,6 +273,40 @@ def run_spktrain(
         text=True,
         timeout=timeout,
     )
+
+
+#: spktrain overrides of a two-epoch run of a tiny model (one interaction, 8 features)
+#: with a CSV log, on test files without single-atom references.
+TINY_TRAINING = (
+    "trainer.max_epochs=2",
+    "model.representation.n_atom_basis=8",
+    "model.representation.n_interactions=1",
+    "logger=csv",
+    "globals.atomrefs=False",
+)
+
+
+def train_tiny(args: Sequence[str], cwd: Path) -> Path:
+    """Run spktrain with ``args`` and :data:`TINY_TRAINING` in ``cwd``; the run's
+    directory (the only one under ``cwd/runs``).
+
+    Raises:
+        AssertionError: spktrain failed (its stderr's tail in the message).
+    """
+    result = run_spktrain([*args, *TINY_TRAINING], cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (Path(cwd) / "runs").iterdir()
+    return run
+
+
+def logged_validation(run_dir: Path, key: str) -> List[float]:
+    """The values of the validation metric ``key`` (e.g. ``val_hessian_MAE``) a
+    CSV-logged run recorded, one per epoch."""
+    import csv
+
+    (metrics,) = Path(run_dir).glob("csv/**/metrics.csv")
+    with open(metrics) as f:
+        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
 
 
 def graph_functions(tensor: torch.Tensor) -> set:

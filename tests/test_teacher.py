@@ -1,8 +1,6 @@
 """Teacher models: exact products and Hessians of a frozen model as a student's
 labels, the product-label loss, and HessianTask's on-the-fly distillation."""
 
-import csv
-
 import pytest
 import torch
 
@@ -21,7 +19,8 @@ from schnetpack_hessian.testing import (
     finite_difference_hessian,
     make_potential,
     reference_molecules,
-    run_spktrain,
+    logged_validation,
+    train_tiny,
 )
 
 
@@ -220,27 +219,17 @@ def test_spktrain_distills_a_pretrained_teacher_into_data_without_hessians(tmp_p
     validation reports its Hessian error against the teacher."""
     data = tmp_path / "ef_only.h5"
     write(data, make_atoms(n_structures=24, seed=4, missing_every=1, sizes=(3, 4)))
-    result = run_spktrain(
+    run = train_tiny(
         [
             "experiment=reactive_efh",
             "+distill=teacher",
             "globals.teacher=pretrained:chon-xtb-efh",
             f"data.datapath={data}",
-            "trainer.max_epochs=2",
-            "model.representation.n_atom_basis=8",
-            "model.representation.n_interactions=1",
-            "logger=csv",
-            "globals.atomrefs=False",
         ],
         cwd=tmp_path / "train",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "train" / "runs").iterdir()
-    (metrics,) = run.glob("csv/**/metrics.csv")
-    with open(metrics) as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val_hessian_RMSE")]
-    assert len(rows) == 2
-    assert all(0 < float(r["val_hessian_RMSE"]) < float("inf") for r in rows)
+    values = logged_validation(run, "val_hessian_RMSE")
+    assert len(values) == 2 and all(0 < v < float("inf") for v in values)
     model = torch.load(run / "best_model", weights_only=False)
     module = next(m for m in model.modules() if isinstance(m, Hessian))
     assert module.mode == "hvp" and module.schedule.training == "hvp"

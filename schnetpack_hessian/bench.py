@@ -2,9 +2,11 @@
 
 A *training step* is forward + loss + backward + optimiser step on one packed batch;
 its time is the median over repeats after warm-up.  Peak memory is the process's peak
-RSS on CPU (``VmHWM``) or ``torch.cuda.max_memory_allocated`` on CUDA; memory runs
-each configuration in its own process so that one configuration's peak cannot hide
-another's.  Configurations:
+RSS on CPU (``VmHWM``) or ``torch.cuda.max_memory_allocated`` of the configured CUDA
+device (``cuda:K`` included: peaks, synchronisation and the device name in the
+environment are those of the bench's device, not of the current CUDA device); memory
+runs each configuration in its own process so that one configuration's peak cannot
+hide another's.  Configurations:
 
 * ``ef``: energy + forces (``spk.atomistic.Forces``), the baseline;
 * ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
@@ -19,7 +21,6 @@ another's.  Configurations:
 
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,7 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import Hessian, HessianOutput
-from schnetpack_hessian.memory import rss_high_water_mb
+from schnetpack_hessian.memory import peak_memory_mb, reset_peak_memory, synchronize
 from schnetpack_hessian.models import build_potential
 from schnetpack_hessian.testing import build_batch
 
@@ -45,6 +46,7 @@ __all__ = [
     "benchmark_molecules",
     "build_model",
     "time_training_step",
+    "step_memory",
     "time_inference",
     "run_in_subprocess",
     "run_suite",
@@ -221,29 +223,14 @@ def _outputs(cfg: BenchConfig) -> List[ModelOutput]:
     return outs
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB: ``VmHWM`` (a fresh worker
-    process does not inherit its parent's peak, unlike ``ru_maxrss``), else
-    ``ru_maxrss``."""
-    peak = rss_high_water_mb()
-    if peak is not None:
-        return peak
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _repeat(call: Callable[[], object], cfg: BenchConfig) -> List[float]:
     """Seconds of each timed call after ``cfg.warmup`` untimed ones (see BenchConfig)."""
     times: List[float] = []
     for i in range(cfg.warmup + max(cfg.repeats, cfg.max_repeats)):
-        _sync(cfg.device)
+        synchronize(cfg.device)
         t0 = time.perf_counter()
         call()
-        _sync(cfg.device)
+        synchronize(cfg.device)
         if i >= cfg.warmup:
             times.append(time.perf_counter() - t0)
             if len(times) >= cfg.repeats and sum(times) >= cfg.min_time:
@@ -271,9 +258,9 @@ def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
         last["grad_norm"] = float(torch.stack(grads).norm()) if grads else 0.0
         optimizer.step()
 
-    if cfg.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    baseline = _rss_mb()
+    device = torch.device(cfg.device)
+    reset_peak_memory(device)
+    baseline, _ = peak_memory_mb(device)
     times = _repeat(step, cfg)
     result = {
         "step_s": statistics.median(times),
@@ -282,12 +269,28 @@ def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
         "loss": last["loss"],
         "grad_norm": last["grad_norm"],
     }
-    if cfg.device.startswith("cuda"):
-        result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        result["peak_mem_mb"] = _rss_mb()
-        result["step_mem_mb"] = _rss_mb() - baseline
+    result.update(step_memory(device, baseline))
     return result
+
+
+def step_memory(device: torch.device, baseline: Optional[float]) -> Dict:
+    """Peak memory of ``device`` after timed steps (MiB), what was read, and on a
+    CPU the growth over ``baseline`` (the process's peak before the steps, MiB).
+
+    Returns:
+        ``peak_mem_mb``, ``peak_mem_kind`` (``cuda_allocated`` since the reset of
+        that device's statistics, ``process_peak_rss``), ``peak_mem_device`` and on
+        a CPU ``step_mem_mb``.
+    """
+    peak, kind = peak_memory_mb(device)
+    out: Dict = {
+        "peak_mem_mb": peak,
+        "peak_mem_kind": kind,
+        "peak_mem_device": str(device),
+    }
+    if device.type == "cpu" and peak is not None and baseline is not None:
+        out["step_mem_mb"] = peak - baseline
+    return out
 
 
 def time_inference(cfg: BenchConfig) -> Dict[str, float]:
@@ -325,8 +328,9 @@ def run_in_subprocess(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def environment() -> Dict[str, str]:
-    """Device, versions and thread count recorded with every result."""
+def environment(device: Union[str, torch.device, None] = None) -> Dict[str, str]:
+    """Device, versions and thread count recorded with every result; with a CUDA
+    ``device``, that device's name (else the current CUDA device's, if any)."""
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -342,7 +346,12 @@ def environment() -> Dict[str, str]:
         info["schnetpack_hessian"] = version("schnetpack-hessian")
     except Exception:  # metadata missing in a source checkout
         pass
-    if torch.cuda.is_available():
+    if device is not None:
+        target = torch.device(device)
+        info["device"] = str(target)
+        if target.type == "cuda":
+            info["cuda_device"] = torch.cuda.get_device_name(target)
+    elif torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info
 
@@ -368,7 +377,7 @@ def run_suite(
         min_time=2.0 if quick else 5.0,
     )
     report: Dict = {
-        "environment": environment(),
+        "environment": environment(device),
         "device": device,
         "dtype": dtype,
         "train": [],

@@ -12,8 +12,9 @@ hide another's.  Configurations:
 * ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
 * ``rows{k}``: + HVP loss with ``k`` random Hessian rows (HORM);
 * ``full`` / ``full_c{n}``: + full-Hessian loss with the module's defaults (rigid-motion
-  symmetry, graphs kept up to 256 MiB, the rest recomputed in chunks; seeds vectorised
-  on GPUs and on small CPU batches) or chunks of ``n`` (``full_call``: all at once;
+  symmetry, graphs kept up to the device's budget, 256 MiB on a CPU, the rest
+  recomputed in chunks; seeds vectorised on GPUs and on small CPU batches) or chunks
+  of ``n`` (``full_call``: all at once;
   ``full_retain``: every graph kept until the loss backward; ``full_recompute``: none
   kept; ``full_allrows``: all ``3N`` rows seeded, no symmetry);
 * ``response``: SchNetPack's ``Response(["forces", "hessian"])`` with the same loss.
@@ -72,7 +73,8 @@ class BenchConfig:
         chunk_size: seeds per pass and per backward step for ``full`` (the module's
             ``"auto"``; None: all at once).
         memory_efficient: memory-bounded backward for ``full``.
-        retain_mb: graph memory kept from the forward pass (``PassSettings.retain_mb``).
+        retain_mb: graph memory kept from the forward pass (``PassSettings.retain_mb``;
+            ``"auto"``: 256 MiB on a CPU, a tenth of a GPU's free memory).
         invariance: symmetry used by ``full`` (``Hessian.invariance``).
         features, interactions, cutoff: model size (Å).
         dtype: ``float32`` or ``float64``.
@@ -91,7 +93,7 @@ class BenchConfig:
     n_probes: int = 1
     chunk_size: Union[int, str, None] = "auto"
     memory_efficient: bool = True
-    retain_mb: Optional[float] = 256.0
+    retain_mb: Union[float, str, None] = "auto"
     invariance: str = "auto"
     features: int = 128
     interactions: int = 3

@@ -569,8 +569,9 @@ class Hessian(nn.Module):
         passes: how the seeded passes run, a
             :class:`~schnetpack_hessian.plan.PassSettings` or a mapping of its fields
             (``chunk_size``, ``vectorize``, ``memory_efficient``, ``retain_mb``; one
-            ``passes:`` block in Hydra).  The default bounds the memory of training
-            graphs at 256 MiB of saved tensors (docs/PERFORMANCE.md).
+            ``passes:`` block in Hydra).  The default (``retain_mb="auto"``) bounds the
+            memory of training graphs at 256 MiB of saved tensors on a CPU and a
+            tenth of a GPU's free memory (docs/PERFORMANCE.md).
         **deprecated: ``full_in_eval``, ``in_training`` (now ``schedule``) and
             ``chunk_size``, ``memory_efficient``, ``retain_mb``, ``vectorize`` (now
             ``passes``), accepted for one release with a ``DeprecationWarning``.

@@ -54,6 +54,24 @@ def test_full_hessian_matches_finite_differences(rep, batch):
     assert rel < 1e-6, f"relative error {rel:.2e}"
 
 
+def test_training_hessian_with_the_auto_memory_bound_is_exact(batch):
+    """retain_mb='auto' (the default): the training Hessian equals finite
+    differences and its loss trains the parameters as keeping every graph does."""
+    module = Hessian(mode="full")
+    assert module.passes.retain_mb == "auto"
+    hessian = make_potential("painn", [module]).train()(clone_batch(batch))
+    reference = finite_difference_hessian(
+        make_potential("painn", [spk.atomistic.Forces()]).eval(), batch, step=1e-4
+    )
+    rel = (hessian[properties.hessian].detach() - reference).norm() / reference.norm()
+    assert rel < 1e-6, f"relative error {rel:.2e}"
+    target = torch.randn(reference.shape, dtype=torch.float64)
+    auto = hessian_loss_gradients(Hessian(mode="full"), batch, target)
+    keep = Hessian(mode="full", passes={"memory_efficient": False})
+    for name, grad in hessian_loss_gradients(keep, batch, target).items():
+        torch.testing.assert_close(auto[name], grad, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("rep", REPRESENTATIONS)
 @pytest.mark.parametrize("n_mol", [1, 2, 4])
 def test_full_hessian_equals_response_and_is_symmetric(rep, n_mol, molecules):

@@ -487,6 +487,11 @@ def invariance_error(
 # --------------------------------------------------------------------------------------
 
 
+#: Attributes of :class:`Hessian` that hold what one process found out, with their
+#: fresh values: never pickled (``torch.save`` of a model, checkpoints, deep copies),
+#: so a loaded module decides them again on its own device.
+_PROCESS_LOCAL: Dict[str, Any] = {"_invariance_holds": dict}
+
 #: Constructor arguments of earlier releases, now in ``schedule`` or ``passes``.
 _DEPRECATED_SCHEDULE = ("full_in_eval", "in_training")
 _DEPRECATED_PASSES = ("chunk_size", "memory_efficient", "retain_mb", "vectorize")
@@ -561,9 +566,11 @@ class Hessian(nn.Module):
             directions), ``"translation"`` (``3N - 3``; periodic cells),
             ``"none"`` (all ``3N`` rows) or ``"auto"`` (the default: rigid for
             molecules, translation when the batch has periodic boundary conditions;
-            the relations are checked once per module with one extra pass, and a
-            model that breaks them, e.g. with an external field, falls back to
-            ``"none"`` with a warning).  Any SchNetPack model of molecules without
+            the relations are checked once per module and process with one extra
+            pass, and a model that breaks them, e.g. with an external field, falls
+            back to ``"none"`` with a warning; the verdict belongs to the device and
+            precision it was made under and is never saved with the module, so a
+            loaded or copied model checks again where it runs).  Any SchNetPack model of molecules without
             fields is rigid-motion invariant.
         seed: seed of the probe generator (None: torch's global generator).
         passes: how the seeded passes run, a
@@ -621,7 +628,8 @@ class Hessian(nn.Module):
         self.seed = seed
         self.invariance = invariance
         self.passes = PassSettings.resolve(passes)
-        #: outcome of the one-time check of each symmetry in "auto" mode
+        #: outcome of the one-time check of each symmetry in "auto" mode, in this
+        #: process (not pickled, see __getstate__)
         self._invariance_holds: Dict[str, bool] = {}
         self._generator: Optional[torch.Generator] = None
         #: set False to compute forces only (Hessian keys get empty placeholders),
@@ -663,8 +671,12 @@ class Hessian(nn.Module):
     def __getstate__(self) -> Dict[str, Any]:
         """The pickled state holds the probe generator's state as a tensor, not the
         ``torch.Generator`` (which weights-only loading refuses, and which would not
-        load on another device type): ``(device type, get_state())``."""
+        load on another device type): ``(device type, get_state())``.  What this
+        process found out (:data:`_PROCESS_LOCAL`: the invariance verdict, made
+        under this device and precision) is left out."""
         state = dict(self.__dict__)
+        for name in _PROCESS_LOCAL:
+            state.pop(name, None)
         generator = state.pop("_generator", None)
         state["_generator"] = None
         if generator is not None:
@@ -672,7 +684,11 @@ class Hessian(nn.Module):
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        """Unpickle modules saved by earlier releases (flags instead of a schedule)."""
+        """Unpickle modules saved by earlier releases (flags instead of a schedule;
+        an invariance verdict, dropped: the loaded module checks again)."""
+        state = dict(state)
+        for name in _PROCESS_LOCAL:
+            state.pop(name, None)
         if "schedule" not in state and "mode" in state:
             state["schedule"] = HessianSchedule.resolve(
                 state["mode"],
@@ -689,6 +705,8 @@ class Hessian(nn.Module):
                 retain_mb=state.pop("retain_mb", 256.0),
             )
         super().__setstate__(state)
+        for name, fresh in _PROCESS_LOCAL.items():
+            setattr(self, name, fresh())
 
     def set_schedule(
         self,

@@ -73,6 +73,28 @@ MODES = ("full", "hvp")
 INVARIANCES = ("auto", "rigid", "translation", "none")
 
 
+def _distributed_world_size() -> int:
+    """Processes of the ``torch.distributed`` group (1 when not initialised)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _ddp_finds_unused_parameters() -> bool:
+    """Whether the forward in progress runs inside a ``DistributedDataParallel``
+    that looks for unused parameters (False when no DDP forward is known: DDP's
+    Python reducer, or a process group without DDP)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    active = getattr(DistributedDataParallel, "_active_ddp_module", None)
+    return bool(getattr(active, "find_unused_parameters", False))
+
+
+#: whether this process has warned that DDP may not all-reduce the gradients
+_warned_about_ddp = False
+
+
 def _distributed_rank() -> int:
     """This process's rank under ``torch.distributed`` (0 when not initialised)."""
     dist = torch.distributed
@@ -490,7 +512,7 @@ def invariance_error(
 #: Attributes of :class:`Hessian` that hold what one process found out, with their
 #: fresh values: never pickled (``torch.save`` of a model, checkpoints, deep copies),
 #: so a loaded module decides them again on its own device.
-_PROCESS_LOCAL: Dict[str, Any] = {"_invariance_holds": dict}
+_PROCESS_LOCAL: Dict[str, Any] = {"_invariance_holds": dict, "_ddp_checked": bool}
 
 #: Constructor arguments of earlier releases, now in ``schedule`` or ``passes``.
 _DEPRECATED_SCHEDULE = ("full_in_eval", "in_training")
@@ -542,6 +564,12 @@ class Hessian(nn.Module):
     mode the results keep their graph; in eval mode they are detached.  Positions must
     require grad, which :class:`~schnetpack.model.NeuralNetworkPotential` arranges
     through ``required_derivatives`` (and Lightning needs ``inference_mode=False``).
+    A training forward under ``torch.distributed`` with several processes warns once
+    per process unless it runs inside a ``DistributedDataParallel`` with
+    ``find_unused_parameters=True`` or its model belongs to a
+    :class:`~schnetpack_hessian.HessianTask` (which checks the strategy): plain DDP
+    does not all-reduce the gradients of a model that differentiates its energy in
+    forward.
     On a GPU it reads no device value on the host when the batch's sizes were read
     before its transfer (:class:`~schnetpack_hessian.HessianTask` does, see
     :mod:`~schnetpack_hessian.packing`); other batches cost up to three reads each.
@@ -631,6 +659,9 @@ class Hessian(nn.Module):
         #: outcome of the one-time check of each symmetry in "auto" mode, in this
         #: process (not pickled, see __getstate__)
         self._invariance_holds: Dict[str, bool] = {}
+        #: a HessianTask checks the DDP strategy of this process's training (set by
+        #: the task; not pickled)
+        self._ddp_checked = False
         self._generator: Optional[torch.Generator] = None
         #: set False to compute forces only (Hessian keys get empty placeholders),
         #: e.g. for the force calls of an optimiser driven by an ASE calculator
@@ -765,6 +796,30 @@ class Hessian(nn.Module):
                 self._generator.manual_seed(_stream_seed(self.seed, rank))
         return self._generator
 
+    def _warn_about_unchecked_ddp(self) -> None:
+        """Warn once per process when training runs under ``torch.distributed`` with
+        several processes, outside :class:`~schnetpack_hessian.HessianTask` (which
+        refuses DDP without ``find_unused_parameters=True``) and not inside a DDP
+        forward known to look for unused parameters."""
+        global _warned_about_ddp
+        if _warned_about_ddp or self._ddp_checked:
+            return
+        world_size = _distributed_world_size()
+        if world_size < 2 or _ddp_finds_unused_parameters():
+            return
+        _warned_about_ddp = True
+        warnings.warn(
+            f"Hessian: training under torch.distributed ({world_size} processes) "
+            "outside HessianTask: DistributedDataParallel needs "
+            "find_unused_parameters=True for models that differentiate the energy in "
+            "forward (forces, Hessians), otherwise it does not all-reduce their "
+            "gradients and each rank trains on its own shard. Use "
+            "strategy='ddp_find_unused_parameters_true' (spktrain: "
+            "trainer=ddp_hessian), or schnetpack_hessian.HessianTask, which checks "
+            "the strategy.",
+            stacklevel=2,
+        )
+
     def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:
         if self.energy_key not in inputs:
             raise HessianError(
@@ -853,6 +908,8 @@ class Hessian(nn.Module):
         positions = inputs[spk_properties.R]
         n_atoms = inputs[spk_properties.n_atoms]
         training = self.training
+        if training:
+            self._warn_about_unchecked_ddp()
 
         gradient = energy_gradient(energy, positions, create_graph=True)
         if self.calc_forces:

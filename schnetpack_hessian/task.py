@@ -10,7 +10,9 @@ when it is built, so its checkpoints reload with ``weights_only=True`` in any pr
 that builds the same task (spktrain's test, ``load_from_checkpoint`` and resume), while
 foreign globals are still refused.  It also restores the grad mode after validation
 and test steps and refuses DDP without ``find_unused_parameters=True``: together they
-make SchNetPack's force (and Hessian) models train correctly under DDP.  A training
+make SchNetPack's force (and Hessian) models train correctly under DDP (its Hessian
+modules, marked as checked, do not give the warning they give under DDP outside
+``HessianTask``).  A training
 step whose loss is not finite stops the training with :class:`NonFiniteLossError`
 naming the batch's structures, before the optimiser step can spread the NaN into the
 weights.  A Hessian loss with nonzero weight on a training split without a single
@@ -108,6 +110,7 @@ class HessianTask(AtomisticTask):
         self.allow_reduced_precision = bool(allow_reduced_precision)
         self._loss_terms: Dict[str, torch.Tensor] = {}
         self._declare_probe_schemes()
+        self._mark_ddp_checked()
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
             add_safe_globals(pickled_globals(dict(self.hparams)))
@@ -144,6 +147,14 @@ class HessianTask(AtomisticTask):
                 )
             output.probe = probe
 
+    def _mark_ddp_checked(self) -> None:
+        """Tell the model's Hessian modules that this task checks the DDP strategy
+        (:meth:`on_fit_start`), so they do not warn about it; the mark is not
+        pickled, and is set again in each process that fits."""
+        for module in self.model.modules():
+            if isinstance(module, Hessian):
+                module._ddp_checked = True
+
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Lightning's transfer, after reading the batch's sizes on the host.
 
@@ -174,6 +185,7 @@ class HessianTask(AtomisticTask):
                 "strategy='ddp_find_unused_parameters_true' (spktrain: "
                 "trainer=ddp_hessian)."
             )
+        self._mark_ddp_checked()
         self._check_hessian_targets()
         self._check_precision()
         super().on_fit_start()

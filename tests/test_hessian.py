@@ -1,6 +1,7 @@
 """The Hessian output module: exactness, layout, modes, errors."""
 
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -236,6 +237,14 @@ def test_retain_budget_splits_kept_and_recomputed_graphs(
     assert any(n != bounded for n in names) == kept
     direct = hessian_rows(gradient, positions, seeds, PassPlan(create_graph=False))
     torch.testing.assert_close(products.detach(), direct, rtol=0, atol=1e-12)
+
+
+def test_training_in_one_process_does_not_warn_about_ddp(batch):
+    """The DDP warning (tests/test_ddp.py) needs a process group of several."""
+    model = make_potential("schnet", [Hessian(mode="hvp")]).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(clone_batch(batch))[properties.hessian_hvp].sum().backward()
 
 
 def test_energy_only_model_without_forces_module(batch):

@@ -9,18 +9,10 @@ from schnetpack_hessian.memory import (
     rss_high_water_mb,
     synchronize,
 )
-
-DEVICES = [
-    "cpu",
-    "meta",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
-    ),
-]
+from schnetpack_hessian.testing import device_params
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", device_params(meta=True))
 def test_peak_memory_reads_the_given_device(device):
     target = torch.device(device)
     if target.type == "cuda":  # the last device: not the current one with two GPUs

@@ -14,15 +14,18 @@ import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import PassPlan, full_hessian, hessian_rows
+from schnetpack_hessian.packing import registered
 from schnetpack_hessian.rigid import rigid_basis, rigid_products
 from schnetpack_hessian.testing import (
     build_batch,
     clone_batch,
+    device_params,
     energy_and_gradient,
     finite_difference_hessian,
     graph_functions,
     hessian_loss_gradients,
     make_potential,
+    on_device,
 )
 
 
@@ -262,17 +265,28 @@ def test_float32_symmetry_is_as_accurate_as_all_rows(rep, molecules, shapes):
     assert errors["auto"] < 5 * errors["none"] + 1e-7
 
 
-DEVICES = [
-    "cpu",
-    "meta",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
-    ),
-]
+@pytest.mark.parametrize("device", device_params(meta=True))
+@pytest.mark.parametrize("rotations", [True, False])
+def test_rigid_basis_on_every_device(device, rotations, shapes, batch):
+    """The basis is built on the positions' device from the host sizes and host
+    positions alone (shapes on ``meta``), equal to the CPU basis elsewhere; its
+    rigid products come out on the same device."""
+    for inputs in (build_batch(shapes), batch):
+        moved = on_device(inputs, device)
+        n_atoms = moved[P.n_atoms]
+        basis = rigid_basis(moved[P.R], n_atoms, rotations, registered(n_atoms))
+        reference = rigid_basis(inputs[P.R], inputs[P.n_atoms], rotations)
+        for name in ("rigid", "rotation_coeffs", "complement"):
+            got, expected = getattr(basis, name), getattr(reference, name)
+            assert got.shape == expected.shape and got.device.type == device, name
+            if device != "meta":
+                torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-12)
+        products = rigid_products(torch.ones_like(moved[P.R]), basis)
+        assert products.shape == basis.rigid.shape
+        assert products.device.type == device
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", device_params(meta=True))
 def test_sum_rule_residuals_stay_on_the_input_device(device):
     """Every tensor the residuals build lives on the input's device (the zeros of
     the translations were built on the CPU, which fails for any CUDA input)."""

@@ -598,8 +598,8 @@ class Hessian(nn.Module):
             pass, and a model that breaks them, e.g. with an external field, falls
             back to ``"none"`` with a warning; the verdict belongs to the device and
             precision it was made under and is never saved with the module, so a
-            loaded or copied model checks again where it runs).  Any SchNetPack model of molecules without
-            fields is rigid-motion invariant.
+            loaded or copied model checks again where it runs).  Any SchNetPack
+            model of molecules without fields is rigid-motion invariant.
         seed: seed of the probe generator (None: torch's global generator).
         passes: how the seeded passes run, a
             :class:`~schnetpack_hessian.plan.PassSettings` or a mapping of its fields
@@ -704,7 +704,8 @@ class Hessian(nn.Module):
         ``torch.Generator`` (which weights-only loading refuses, and which would not
         load on another device type): ``(device type, get_state())``.  What this
         process found out (:data:`_PROCESS_LOCAL`: the invariance verdict, made
-        under this device and precision) is left out."""
+        under this device and precision, and a HessianTask's DDP mark) is left
+        out."""
         state = dict(self.__dict__)
         for name in _PROCESS_LOCAL:
             state.pop(name, None)
@@ -716,7 +717,8 @@ class Hessian(nn.Module):
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Unpickle modules saved by earlier releases (flags instead of a schedule;
-        an invariance verdict, dropped: the loaded module checks again)."""
+        an invariance verdict, dropped: the loaded module checks again); the
+        process-local attributes start fresh."""
         state = dict(state)
         for name in _PROCESS_LOCAL:
             state.pop(name, None)

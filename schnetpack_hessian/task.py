@@ -12,13 +12,13 @@ foreign globals are still refused.  It also restores the grad mode after validat
 and test steps and refuses DDP without ``find_unused_parameters=True``: together they
 make SchNetPack's force (and Hessian) models train correctly under DDP (its Hessian
 modules, marked as checked, do not give the warning they give under DDP outside
-``HessianTask``).  A training
-step whose loss is not finite stops the training with :class:`NonFiniteLossError`
-naming the batch's structures, before the optimiser step can spread the NaN into the
-weights.  A Hessian loss with nonzero weight on a training split without a single
-Hessian is refused (it would silently train an E/F model) unless the data module sets
-``allow_missing_hessians``; so is TF32 or autocast (Lightning's ``matmul_precision``,
-``precision="16-mixed"``) unless ``allow_reduced_precision`` (:mod:`.precision`).
+``HessianTask``).  A training step whose loss is not finite stops the training with
+:class:`NonFiniteLossError` naming the batch's structures, before the optimiser step
+can spread the NaN into the weights.  A Hessian loss with nonzero weight on a
+training split without a single Hessian is refused (it would silently train an E/F
+model) unless the data module sets ``allow_missing_hessians``; so is TF32 or autocast
+(Lightning's ``matmul_precision``, ``precision="16-mixed"``) unless
+``allow_reduced_precision`` (:mod:`.precision`).
 
 A GPU step reads no device value on the host outside metrics logging and that
 finiteness check (:mod:`schnetpack_hessian.syncs`): the batch's sizes are read from the

@@ -2,16 +2,19 @@
 
 A *training step* is forward + loss + backward + optimiser step on one packed batch;
 its time is the median over repeats after warm-up.  Peak memory is the process's peak
-RSS on CPU (``VmHWM``) or ``torch.cuda.max_memory_allocated`` on CUDA; memory runs
-each configuration in its own process so that one configuration's peak cannot hide
-another's.  Configurations:
+RSS on CPU (``VmHWM``) or ``torch.cuda.max_memory_allocated`` of the configured CUDA
+device (``cuda:K`` included: peaks, synchronisation and the device name in the
+environment are those of the bench's device, not of the current CUDA device); memory
+runs each configuration in its own process so that one configuration's peak cannot
+hide another's.  Configurations:
 
 * ``ef``: energy + forces (``spk.atomistic.Forces``), the baseline;
 * ``hvp{k}``: + Hessian-vector-product loss with ``k`` Gaussian probes;
 * ``rows{k}``: + HVP loss with ``k`` random Hessian rows (HORM);
 * ``full`` / ``full_c{n}``: + full-Hessian loss with the module's defaults (rigid-motion
-  symmetry, graphs kept up to 256 MiB, the rest recomputed in chunks; seeds vectorised
-  on GPUs and on small CPU batches) or chunks of ``n`` (``full_call``: all at once;
+  symmetry, graphs kept up to the device's budget, 256 MiB on a CPU, the rest
+  recomputed in chunks; seeds vectorised on GPUs and on small CPU batches) or chunks
+  of ``n`` (``full_call``: all at once;
   ``full_retain``: every graph kept until the loss backward; ``full_recompute``: none
   kept; ``full_allrows``: all ``3N`` rows seeded, no symmetry);
 * ``response``: SchNetPack's ``Response(["forces", "hessian"])`` with the same loss.
@@ -19,7 +22,6 @@ another's.  Configurations:
 
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,7 @@ import schnetpack.properties as spk_properties
 from schnetpack.task import ModelOutput
 
 from schnetpack_hessian import Hessian, HessianOutput
-from schnetpack_hessian.memory import rss_high_water_mb
+from schnetpack_hessian.memory import peak_memory_mb, reset_peak_memory, synchronize
 from schnetpack_hessian.models import build_potential
 from schnetpack_hessian.testing import build_batch
 
@@ -45,6 +47,7 @@ __all__ = [
     "benchmark_molecules",
     "build_model",
     "time_training_step",
+    "step_memory",
     "time_inference",
     "run_in_subprocess",
     "run_suite",
@@ -70,7 +73,8 @@ class BenchConfig:
         chunk_size: seeds per pass and per backward step for ``full`` (the module's
             ``"auto"``; None: all at once).
         memory_efficient: memory-bounded backward for ``full``.
-        retain_mb: graph memory kept from the forward pass (``PassSettings.retain_mb``).
+        retain_mb: graph memory kept from the forward pass (``PassSettings.retain_mb``;
+            ``"auto"``: 256 MiB on a CPU, a tenth of a GPU's free memory).
         invariance: symmetry used by ``full`` (``Hessian.invariance``).
         features, interactions, cutoff: model size (Å).
         dtype: ``float32`` or ``float64``.
@@ -89,7 +93,7 @@ class BenchConfig:
     n_probes: int = 1
     chunk_size: Union[int, str, None] = "auto"
     memory_efficient: bool = True
-    retain_mb: Optional[float] = 256.0
+    retain_mb: Union[float, str, None] = "auto"
     invariance: str = "auto"
     features: int = 128
     interactions: int = 3
@@ -221,29 +225,14 @@ def _outputs(cfg: BenchConfig) -> List[ModelOutput]:
     return outs
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB: ``VmHWM`` (a fresh worker
-    process does not inherit its parent's peak, unlike ``ru_maxrss``), else
-    ``ru_maxrss``."""
-    peak = rss_high_water_mb()
-    if peak is not None:
-        return peak
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _repeat(call: Callable[[], object], cfg: BenchConfig) -> List[float]:
     """Seconds of each timed call after ``cfg.warmup`` untimed ones (see BenchConfig)."""
     times: List[float] = []
     for i in range(cfg.warmup + max(cfg.repeats, cfg.max_repeats)):
-        _sync(cfg.device)
+        synchronize(cfg.device)
         t0 = time.perf_counter()
         call()
-        _sync(cfg.device)
+        synchronize(cfg.device)
         if i >= cfg.warmup:
             times.append(time.perf_counter() - t0)
             if len(times) >= cfg.repeats and sum(times) >= cfg.min_time:
@@ -271,9 +260,9 @@ def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
         last["grad_norm"] = float(torch.stack(grads).norm()) if grads else 0.0
         optimizer.step()
 
-    if cfg.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    baseline = _rss_mb()
+    device = torch.device(cfg.device)
+    reset_peak_memory(device)
+    baseline, _ = peak_memory_mb(device)
     times = _repeat(step, cfg)
     result = {
         "step_s": statistics.median(times),
@@ -282,12 +271,28 @@ def time_training_step(cfg: BenchConfig) -> Dict[str, float]:
         "loss": last["loss"],
         "grad_norm": last["grad_norm"],
     }
-    if cfg.device.startswith("cuda"):
-        result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        result["peak_mem_mb"] = _rss_mb()
-        result["step_mem_mb"] = _rss_mb() - baseline
+    result.update(step_memory(device, baseline))
     return result
+
+
+def step_memory(device: torch.device, baseline: Optional[float]) -> Dict:
+    """Peak memory of ``device`` after timed steps (MiB), what was read, and on a
+    CPU the growth over ``baseline`` (the process's peak before the steps, MiB).
+
+    Returns:
+        ``peak_mem_mb``, ``peak_mem_kind`` (``cuda_allocated`` since the reset of
+        that device's statistics, ``process_peak_rss``), ``peak_mem_device`` and on
+        a CPU ``step_mem_mb``.
+    """
+    peak, kind = peak_memory_mb(device)
+    out: Dict = {
+        "peak_mem_mb": peak,
+        "peak_mem_kind": kind,
+        "peak_mem_device": str(device),
+    }
+    if device.type == "cpu" and peak is not None and baseline is not None:
+        out["step_mem_mb"] = peak - baseline
+    return out
 
 
 def time_inference(cfg: BenchConfig) -> Dict[str, float]:
@@ -325,8 +330,9 @@ def run_in_subprocess(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def environment() -> Dict[str, str]:
-    """Device, versions and thread count recorded with every result."""
+def environment(device: Union[str, torch.device, None] = None) -> Dict[str, str]:
+    """Device, versions and thread count recorded with every result; with a CUDA
+    ``device``, that device's name (else the current CUDA device's, if any)."""
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -342,7 +348,12 @@ def environment() -> Dict[str, str]:
         info["schnetpack_hessian"] = version("schnetpack-hessian")
     except Exception:  # metadata missing in a source checkout
         pass
-    if torch.cuda.is_available():
+    if device is not None:
+        target = torch.device(device)
+        info["device"] = str(target)
+        if target.type == "cuda":
+            info["cuda_device"] = torch.cuda.get_device_name(target)
+    elif torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info
 
@@ -368,7 +379,7 @@ def run_suite(
         min_time=2.0 if quick else 5.0,
     )
     report: Dict = {
-        "environment": environment(),
+        "environment": environment(device),
         "device": device,
         "dtype": dtype,
         "train": [],

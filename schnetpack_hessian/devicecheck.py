@@ -39,8 +39,8 @@ import schnetpack.properties as spk_properties
 from schnetpack_hessian import properties
 from schnetpack_hessian.bench import benchmark_molecules, environment
 from schnetpack_hessian.hessian import Hessian
+from schnetpack_hessian.memory import peak_memory_mb, reset_peak_memory
 from schnetpack_hessian.models import build_potential
-from schnetpack_hessian.study.cost import peak_rss_mb
 from schnetpack_hessian.steps import (
     TRAINING_MODES,
     StepMonitor,
@@ -221,13 +221,9 @@ def check_training(device: torch.device, size: CheckSize, mode: str) -> Dict:
     task = training_task("painn", mode, dtype, size.n_atom_basis, size.n_interactions)
     counted_step = size.steps + 1  # after a warm-up step and the timed ones
     monitor = StepMonitor(count_steps=(counted_step,), simulate=device.type == "cpu")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     train_steps(task, batch, size.steps + 2, str(device), monitor)
-    if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocated"
-    else:
-        peak, kind = peak_rss_mb(), "process_peak_rss"
+    peak, kind = peak_memory_mb(device)
     syncs = _sync_report(monitor.syncs[counted_step])
     out = {
         "status": "pass" if syncs["from_this_package"] == 0 else "fail",
@@ -368,7 +364,7 @@ def run_check(
         "device": str(target),
         "size": size,
         "dimensions": asdict(dims),
-        "environment": environment(),
+        "environment": environment(target),
         "checks": {},
     }
     checks: Dict[str, Callable[[], Dict]] = {

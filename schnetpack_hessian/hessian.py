@@ -73,6 +73,28 @@ MODES = ("full", "hvp")
 INVARIANCES = ("auto", "rigid", "translation", "none")
 
 
+def _distributed_world_size() -> int:
+    """Processes of the ``torch.distributed`` group (1 when not initialised)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _ddp_finds_unused_parameters() -> bool:
+    """Whether the forward in progress runs inside a ``DistributedDataParallel``
+    that looks for unused parameters (False when no DDP forward is known: DDP's
+    Python reducer, or a process group without DDP)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    active = getattr(DistributedDataParallel, "_active_ddp_module", None)
+    return bool(getattr(active, "find_unused_parameters", False))
+
+
+#: whether this process has warned that DDP may not all-reduce the gradients
+_warned_about_ddp = False
+
+
 def _distributed_rank() -> int:
     """This process's rank under ``torch.distributed`` (0 when not initialised)."""
     dist = torch.distributed
@@ -487,6 +509,11 @@ def invariance_error(
 # --------------------------------------------------------------------------------------
 
 
+#: Attributes of :class:`Hessian` that hold what one process found out, with their
+#: fresh values: never pickled (``torch.save`` of a model, checkpoints, deep copies),
+#: so a loaded module decides them again on its own device.
+_PROCESS_LOCAL: Dict[str, Any] = {"_invariance_holds": dict, "_ddp_checked": bool}
+
 #: Constructor arguments of earlier releases, now in ``schedule`` or ``passes``.
 _DEPRECATED_SCHEDULE = ("full_in_eval", "in_training")
 _DEPRECATED_PASSES = ("chunk_size", "memory_efficient", "retain_mb", "vectorize")
@@ -537,6 +564,12 @@ class Hessian(nn.Module):
     mode the results keep their graph; in eval mode they are detached.  Positions must
     require grad, which :class:`~schnetpack.model.NeuralNetworkPotential` arranges
     through ``required_derivatives`` (and Lightning needs ``inference_mode=False``).
+    A training forward under ``torch.distributed`` with several processes warns once
+    per process unless it runs inside a ``DistributedDataParallel`` with
+    ``find_unused_parameters=True`` or its model belongs to a
+    :class:`~schnetpack_hessian.HessianTask` (which checks the strategy): plain DDP
+    does not all-reduce the gradients of a model that differentiates its energy in
+    forward.
     On a GPU it reads no device value on the host when the batch's sizes were read
     before its transfer (:class:`~schnetpack_hessian.HessianTask` does, see
     :mod:`~schnetpack_hessian.packing`); other batches cost up to three reads each.
@@ -561,16 +594,19 @@ class Hessian(nn.Module):
             directions), ``"translation"`` (``3N - 3``; periodic cells),
             ``"none"`` (all ``3N`` rows) or ``"auto"`` (the default: rigid for
             molecules, translation when the batch has periodic boundary conditions;
-            the relations are checked once per module with one extra pass, and a
-            model that breaks them, e.g. with an external field, falls back to
-            ``"none"`` with a warning).  Any SchNetPack model of molecules without
-            fields is rigid-motion invariant.
+            the relations are checked once per module and process with one extra
+            pass, and a model that breaks them, e.g. with an external field, falls
+            back to ``"none"`` with a warning; the verdict belongs to the device and
+            precision it was made under and is never saved with the module, so a
+            loaded or copied model checks again where it runs).  Any SchNetPack
+            model of molecules without fields is rigid-motion invariant.
         seed: seed of the probe generator (None: torch's global generator).
         passes: how the seeded passes run, a
             :class:`~schnetpack_hessian.plan.PassSettings` or a mapping of its fields
             (``chunk_size``, ``vectorize``, ``memory_efficient``, ``retain_mb``; one
-            ``passes:`` block in Hydra).  The default bounds the memory of training
-            graphs at 256 MiB of saved tensors (docs/PERFORMANCE.md).
+            ``passes:`` block in Hydra).  The default (``retain_mb="auto"``) bounds the
+            memory of training graphs at 256 MiB of saved tensors on a CPU and a
+            tenth of a GPU's free memory (docs/PERFORMANCE.md).
         **deprecated: ``full_in_eval``, ``in_training`` (now ``schedule``) and
             ``chunk_size``, ``memory_efficient``, ``retain_mb``, ``vectorize`` (now
             ``passes``), accepted for one release with a ``DeprecationWarning``.
@@ -620,8 +656,12 @@ class Hessian(nn.Module):
         self.seed = seed
         self.invariance = invariance
         self.passes = PassSettings.resolve(passes)
-        #: outcome of the one-time check of each symmetry in "auto" mode
+        #: outcome of the one-time check of each symmetry in "auto" mode, in this
+        #: process (not pickled, see __getstate__)
         self._invariance_holds: Dict[str, bool] = {}
+        #: a HessianTask checks the DDP strategy of this process's training (set by
+        #: the task; not pickled)
+        self._ddp_checked = False
         self._generator: Optional[torch.Generator] = None
         #: set False to compute forces only (Hessian keys get empty placeholders),
         #: e.g. for the force calls of an optimiser driven by an ASE calculator
@@ -662,8 +702,13 @@ class Hessian(nn.Module):
     def __getstate__(self) -> Dict[str, Any]:
         """The pickled state holds the probe generator's state as a tensor, not the
         ``torch.Generator`` (which weights-only loading refuses, and which would not
-        load on another device type): ``(device type, get_state())``."""
+        load on another device type): ``(device type, get_state())``.  What this
+        process found out (:data:`_PROCESS_LOCAL`: the invariance verdict, made
+        under this device and precision, and a HessianTask's DDP mark) is left
+        out."""
         state = dict(self.__dict__)
+        for name in _PROCESS_LOCAL:
+            state.pop(name, None)
         generator = state.pop("_generator", None)
         state["_generator"] = None
         if generator is not None:
@@ -671,7 +716,12 @@ class Hessian(nn.Module):
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        """Unpickle modules saved by earlier releases (flags instead of a schedule)."""
+        """Unpickle modules saved by earlier releases (flags instead of a schedule;
+        an invariance verdict, dropped: the loaded module checks again); the
+        process-local attributes start fresh."""
+        state = dict(state)
+        for name in _PROCESS_LOCAL:
+            state.pop(name, None)
         if "schedule" not in state and "mode" in state:
             state["schedule"] = HessianSchedule.resolve(
                 state["mode"],
@@ -688,6 +738,8 @@ class Hessian(nn.Module):
                 retain_mb=state.pop("retain_mb", 256.0),
             )
         super().__setstate__(state)
+        for name, fresh in _PROCESS_LOCAL.items():
+            setattr(self, name, fresh())
 
     def set_schedule(
         self,
@@ -784,6 +836,30 @@ class Hessian(nn.Module):
             )
         return given.transpose(0, 1).to(positions.dtype).contiguous()
 
+    def _warn_about_unchecked_ddp(self) -> None:
+        """Warn once per process when training runs under ``torch.distributed`` with
+        several processes, outside :class:`~schnetpack_hessian.HessianTask` (which
+        refuses DDP without ``find_unused_parameters=True``) and not inside a DDP
+        forward known to look for unused parameters."""
+        global _warned_about_ddp
+        if _warned_about_ddp or self._ddp_checked:
+            return
+        world_size = _distributed_world_size()
+        if world_size < 2 or _ddp_finds_unused_parameters():
+            return
+        _warned_about_ddp = True
+        warnings.warn(
+            f"Hessian: training under torch.distributed ({world_size} processes) "
+            "outside HessianTask: DistributedDataParallel needs "
+            "find_unused_parameters=True for models that differentiate the energy in "
+            "forward (forces, Hessians), otherwise it does not all-reduce their "
+            "gradients and each rank trains on its own shard. Use "
+            "strategy='ddp_find_unused_parameters_true' (spktrain: "
+            "trainer=ddp_hessian), or schnetpack_hessian.HessianTask, which checks "
+            "the strategy.",
+            stacklevel=2,
+        )
+
     def _check_inputs(self, inputs: Dict[str, torch.Tensor]) -> None:
         if self.energy_key not in inputs:
             raise HessianError(
@@ -871,6 +947,8 @@ class Hessian(nn.Module):
         energy = inputs[self.energy_key]
         positions = inputs[spk_properties.R]
         training = self.training
+        if training:
+            self._warn_about_unchecked_ddp()
 
         gradient = energy_gradient(energy, positions, create_graph=True)
         if self.calc_forces:

@@ -10,8 +10,10 @@ Policy, kept apart from the autograd machinery of :mod:`schnetpack_hessian.hessi
   memory bound in bytes, whether to build a graph), handed to the engine functions.
 """
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -24,6 +26,9 @@ __all__ = [
     "PassPlan",
     "CPU_VECTORIZE_MAX_PAIRS",
     "AUTO_CHUNK",
+    "CPU_RETAIN_MB",
+    "CUDA_RETAIN_FRACTION",
+    "auto_retain_bytes",
 ]
 
 #: What a phase can compute: nothing, Hessian-vector products, the full Hessian.
@@ -35,6 +40,37 @@ CPU_VECTORIZE_MAX_PAIRS = 512
 #: Seeds per vectorised pass and per step of the memory-bounded backward for
 #: ``chunk_size="auto"``: (vectorised, looped).
 AUTO_CHUNK = (16, 4)
+#: ``retain_mb="auto"`` on a CPU (and on any device other than CUDA), MiB of saved
+#: tensors: the process grows by about 2.4× this, about 600 MiB.
+CPU_RETAIN_MB = 256.0
+#: ``retain_mb="auto"`` on a CUDA device: this fraction of the device's free memory
+#: when a module first trains on it in this process; the kept graphs then take about
+#: a quarter of what was free (2.4× the budget).  E.g. 7.4 GiB on an 80 GB card with
+#: 79 GB free, 1.3 GiB on a 16 GB card with 14 GB free.
+CUDA_RETAIN_FRACTION = 0.1
+
+#: the bytes of ``retain_mb="auto"`` per CUDA device (type, index), read once per
+#: process: ``torch.cuda.mem_get_info`` waits for the device
+_AUTO_RETAIN_BYTES: Dict[Tuple[str, int], int] = {}
+
+
+def auto_retain_bytes(device: Union[str, torch.device]) -> int:
+    """The memory bound of ``retain_mb="auto"`` on ``device``, bytes.
+
+    On a CUDA device :data:`CUDA_RETAIN_FRACTION` of the free memory that
+    ``torch.cuda.mem_get_info`` reports the first time the device is asked for in
+    this process, cached for the process (the call synchronises, so it is not made
+    per step); on a CPU and any other device (``meta``, ...) :data:`CPU_RETAIN_MB`.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return int(CPU_RETAIN_MB * 2**20)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    key = (device.type, index)
+    if key not in _AUTO_RETAIN_BYTES:
+        free, _ = torch.cuda.mem_get_info(index)
+        _AUTO_RETAIN_BYTES[key] = int(CUDA_RETAIN_FRACTION * free)
+    return _AUTO_RETAIN_BYTES[key]
 
 
 @dataclass(frozen=True)
@@ -141,13 +177,17 @@ class PassSettings:
         memory_efficient: in training with full Hessians, bound the memory of the
             second-order graphs by ``retain_mb`` (False keeps every graph).
         retain_mb: MiB of saved tensors the kept graphs may hold (None: all; 0:
-            recompute all); the process grows by about 2.4× this.
+            recompute all); the process grows by about 2.4× this.  ``"auto"`` (the
+            default) decides per device when the module first trains on it
+            (:func:`auto_retain_bytes`): 256 MiB on a CPU, a tenth of a CUDA
+            device's free memory at that moment, read once per device and process.
+            Settings saved with a number (earlier releases' 256.0) keep it.
     """
 
     chunk_size: Union[int, str, None] = "auto"
     vectorize: Optional[bool] = None
     memory_efficient: bool = True
-    retain_mb: Optional[float] = 256.0
+    retain_mb: Union[float, str, None] = "auto"
 
     def __post_init__(self):
         chunk = self.chunk_size
@@ -159,9 +199,20 @@ class PassSettings:
             raise ValueError(
                 f"Hessian: chunk_size must be 'auto', None or >= 1, got {chunk!r}"
             )
-        if self.retain_mb is not None and self.retain_mb < 0:
+        retain = self.retain_mb
+        if (
+            retain is not None
+            and retain != "auto"
+            and (
+                isinstance(retain, bool)
+                or not isinstance(retain, numbers.Real)
+                or not math.isfinite(retain)
+                or retain < 0
+            )
+        ):
             raise ValueError(
-                f"Hessian: retain_mb must be None or >= 0, got {self.retain_mb}"
+                "Hessian: retain_mb must be 'auto', None (keep every graph) or a "
+                f"finite number >= 0 (MiB), got {retain!r}"
             )
 
     @classmethod
@@ -185,19 +236,29 @@ class PassSettings:
             )
         return cls(**values)
 
-    @property
-    def retain_bytes(self) -> Optional[int]:
-        """The memory bound in bytes (None: unbounded)."""
+    def retain_bytes_on(self, device: Union[str, torch.device]) -> Optional[int]:
+        """The memory bound on ``device`` in bytes (None: unbounded); ``"auto"``
+        resolved by :func:`auto_retain_bytes`."""
         if not self.memory_efficient or self.retain_mb is None:
             return None
+        if self.retain_mb == "auto":
+            return auto_retain_bytes(device)
         return int(self.retain_mb * 2**20)
+
+    @property
+    def retain_bytes(self) -> Optional[int]:
+        """The memory bound on a CPU in bytes (None: unbounded); see
+        :meth:`retain_bytes_on` for other devices."""
+        return self.retain_bytes_on("cpu")
 
     def plan(self, inputs: Dict[str, torch.Tensor], create_graph: bool) -> PassPlan:
         """The plan for one batch: ``"auto"`` and ``None`` decided from its device
-        and number of atom pairs."""
+        and number of atom pairs; the memory bound only when a graph is built
+        (evaluation never reads the device's memory)."""
+        device = inputs[spk_properties.R].device
         vectorize = self.vectorize
         if vectorize is None:
-            if inputs[spk_properties.R].device.type != "cpu":
+            if device.type != "cpu":
                 vectorize = True
             else:
                 idx_i = inputs.get(spk_properties.idx_i)
@@ -215,5 +276,5 @@ class PassSettings:
             create_graph=create_graph,
             chunk_size=chunk_size,
             vectorize=bool(vectorize),
-            retain_bytes=self.retain_bytes,
+            retain_bytes=self.retain_bytes_on(device) if create_graph else None,
         )

@@ -21,6 +21,7 @@ from schnetpack.task import ModelOutput
 from schnetpack_hessian import properties
 from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.losses import HessianOutput
+from schnetpack_hessian.memory import synchronize
 from schnetpack_hessian.models import build_potential
 from schnetpack_hessian.packing import registered
 from schnetpack_hessian.syncs import SyncCounter, SyncEvent
@@ -126,11 +127,6 @@ class _Repeated(torch.utils.data.Dataset):
         return {k: v.clone() for k, v in self.batch.items()}
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _host_optimizer_state(optimizers) -> List[torch.Tensor]:
     """The step counts ``torch.optim`` keeps on the host (all but capturable and
     fused optimisers do): host tensors on a GPU as well."""
@@ -180,7 +176,7 @@ class StepMonitor(pl.Callback):
         self._step = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        _synchronize(pl_module.device)
+        synchronize(pl_module.device)
         self._step = trainer.global_step
         if self._step in self.count_steps:
             self._counter = SyncCounter(simulate=self.simulate)
@@ -195,7 +191,7 @@ class StepMonitor(pl.Callback):
             counter.__exit__(None, None, None)
             self.syncs[self._step] = counter.events
             return
-        _synchronize(pl_module.device)
+        synchronize(pl_module.device)
         self.seconds.append(time.perf_counter() - self._t0)
 
     def median_ms(self, skip: int = 1) -> Optional[float]:

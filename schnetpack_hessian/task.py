@@ -10,13 +10,15 @@ when it is built, so its checkpoints reload with ``weights_only=True`` in any pr
 that builds the same task (spktrain's test, ``load_from_checkpoint`` and resume), while
 foreign globals are still refused.  It also restores the grad mode after validation
 and test steps and refuses DDP without ``find_unused_parameters=True``: together they
-make SchNetPack's force (and Hessian) models train correctly under DDP.  A training
-step whose loss is not finite stops the training with :class:`NonFiniteLossError`
-naming the batch's structures, before the optimiser step can spread the NaN into the
-weights.  A Hessian loss with nonzero weight on a training split without a single
-Hessian is refused (it would silently train an E/F model) unless the data module sets
-``allow_missing_hessians``; so is TF32 or autocast (Lightning's ``matmul_precision``,
-``precision="16-mixed"``) unless ``allow_reduced_precision`` (:mod:`.precision`).
+make SchNetPack's force (and Hessian) models train correctly under DDP (its Hessian
+modules, marked as checked, do not give the warning they give under DDP outside
+``HessianTask``).  A training step whose loss is not finite stops the training with
+:class:`NonFiniteLossError` naming the batch's structures, before the optimiser step
+can spread the NaN into the weights.  A Hessian loss with nonzero weight on a
+training split without a single Hessian is refused (it would silently train an E/F
+model) unless the data module sets ``allow_missing_hessians``; so is TF32 or autocast
+(Lightning's ``matmul_precision``, ``precision="16-mixed"``) unless
+``allow_reduced_precision`` (:mod:`.precision`).
 
 A GPU step reads no device value on the host outside metrics logging and that
 finiteness check (:mod:`schnetpack_hessian.syncs`): the batch's sizes are read from the
@@ -130,6 +132,7 @@ class HessianTask(AtomisticTask):
             if hparams is not None:
                 hparams.pop("teacher", None)
         self._student_hvp = self._teacher_probe_module() if teacher else None
+        self._mark_ddp_checked()
         add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
         if add_safe_globals is not None:
             add_safe_globals(pickled_globals(dict(self.hparams)))
@@ -208,6 +211,14 @@ class HessianTask(AtomisticTask):
         batch[properties.hessian_label_hvp] = products.transpose(0, 1)
         return batch
 
+    def _mark_ddp_checked(self) -> None:
+        """Tell the model's Hessian modules that this task checks the DDP strategy
+        (:meth:`on_fit_start`), so they do not warn about it; the mark is not
+        pickled, and is set again in each process that fits."""
+        for module in self.model.modules():
+            if isinstance(module, Hessian):
+                module._ddp_checked = True
+
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Lightning's transfer, after reading the batch's sizes on the host.
 
@@ -238,6 +249,7 @@ class HessianTask(AtomisticTask):
                 "strategy='ddp_find_unused_parameters_true' (spktrain: "
                 "trainer=ddp_hessian)."
             )
+        self._mark_ddp_checked()
         self._check_hessian_targets()
         self._check_precision()
         super().on_fit_start()

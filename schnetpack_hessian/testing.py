@@ -34,6 +34,8 @@ __all__ = [
     "train_tiny",
     "logged_validation",
     "TINY_TRAINING",
+    "device_params",
+    "on_device",
     "finite_difference_hessian",
     "hessian_loss_gradients",
     "energy_and_gradient",
@@ -138,6 +140,34 @@ def run_as_script(
         cwd=cwd,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+def device_params(meta: bool = False) -> list:
+    """Devices for ``pytest.mark.parametrize("device", ...)``: ``"cpu"``, ``"meta"``
+    (tensors without data, for code that is pure shape logic) when ``meta``, and
+    ``"cuda"``, skipped without a GPU."""
+    import pytest
+
+    cuda = pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
+    )
+    return ["cpu"] + (["meta"] if meta else []) + [cuda]
+
+
+def on_device(batch: Dict[str, torch.Tensor], device: str) -> Dict[str, torch.Tensor]:
+    """A copy of a collated CPU batch on ``device``, its sizes registered from the
+    host first (:func:`~schnetpack_hessian.packing.register_packing`, as
+    :class:`~schnetpack_hessian.HessianTask` does), so that nothing downstream reads
+    them on the device: the way a ``meta`` batch can run at all."""
+    from schnetpack_hessian.packing import Packing, register_packing
+
+    packing = Packing.from_batch(batch, keep_positions=True)
+    moved = {key: value.to(device) for key, value in batch.items()}
+    register_packing(
+        moved[spk_properties.n_atoms], packing, moved.get(spk_properties.idx_m)
+    )
+    return moved
 
 
 def quiet_trainer(**kwargs):

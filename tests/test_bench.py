@@ -4,10 +4,12 @@ import json
 import math
 
 import pytest
+import torch
 
 from schnetpack_hessian.bench import (
     BenchConfig,
     benchmark_molecules,
+    environment,
     run_in_subprocess,
     time_inference,
     time_training_step,
@@ -27,6 +29,27 @@ def test_every_training_configuration_trains(kind, extra):
     assert math.isfinite(result["loss"]) and result["loss"] > 0
     assert math.isfinite(result["grad_norm"]) and result["grad_norm"] > 0
     assert result["n_atoms_total"] == sum(len(m) for m in benchmark_molecules(2))
+
+
+def test_a_training_step_records_the_memory_of_its_device():
+    """On a CPU the peak is the process's RSS, and the record says so."""
+    result = time_training_step(BenchConfig(**TINY))
+    assert result["peak_mem_kind"] == "process_peak_rss"
+    assert result["peak_mem_device"] == "cpu"
+    assert result["peak_mem_mb"] > 0 and result["step_mem_mb"] >= 0
+    assert environment("cpu")["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_a_bench_on_the_last_cuda_device_reads_that_device():
+    """On cuda:K the peak, the synchronisation and the device name are cuda:K's (with
+    two GPUs the bench read cuda:0, where nothing was allocated)."""
+    last = torch.device("cuda", torch.cuda.device_count() - 1)
+    result = time_training_step(BenchConfig(device=str(last), **TINY))
+    assert result["peak_mem_kind"] == "cuda_allocated"
+    assert result["peak_mem_device"] == str(last)
+    assert result["peak_mem_mb"] > 0
+    assert environment(last)["cuda_device"] == torch.cuda.get_device_name(last)
 
 
 @pytest.mark.parametrize("kind", ["full", "response"])

@@ -84,3 +84,129 @@ def test_ddp_gradients_equal_the_single_process_average(passes, tmp_path):
         expected = p.grad if p.grad is not None else torch.zeros_like(p)
         got = ddp_grads[name] if ddp_grads[name] is not None else torch.zeros_like(p)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+#: the start of the warning of a Hessian module trained under DDP outside HessianTask
+UNCHECKED = (
+    "Hessian: training under torch.distributed (2 processes) outside HessianTask"
+)
+
+
+def warning_worker(rank, init_file, out_file):
+    """Training forwards under a two-process group: which of them warn."""
+    import warnings
+
+    from schnetpack.task import ModelOutput
+
+    from schnetpack_hessian import HessianTask
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+    )
+    batch = shard_batches()[rank]
+    caught = {}
+
+    def train(name, model, find_unused, steps=1):
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=find_unused
+        )
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            loss_of(ddp, batch).backward()
+            for _ in range(steps - 1):  # outside DDP now: the process warned already
+                loss_of(model, batch)
+        caught[name] = [str(w.message) for w in seen if UNCHECKED in str(w.message)]
+
+    # DDP that looks for unused parameters: nothing to say
+    train("find_unused", make_potential("schnet", [Hessian(mode="hvp")]), True)
+    # a HessianTask's model: the task checks the strategy (it refuses this one)
+    task = HessianTask(
+        model=make_potential("schnet", [Hessian(mode="hvp")]),
+        outputs=[ModelOutput("energy", loss_fn=torch.nn.MSELoss(), metrics={})],
+        optimizer_args={"lr": 1e-4},
+    )
+    train("hessian_task", task.model, False)
+    # plain DDP outside HessianTask: warned once in this process, not at every step
+    train("plain", make_potential("schnet", [Hessian(mode="hvp")]), False, steps=3)
+    torch.save(caught, f"{out_file}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_training_under_ddp_outside_hessian_task_warns_once_per_process(tmp_path):
+    """A Hessian module trained under DDP without find_unused_parameters=True and
+    outside HessianTask warns once per process, naming the fix; DDP that looks for
+    unused parameters and a HessianTask's model do not."""
+    out = tmp_path / "warnings"
+    mp.spawn(warning_worker, args=(str(tmp_path / "init"), str(out)), nprocs=2)
+    for rank in (0, 1):
+        caught = torch.load(f"{out}.{rank}", weights_only=True)
+        assert caught["find_unused"] == [] and caught["hessian_task"] == []
+        assert len(caught["plain"]) == 1
+        assert "strategy='ddp_find_unused_parameters_true'" in caught["plain"][0]
+        assert "trainer=ddp_hessian" in caught["plain"][0]
+
+
+def lightning_fit(task_kind, out_dir):
+    """Two CPU ranks (gloo) started by Lightning fit two steps each with a plain
+    ``AtomisticTask`` under ``strategy="ddp"`` or a ``HessianTask`` under
+    ``ddp_find_unused_parameters_true`` (run by :func:`run_as_script`).  Rank K works
+    in ``out_dir/rankK``, where ``EpochCost`` would write its ``cost.json``."""
+    import datetime
+    import os
+    from pathlib import Path
+
+    from pytorch_lightning.strategies import DDPStrategy
+    from schnetpack.task import AtomisticTask
+
+    from schnetpack_hessian.steps import hessian_module, labelled_batch, training_task
+    from schnetpack_hessian.study.cost import EpochCost
+    from schnetpack_hessian.testing import quiet_trainer
+
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    work = Path(out_dir) / f"rank{rank}"
+    work.mkdir(exist_ok=True)
+    os.chdir(work)
+    task = training_task("schnet", "hvp", n_atom_basis=8, n_interactions=1)
+    if task_kind == "plain":
+        model = make_potential("schnet", [hessian_module("hvp")], n_atom_basis=8)
+        task = AtomisticTask(
+            model=model, outputs=task.outputs, optimizer_args={"lr": 1e-4}
+        )
+    batch = labelled_batch(build_batch(reference_molecules()))
+    batches = [{k: v.clone() for k, v in batch.items()} for _ in range(2)]
+    trainer = quiet_trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(
+            find_unused_parameters=task_kind != "plain",
+            process_group_backend="gloo",
+            timeout=datetime.timedelta(seconds=60),
+        ),
+        max_steps=1 if task_kind == "plain" else 2,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        callbacks=[EpochCost("cost.json")],
+    )
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    trainer.fit(task, train_dataloaders=loader)
+
+
+@pytest.mark.parametrize("task_kind", ["plain", "hessian_task"])
+def test_lightning_ddp_warns_outside_hessian_task_and_one_rank_writes(
+    task_kind, tmp_path
+):
+    """spktrain's path: a plain AtomisticTask under strategy='ddp' warns on every
+    rank, a HessianTask under ddp_find_unused_parameters_true does not; the run's
+    cost record is written by rank 0 alone."""
+    from schnetpack_hessian.testing import run_as_script
+
+    done = run_as_script(
+        __file__, "lightning_fit", task_kind, str(tmp_path), cwd=tmp_path
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert log.count(UNCHECKED) == (2 if task_kind == "plain" else 0), log[-3000:]
+    assert (tmp_path / "rank0" / "cost.json").exists()
+    assert not (tmp_path / "rank1" / "cost.json").exists()

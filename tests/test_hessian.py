@@ -1,6 +1,7 @@
 """The Hessian output module: exactness, layout, modes, errors."""
 
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import (
+    PROBES,
     CPU_VECTORIZE_MAX_PAIRS,
     HessianSchedule,
     PassPlan,
@@ -17,18 +19,22 @@ from schnetpack_hessian.hessian import (
     was_computed,
     HessianError,
     hessian_rows,
+    products_to_blocks,
     row_seeds,
     sample_probes,
     seeded_products,
 )
 from schnetpack_hessian.layout import blocks_to_square
+from schnetpack_hessian.packing import registered
 from schnetpack_hessian.testing import (
     clone_batch,
     build_batch,
+    device_params,
     energy_and_gradient,
     finite_difference_hessian,
     hessian_loss_gradients,
     make_potential,
+    on_device,
 )
 
 REPRESENTATIONS = ["schnet", "painn"]
@@ -52,6 +58,24 @@ def test_full_hessian_matches_finite_differences(rep, batch):
     assert hessian.shape == reference.shape
     rel = (hessian - reference).norm() / reference.norm()
     assert rel < 1e-6, f"relative error {rel:.2e}"
+
+
+def test_training_hessian_with_the_auto_memory_bound_is_exact(batch):
+    """retain_mb='auto' (the default): the training Hessian equals finite
+    differences and its loss trains the parameters as keeping every graph does."""
+    module = Hessian(mode="full")
+    assert module.passes.retain_mb == "auto"
+    hessian = make_potential("painn", [module]).train()(clone_batch(batch))
+    reference = finite_difference_hessian(
+        make_potential("painn", [spk.atomistic.Forces()]).eval(), batch, step=1e-4
+    )
+    rel = (hessian[properties.hessian].detach() - reference).norm() / reference.norm()
+    assert rel < 1e-6, f"relative error {rel:.2e}"
+    target = torch.randn(reference.shape, dtype=torch.float64)
+    auto = hessian_loss_gradients(Hessian(mode="full"), batch, target)
+    keep = Hessian(mode="full", passes={"memory_efficient": False})
+    for name, grad in hessian_loss_gradients(keep, batch, target).items():
+        torch.testing.assert_close(auto[name], grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("rep", REPRESENTATIONS)
@@ -220,6 +244,14 @@ def test_retain_budget_splits_kept_and_recomputed_graphs(
     torch.testing.assert_close(products.detach(), direct, rtol=0, atol=1e-12)
 
 
+def test_training_in_one_process_does_not_warn_about_ddp(batch):
+    """The DDP warning (tests/test_ddp.py) needs a process group of several."""
+    model = make_potential("schnet", [Hessian(mode="hvp")]).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(clone_batch(batch))[properties.hessian_hvp].sum().backward()
+
+
 def test_energy_only_model_without_forces_module(batch):
     model = make_potential("schnet", [Hessian(mode="full", calc_forces=False)]).eval()
     out = model(clone_batch(batch))
@@ -356,3 +388,59 @@ def test_n_probes_must_be_an_integer(n_probes):
         rf"got {n_probes!r}",
     ):
         Hessian(mode="hvp", n_probes=n_probes)
+
+
+@pytest.mark.parametrize("device", device_params())
+def test_hessian_and_its_products_on_every_device(device, batch):
+    """On each device the full Hessian matches central differences of the CPU
+    forces, and each Hessian-vector product of training is the Hessian times its
+    probe."""
+    reference = finite_difference_hessian(
+        make_potential("painn", [spk.atomistic.Forces()]).eval(), batch, step=1e-4
+    )
+    full = make_potential("painn", [Hessian(mode="full")]).to(device).eval()
+    hessian = full(on_device(batch, device))[properties.hessian]
+    assert hessian.device.type == device
+    rel = (hessian.cpu() - reference).norm() / reference.norm()
+    assert rel < 1e-6, f"relative error {rel:.2e}"
+    model = make_potential("painn", [Hessian(mode="hvp", n_probes=3, seed=1)])
+    out = model.to(device).train()(on_device(batch, device))
+    hvp, probes = out[properties.hessian_hvp].cpu(), out[properties.hessian_probes]
+    assert hvp.requires_grad and probes.device.type == device
+    n_atoms = batch[P.n_atoms]
+    offsets = torch.cumsum(n_atoms, 0) - n_atoms
+    for m, square in enumerate(squares(hessian.cpu(), n_atoms)):
+        lo, n = int(offsets[m]), int(n_atoms[m])
+        v = probes.cpu()[:, lo : lo + n].reshape(3, 3 * n)
+        expected = (v @ square.T).reshape(3, n, 3)
+        torch.testing.assert_close(
+            hvp[:, lo : lo + n].detach(), expected, rtol=0, atol=1e-11
+        )
+
+
+@pytest.mark.parametrize("device", device_params(meta=True))
+def test_seeds_probes_and_blocks_on_every_device(device, batch):
+    """The layout of seeds, probes and Hessian blocks is built on the batch's device
+    from the host sizes alone (on ``meta`` there is nothing else to read)."""
+    moved = on_device(batch, device)
+    n_atoms = moved[P.n_atoms]
+    packed = registered(n_atoms)
+    n_total, n_blocks = packed.packing.n_total, packed.packing.n_blocks
+    rows = torch.arange(3 * packed.packing.max_atoms, device=device)
+    seeds = row_seeds(n_atoms, rows, torch.float64, packed)
+    blocks = products_to_blocks(seeds, seeds, n_atoms, packed)
+    assert seeds.shape == (rows.shape[0], n_total, 3)
+    assert blocks.shape == (n_blocks, 3, 3)
+    assert seeds.device.type == blocks.device.type == device
+    for probe in PROBES:
+        drawn = sample_probes(probe, 2, n_atoms, torch.float64, None, packed)
+        assert drawn.shape == (2, n_total, 3) and drawn.device.type == device
+    if device == "meta":
+        return
+    cpu_rows = torch.arange(rows.shape[0])
+    torch.testing.assert_close(
+        seeds.cpu(), row_seeds(batch[P.n_atoms], cpu_rows, torch.float64)
+    )
+    # Σ_s e_s e_sᵀ over every row is the identity of each molecule
+    for square in squares(blocks.cpu(), batch[P.n_atoms]):
+        torch.testing.assert_close(square, torch.eye(square.shape[0]).double())

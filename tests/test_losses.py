@@ -12,7 +12,13 @@ from schnetpack_hessian import Hessian, HessianOutput, properties
 from schnetpack_hessian.hessian import PassPlan, hessian_rows, sample_probes
 from schnetpack_hessian.layout import blocks_to_square
 from schnetpack_hessian.losses import HessianMAE, HessianRMSE, hessian_errors
-from schnetpack_hessian.testing import clone_batch, energy_and_gradient, make_potential
+from schnetpack_hessian.testing import (
+    clone_batch,
+    device_params,
+    energy_and_gradient,
+    make_potential,
+    on_device,
+)
 
 
 def perturbed_target(model, batch, scale=0.3, seed=1):
@@ -343,3 +349,29 @@ def test_loss_weight_must_be_a_finite_non_negative_number(weight):
         rf"{weight!r}",
     ):
         HessianOutput(loss_weight=weight)
+
+
+@pytest.mark.parametrize("device", device_params(meta=True))
+def test_losses_on_every_device(device, batch):
+    """Full and HVP losses (each scheme and loss) are computed on the predictions'
+    device from the host sizes: a scalar there (shape only on ``meta``), equal to
+    the CPU value elsewhere."""
+    model = make_potential("painn", [Hessian(mode="full")])
+    target, _ = perturbed_target(model, batch)
+    cases = {"full": (model.eval(), ["mse", "mae", "rmse"])}
+    for probe in ("gaussian", "rows"):
+        hvp = make_potential("painn", [Hessian(mode="hvp", probe=probe, n_probes=2)])
+        cases[probe] = (hvp.train(), ["mse"] + (["mae"] if probe == "rows" else []))
+    for scheme, (module, losses) in cases.items():
+        pred = {k: v.detach() for k, v in module(clone_batch(batch)).items()}
+        moved = on_device(pred, device)
+        targets = {properties.hessian: target.to(device)}
+        for loss in losses:
+            output = HessianOutput(
+                loss=loss, probe=None if scheme == "full" else scheme
+            )
+            value = output.calculate_loss(moved, targets)
+            assert value.shape == () and value.device.type == device, (scheme, loss)
+            if device != "meta":
+                expected = output.calculate_loss(pred, {properties.hessian: target})
+                torch.testing.assert_close(value.cpu(), expected, rtol=1e-12, atol=0)

@@ -1,5 +1,9 @@
 """Rigid-motion invariance: fewer seeded passes, the same Hessian."""
 
+import pickle
+import warnings
+import zipfile
+
 import pytest
 import torch
 from ase import Atoms
@@ -10,15 +14,18 @@ import schnetpack.properties as P
 
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import PassPlan, full_hessian, hessian_rows
+from schnetpack_hessian.packing import registered
 from schnetpack_hessian.rigid import rigid_basis, rigid_products
 from schnetpack_hessian.testing import (
     build_batch,
     clone_batch,
+    device_params,
     energy_and_gradient,
     finite_difference_hessian,
     graph_functions,
     hessian_loss_gradients,
     make_potential,
+    on_device,
 )
 
 
@@ -137,6 +144,65 @@ def test_non_invariant_energy_falls_back_to_all_rows_with_a_warning(batch):
     torch.testing.assert_close(again, hessian, rtol=0, atol=0)
 
 
+def _judged_non_invariant(batch):
+    """A SchNet model in a harmonic well whose Hessian module has judged the energy
+    not rigid-motion invariant."""
+    model = make_potential("schnet", [HarmonicWell(), Hessian(mode="full")]).eval()
+    with pytest.warns(UserWarning, match="not invariant under rigid"):
+        model(clone_batch(batch))
+    assert model.output_modules[-1]._invariance_holds == {"rigid": False}
+    return model
+
+
+def test_the_invariance_verdict_is_not_saved_with_the_model(batch, tmp_path):
+    """A verdict belongs to the process, device and precision that made it (e.g. a
+    check failed under autocast): a saved model (torch.save of the whole model as
+    spktrain's best_model, a pickle of the module) loads without it and checks
+    again where it runs."""
+    model = _judged_non_invariant(batch)
+    module = model.output_modules[-1]
+    assert not any("invariance" in key for key in model.state_dict())
+    torch.save(model, tmp_path / "best_model")
+    loaded = torch.load(tmp_path / "best_model", weights_only=False)
+    assert loaded.output_modules[-1]._invariance_holds == {}
+    assert pickle.loads(pickle.dumps(module))._invariance_holds == {}
+    assert module._invariance_holds == {"rigid": False}  # the live one stays
+    # where the loaded model runs the energy is invariant (no field): checked anew
+    loaded.output_modules[1].k = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hessian = loaded(clone_batch(batch))[properties.hessian]
+    assert loaded.output_modules[-1]._invariance_holds == {"rigid": True}
+    reference = make_potential("schnet", [Hessian(mode="full", invariance="none")])
+    torch.testing.assert_close(
+        hessian,
+        reference.eval()(clone_batch(batch))[properties.hessian],
+        rtol=0,
+        atol=1e-12,
+    )
+
+
+def test_models_saved_with_a_verdict_load_without_it(batch, tmp_path, monkeypatch):
+    """Files written before the verdict was left out hold it; loading drops it."""
+    model = _judged_non_invariant(batch)
+    current = Hessian.__getstate__
+    with monkeypatch.context() as earlier:  # how earlier releases pickled the module
+        earlier.setattr(
+            Hessian,
+            "__getstate__",
+            lambda self: {**current(self), "_invariance_holds": {"rigid": False}},
+        )
+        torch.save(model, tmp_path / "best_model")
+    with zipfile.ZipFile(tmp_path / "best_model") as archive:
+        data = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        assert b"_invariance_holds" in archive.read(data)
+    loaded = torch.load(tmp_path / "best_model", weights_only=False)
+    assert loaded.output_modules[-1]._invariance_holds == {}
+    with pytest.warns(UserWarning, match="not invariant under rigid"):
+        loaded(clone_batch(batch))  # checked again, and still not invariant
+    assert loaded.output_modules[-1]._invariance_holds == {"rigid": False}
+
+
 def test_explicit_rigid_symmetry_is_trusted(batch):
     """invariance='rigid' skips the check: wrong for a model that breaks it."""
     trusted = make_potential("schnet", [HarmonicWell(), Hessian(invariance="rigid")])
@@ -199,17 +265,28 @@ def test_float32_symmetry_is_as_accurate_as_all_rows(rep, molecules, shapes):
     assert errors["auto"] < 5 * errors["none"] + 1e-7
 
 
-DEVICES = [
-    "cpu",
-    "meta",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
-    ),
-]
+@pytest.mark.parametrize("device", device_params(meta=True))
+@pytest.mark.parametrize("rotations", [True, False])
+def test_rigid_basis_on_every_device(device, rotations, shapes, batch):
+    """The basis is built on the positions' device from the host sizes and host
+    positions alone (shapes on ``meta``), equal to the CPU basis elsewhere; its
+    rigid products come out on the same device."""
+    for inputs in (build_batch(shapes), batch):
+        moved = on_device(inputs, device)
+        n_atoms = moved[P.n_atoms]
+        basis = rigid_basis(moved[P.R], n_atoms, rotations, registered(n_atoms))
+        reference = rigid_basis(inputs[P.R], inputs[P.n_atoms], rotations)
+        for name in ("rigid", "rotation_coeffs", "complement"):
+            got, expected = getattr(basis, name), getattr(reference, name)
+            assert got.shape == expected.shape and got.device.type == device, name
+            if device != "meta":
+                torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-12)
+        products = rigid_products(torch.ones_like(moved[P.R]), basis)
+        assert products.shape == basis.rigid.shape
+        assert products.device.type == device
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", device_params(meta=True))
 def test_sum_rule_residuals_stay_on_the_input_device(device):
     """Every tensor the residuals build lives on the input's device (the zeros of
     the translations were built on the CPU, which fails for any CUDA input)."""

@@ -200,3 +200,13 @@ def test_checkpoint_of_a_seeded_hvp_model_loads_weights_only(tmp_path, batch):
     expected = torch.randn(5, generator=hessian._probe_generator(torch.device("cpu")))
     drawn = torch.randn(5, generator=again._probe_generator(torch.device("cpu")))
     torch.testing.assert_close(drawn, expected, rtol=0, atol=0)
+
+
+def test_the_task_marks_its_hessian_modules_in_this_process_only():
+    """HessianTask checks the DDP strategy, so its Hessian modules need not warn
+    about it; the mark is not saved with the model (a best_model trained further
+    under another task warns again)."""
+    hessian = make_task().model.output_modules[-1]
+    assert hessian._ddp_checked
+    assert not pickle.loads(pickle.dumps(hessian))._ddp_checked
+    assert not Hessian()._ddp_checked

@@ -2,7 +2,9 @@
 
 All Hessians are Cartesian ``(3N, 3N)`` in eV/Å² at the same geometry (Å, amu); the
 vibrational quantities reuse :mod:`schnetpack_hessian.vibrations` (mass weighting and
-exact projection of translations and rotations).
+exact projection of translations and rotations).  Every eigen-decomposition runs in
+float64, whatever the precision of the model or the stored reference (a float32
+model's Hessian, HORM's float32 Hessians): the Hessians are converted first.
 """
 
 from dataclasses import dataclass
@@ -90,6 +92,12 @@ def _matched_mae(a: NormalModes, b: NormalModes) -> float:
     return float(np.mean(np.abs(a.frequencies[rows] - b.frequencies[cols])))
 
 
+def _symmetric64(hessian: np.ndarray) -> np.ndarray:
+    """``(H + Hᵀ) / 2`` of a ``(3N, 3N)`` Hessian, in float64."""
+    h = np.asarray(hessian, dtype=np.float64)
+    return 0.5 * (h + h.T)
+
+
 def compare_hessians(
     hessian_ref: np.ndarray,
     hessian_model: np.ndarray,
@@ -97,7 +105,7 @@ def compare_hessians(
     masses: np.ndarray,
     imag_threshold: float = IMAG_THRESHOLD,
 ) -> HessianComparison:
-    """Spectral comparison of two Cartesian Hessians at one geometry.
+    """Spectral comparison of two Cartesian Hessians at one geometry, in float64.
 
     Args:
         hessian_ref: ``(3N, 3N)`` reference Hessian, eV/Å².
@@ -106,8 +114,8 @@ def compare_hessians(
         masses: ``(N,)`` in amu.
         imag_threshold: cm⁻¹ below which an imaginary mode is not counted.
     """
-    h_ref = 0.5 * (hessian_ref + hessian_ref.T)
-    h_mod = 0.5 * (hessian_model + hessian_model.T)
+    h_ref = _symmetric64(hessian_ref)
+    h_mod = _symmetric64(hessian_model)
     ev_ref = np.linalg.eigvalsh(h_ref)
     ev_mod = np.linalg.eigvalsh(h_mod)
     unit = np.ones(len(masses))

@@ -45,8 +45,9 @@ def _reset_rss_peak() -> bool:
 class EpochCost(Callback):
     """Record the training wall time of every epoch and the peak memory.
 
-    Writes ``path`` (relative to the run directory) after every epoch; a resumed
-    training continues the record of the run it resumes.  Fields:
+    Writes ``path`` (relative to the run directory) after every epoch, from rank 0
+    alone under DDP (its process's figures; tests/test_ddp.py); a resumed training
+    continues the record of the run it resumes.  Fields:
     ``epoch_seconds`` and ``epoch_cpu_seconds`` (lists), ``peak_rss_mb``,
     ``peak_cuda_mb`` (None on CPU), ``train_peak_rss_mb``, ``train_peak_cuda_mb``
     (training parts only), ``device``.

@@ -97,3 +97,25 @@ def test_expected_imaginary_and_zpe():
     assert zero_point_energy(np.array([-500.0, 1000.0, 2000.0])) == pytest.approx(
         1500.0 * units.invcm
     )
+
+
+def test_a_float32_model_hessian_is_diagonalised_in_float64(water):
+    """The eigen-solves run in float64 even when the model runs in float32 (they ran
+    in the Hessians' own precision: float32 eigenvalues, off by ~1e-7)."""
+    import torch
+
+    from schnetpack_hessian import Hessian, properties
+    from schnetpack_hessian.layout import blocks_to_square
+    from schnetpack_hessian.testing import build_batch, make_potential
+
+    model = make_potential("painn", [Hessian()], dtype=torch.float32).eval()
+    blocks = model(build_batch([water], dtype=torch.float32))[properties.hessian]
+    h32 = blocks_to_square(blocks.detach()).numpy()
+    assert h32.dtype == np.float32
+    h64 = h32.astype(np.float64)
+    comp = compare_hessians(h64, h32, water.positions, water.get_masses())
+    assert comp.eigenvalues_model.dtype == np.float64
+    exact = np.linalg.eigvalsh(0.5 * (h64 + h64.T))
+    np.testing.assert_allclose(comp.eigenvalues_model, exact, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(comp.eigenvalues_model, comp.eigenvalues_ref)
+    assert comp.frequency_mae == 0.0 and comp.eigenvalue_mae == 0.0

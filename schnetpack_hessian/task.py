@@ -42,9 +42,9 @@ from schnetpack.task import AtomisticTask
 
 from schnetpack_hessian import properties
 from schnetpack_hessian.data.validation import HessianDataError
-from schnetpack_hessian.hessian import Hessian
+from schnetpack_hessian.hessian import Hessian, sample_probes
 from schnetpack_hessian.losses import HessianOutput
-from schnetpack_hessian.packing import Packing, register_packing
+from schnetpack_hessian.packing import Packing, packed_batch, register_packing
 from schnetpack_hessian.precision import guard_precision
 from schnetpack_hessian.syncs import deliberate
 from schnetpack_hessian.teacher import Teacher
@@ -66,6 +66,10 @@ warnings.filterwarnings(
 warnings.filterwarnings(
     "ignore", message=r"Attribute 'teacher' is an instance of `nn.Module`"
 )
+
+
+#: seed base of the fixed validation/test probes of teacher labels (+ batch index)
+_FIXED_PROBE_SEED = 7919
 
 
 class NonFiniteLossError(RuntimeError):
@@ -192,12 +196,21 @@ class HessianTask(AtomisticTask):
             )
         return modules[0]
 
-    def with_teacher_labels(self, batch: Dict[str, torch.Tensor]):
+    def with_teacher_labels(
+        self, batch: Dict[str, torch.Tensor], fixed_probes: Optional[int] = None
+    ):
         """The batch with the teacher's product labels: the student's probes
         (:data:`~schnetpack_hessian.properties.hessian_label_probes`, drawn by its
         Hessian module unless the batch holds stored ones) and the teacher's exact
         products along them (:data:`~schnetpack_hessian.properties.hessian_label_hvp`),
-        both ``(ΣN, k, 3)``.  Without a teacher the batch is returned as it is."""
+        both ``(ΣN, k, 3)``.  Without a teacher the batch is returned as it is.
+
+        Args:
+            fixed_probes: draw the probes from a generator seeded with this number
+                (validation and test pass the batch index, so that every epoch's
+                validation loss is measured along the same probes and early
+                stopping compares like with like); None: the module's own stream.
+        """
         if self.teacher is None:
             return batch
         device = batch[structure.R].device
@@ -205,7 +218,21 @@ class HessianTask(AtomisticTask):
             self.teacher.to(device)
         probes = batch.get(properties.hessian_label_probes)
         if probes is None:
-            probes = self._student_hvp.draw_probes(batch).transpose(0, 1)
+            module = self._student_hvp
+            if fixed_probes is None:
+                drawn = module.draw_probes(batch)
+            else:
+                generator = torch.Generator(device=device)
+                generator.manual_seed(_FIXED_PROBE_SEED + int(fixed_probes))
+                drawn = sample_probes(
+                    module.probe,
+                    module.n_probes,
+                    batch[structure.n_atoms],
+                    batch[structure.R].dtype,
+                    generator,
+                    packed_batch(batch),
+                )
+            probes = drawn.transpose(0, 1)
             batch[properties.hessian_label_probes] = probes
         products = self.teacher.hvp(batch, probes.transpose(0, 1).contiguous())
         batch[properties.hessian_label_hvp] = products.transpose(0, 1)
@@ -374,8 +401,10 @@ class HessianTask(AtomisticTask):
 
     def validation_step(self, batch, batch_idx):
         with torch.set_grad_enabled(torch.is_grad_enabled()):
-            return super().validation_step(self.with_teacher_labels(batch), batch_idx)
+            labelled = self.with_teacher_labels(batch, fixed_probes=batch_idx)
+            return super().validation_step(labelled, batch_idx)
 
     def test_step(self, batch, batch_idx):
         with torch.set_grad_enabled(torch.is_grad_enabled()):
-            return super().test_step(self.with_teacher_labels(batch), batch_idx)
+            labelled = self.with_teacher_labels(batch, fixed_probes=batch_idx)
+            return super().test_step(labelled, batch_idx)

@@ -233,3 +233,21 @@ def test_spktrain_distills_a_pretrained_teacher_into_data_without_hessians(tmp_p
     model = torch.load(run / "best_model", weights_only=False)
     module = next(m for m in model.modules() if isinstance(m, Hessian))
     assert module.mode == "hvp" and module.schedule.training == "hvp"
+
+
+def test_validation_labels_use_the_same_probes_every_epoch():
+    """Validation and test draw the teacher's probes from a generator seeded by the
+    batch index: every epoch's validation loss is measured along the same probes
+    (early stopping compares like with like), while training probes change."""
+    task = _task(
+        _student(), Teacher(make_potential("schnet", [spk.atomistic.Forces()]))
+    )
+    batch = build_batch(reference_molecules())
+
+    def probes(**kwargs):
+        labelled = task.with_teacher_labels(clone_batch(batch), **kwargs)
+        return labelled[properties.hessian_label_probes]
+
+    assert torch.equal(probes(fixed_probes=3), probes(fixed_probes=3))
+    assert not torch.equal(probes(fixed_probes=3), probes(fixed_probes=4))
+    assert not torch.equal(probes(), probes())

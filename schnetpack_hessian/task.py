@@ -41,7 +41,7 @@ import schnetpack.properties as structure
 from schnetpack.task import AtomisticTask
 
 from schnetpack_hessian import properties
-from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.errors import HessianDataError
 from schnetpack_hessian.hessian import Hessian, sample_probes
 from schnetpack_hessian.losses import HessianOutput
 from schnetpack_hessian.packing import Packing, packed_batch, register_packing

@@ -10,6 +10,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from schnetpack_hessian.errors import HessianDataError
+
 __all__ = [
     "HessianDataError",
     "SYMMETRY_RTOL",
@@ -52,10 +54,6 @@ MAX_ENERGY_PER_ATOM: float = 1.0e5
 ONE_ATOM_HESSIAN_ATOL: float = 1.0e-2
 
 _MAX_Z = 118
-
-
-class HessianDataError(Exception):
-    """A Hessian data file or structure is malformed (shape, value, unit or label)."""
 
 
 def where(source: Any, index: Optional[int]) -> str:

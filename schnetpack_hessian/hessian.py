@@ -515,8 +515,6 @@ def invariance_error(
 _PROCESS_LOCAL: Dict[str, Any] = {"_invariance_holds": dict, "_ddp_checked": bool}
 
 #: Constructor arguments of earlier releases, now in ``schedule`` or ``passes``.
-_DEPRECATED_SCHEDULE = ("full_in_eval", "in_training")
-_DEPRECATED_PASSES = ("chunk_size", "memory_efficient", "retain_mb", "vectorize")
 
 
 def _schedule_from_flags(mode: str, in_training: bool, full_in_eval: bool) -> Dict:
@@ -607,9 +605,6 @@ class Hessian(nn.Module):
             ``passes:`` block in Hydra).  The default (``retain_mb="auto"``) bounds the
             memory of training graphs at 256 MiB of saved tensors on a CPU and a
             tenth of a GPU's free memory (docs/PERFORMANCE.md).
-        **deprecated: ``full_in_eval``, ``in_training`` (now ``schedule``) and
-            ``chunk_size``, ``memory_efficient``, ``retain_mb``, ``vectorize`` (now
-            ``passes``), accepted for one release with a ``DeprecationWarning``.
     """
 
     def __init__(
@@ -627,7 +622,6 @@ class Hessian(nn.Module):
         invariance: str = "auto",
         seed: Optional[int] = None,
         passes: Union[PassSettings, Mapping[str, Any], None] = None,
-        **deprecated: Any,
     ):
         super().__init__()
         if mode not in MODES:
@@ -643,7 +637,6 @@ class Hessian(nn.Module):
             raise ValueError(
                 f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"
             )
-        schedule, passes = self._take_deprecated(mode, schedule, passes, deprecated)
         self.mode = mode
         self.energy_key = energy_key
         self.force_key = force_key
@@ -668,36 +661,6 @@ class Hessian(nn.Module):
         self.active = True
         self.required_derivatives = [spk_properties.R]
         self.set_schedule(schedule)
-
-    @staticmethod
-    def _take_deprecated(mode, schedule, passes, deprecated):
-        """Fold the constructor arguments of earlier releases into schedule/passes."""
-        unknown = set(deprecated) - set(_DEPRECATED_SCHEDULE + _DEPRECATED_PASSES)
-        if unknown:
-            raise TypeError(f"Hessian: unexpected arguments {sorted(unknown)}")
-        if not deprecated:
-            return schedule, passes
-        warnings.warn(
-            f"Hessian: {sorted(deprecated)} are deprecated; use "
-            "schedule={'training': ..., 'evaluation': ...} and "
-            "passes={'chunk_size': ..., 'vectorize': ..., 'memory_efficient': ..., "
-            "'retain_mb': ...}",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        flags = {k: deprecated[k] for k in _DEPRECATED_SCHEDULE if k in deprecated}
-        if flags:
-            if schedule is not None:
-                raise ValueError("Hessian: give schedule or its old flags, not both")
-            schedule = _schedule_from_flags(
-                mode, flags.get("in_training", True), flags.get("full_in_eval", False)
-            )
-        settings = {k: deprecated[k] for k in _DEPRECATED_PASSES if k in deprecated}
-        if settings:
-            merged = dict(vars(PassSettings.resolve(passes)))
-            merged.update(settings)
-            passes = merged
-        return schedule, passes
 
     def __getstate__(self) -> Dict[str, Any]:
         """The pickled state holds the probe generator's state as a tensor, not the

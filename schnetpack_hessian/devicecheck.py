@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -123,13 +123,23 @@ def check_finite_differences(device: torch.device, size: CheckSize) -> Dict:
     forces.load_state_dict(model.state_dict())
     reference = finite_difference_hessian(forces, batch, step=1e-4)
     error = float((hessian - reference).norm() / reference.norm())
-    return {
-        "status": "pass" if error < FD_TOLERANCE else "fail",
-        **({} if error < FD_TOLERANCE else {"reason": "Hessian differs from FD"}),
-        "relative_error": error,
-        "tolerance": FD_TOLERANCE,
-        "n_atoms": batch[spk_properties.n_atoms].tolist(),
-    }
+    return _verdict(
+        error < FD_TOLERANCE,
+        "Hessian differs from FD",
+        relative_error=error,
+        tolerance=FD_TOLERANCE,
+        n_atoms=batch[spk_properties.n_atoms].tolist(),
+    )
+
+
+def _verdict(ok: bool, reason: str, **fields: Any) -> Dict[str, Any]:
+    """A check's JSON entry: ``status`` pass/fail, the ``reason`` when it fails,
+    then the measured ``fields``."""
+    out: Dict[str, Any] = {"status": "pass" if ok else "fail"}
+    if not ok:
+        out["reason"] = reason
+    out.update(fields)
+    return out
 
 
 #: pass settings compared: every graph kept, all recomputed, the first chunk kept
@@ -182,15 +192,13 @@ def check_memory_bound(device: torch.device, size: CheckSize) -> Dict:
         "recompute": True,
         "split": True,
     }
-    out = {
-        "status": "pass" if ok else "fail",
-        "max_relative_difference": differences,
-        "tolerance": GRADIENT_TOLERANCE,
-        "recomputing_backward_used": bounded,
-    }
-    if not ok:
-        out["reason"] = "gradients differ or the bound was not applied"
-    return out
+    return _verdict(
+        ok,
+        "gradients differ or the bound was not applied",
+        max_relative_difference=differences,
+        tolerance=GRADIENT_TOLERANCE,
+        recomputing_backward_used=bounded,
+    )
 
 
 def _sync_report(events: List[SyncEvent]) -> Dict:
@@ -225,19 +233,17 @@ def check_training(device: torch.device, size: CheckSize, mode: str) -> Dict:
     train_steps(task, batch, size.steps + 2, str(device), monitor)
     peak, kind = peak_memory_mb(device)
     syncs = _sync_report(monitor.syncs[counted_step])
-    out = {
-        "status": "pass" if syncs["from_this_package"] == 0 else "fail",
-        "ms_per_step": monitor.median_ms(skip=1),
-        "steps_timed": max(len(monitor.seconds) - 1, 0),
-        "n_molecules": size.n_molecules,
-        "n_atoms_total": sum(len(m) for m in molecules),
-        "peak_mem_mb": peak,
-        "peak_mem_kind": kind,
-        "host_syncs": syncs,
-    }
-    if out["status"] == "fail":
-        out["reason"] = "host synchronisations from schnetpack_hessian in a step"
-    return out
+    return _verdict(
+        syncs["from_this_package"] == 0,
+        "host synchronisations from schnetpack_hessian in a step",
+        ms_per_step=monitor.median_ms(skip=1),
+        steps_timed=max(len(monitor.seconds) - 1, 0),
+        n_molecules=size.n_molecules,
+        n_atoms_total=sum(len(m) for m in molecules),
+        peak_mem_mb=peak,
+        peak_mem_kind=kind,
+        host_syncs=syncs,
+    )
 
 
 def _ddp_shards(device: torch.device) -> List[Dict[str, torch.Tensor]]:
@@ -331,15 +337,13 @@ def check_ddp(device: torch.device, allow_cpu: bool = False) -> Dict:
     }
     difference = _max_relative_difference(got, expected)
     ok = difference < GRADIENT_TOLERANCE
-    out = {
-        "status": "pass" if ok else "fail",
-        "backend": backend,
-        "max_relative_difference": difference,
-        "tolerance": GRADIENT_TOLERANCE,
-    }
-    if not ok:
-        out["reason"] = "DDP gradients differ from the single-process gradients"
-    return out
+    return _verdict(
+        ok,
+        "DDP gradients differ from the single-process gradients",
+        backend=backend,
+        max_relative_difference=difference,
+        tolerance=GRADIENT_TOLERANCE,
+    )
 
 
 def run_check(

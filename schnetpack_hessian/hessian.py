@@ -761,16 +761,23 @@ class Hessian(nn.Module):
                 self._generator.manual_seed(_stream_seed(self.seed, rank))
         return self._generator
 
-    def draw_probes(self, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """New probes ``(k, ΣN, 3)`` for this batch from the module's scheme and
-        stream (what a training forward in ``mode="hvp"`` draws)."""
+    def draw_probes(
+        self,
+        inputs: Dict[str, torch.Tensor],
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """New probes ``(k, ΣN, 3)`` for this batch in the module's scheme, from
+        ``generator`` or else the module's own stream (what a training forward in
+        ``mode="hvp"`` draws)."""
         positions = inputs[spk_properties.R]
+        if generator is None:
+            generator = self._probe_generator(positions.device)
         return sample_probes(
             self.probe,
             self.n_probes,
             inputs[spk_properties.n_atoms],
             positions.dtype,
-            self._probe_generator(positions.device),
+            generator,
             packed_batch(inputs),
         )
 

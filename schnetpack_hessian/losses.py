@@ -89,14 +89,22 @@ class HessianErrors:
         self.valid = valid
 
 
+def _complete(
+    finite: torch.Tensor, owner: torch.Tensor, n_molecules: int
+) -> torch.Tensor:
+    """Molecules all of whose parts are finite ``(B,)``, from a per-part mask
+    ``finite`` and each part's molecule ``owner`` (no host read)."""
+    bad = torch.zeros(n_molecules, device=finite.device, dtype=torch.long)
+    bad.index_add_(0, owner, (~finite).long())
+    return bad == 0
+
+
 def _molecule_has_target(
     target: torch.Tensor, block_m: torch.Tensor, n_molecules: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(finite-block mask ``(ΣN²,)``, molecule has a complete Hessian ``(B,)``)."""
     finite_block = torch.isfinite(target).flatten(1).all(dim=1)
-    bad = torch.zeros(n_molecules, device=target.device, dtype=torch.long)
-    bad.index_add_(0, block_m, (~finite_block).long())
-    valid = bad == 0
+    valid = _complete(finite_block, block_m, n_molecules)
     return valid[block_m], valid
 
 
@@ -224,9 +232,7 @@ def hvp_label_errors(
         )
     ref_hvp = labels.transpose(0, 1).to(hvp.dtype)
     finite_atom = torch.isfinite(ref_hvp).all(dim=2).all(dim=0)
-    bad = torch.zeros(n_mol, device=labels.device, dtype=torch.long)
-    bad.index_add_(0, packed.idx_m, (~finite_atom).long())
-    valid = bad == 0
+    valid = _complete(finite_atom, packed.idx_m, n_mol)
     ref_hvp = torch.where(
         finite_atom[None, :, None], ref_hvp, torch.zeros_like(ref_hvp)
     )

@@ -42,9 +42,9 @@ from schnetpack.task import AtomisticTask
 
 from schnetpack_hessian import properties
 from schnetpack_hessian.errors import HessianDataError
-from schnetpack_hessian.hessian import Hessian, sample_probes
+from schnetpack_hessian.hessian import Hessian
 from schnetpack_hessian.losses import HessianOutput
-from schnetpack_hessian.packing import Packing, packed_batch, register_packing
+from schnetpack_hessian.packing import Packing, register_packing
 from schnetpack_hessian.precision import guard_precision
 from schnetpack_hessian.syncs import deliberate
 from schnetpack_hessian.teacher import Teacher
@@ -192,7 +192,7 @@ class HessianTask(AtomisticTask):
                 "HessianTask: a teacher labels the products of the student's "
                 f"Hessian(mode='hvp') module (found {len(modules)}) for a "
                 "HessianOutput(target_form='hvp') (found "
-                f"{len(forms)}); use the loss preset 'teacher' or add them"
+                f"{len(forms)}); spktrain's +distill=teacher sets both up"
             )
         return modules[0]
 
@@ -218,21 +218,11 @@ class HessianTask(AtomisticTask):
             self.teacher.to(device)
         probes = batch.get(properties.hessian_label_probes)
         if probes is None:
-            module = self._student_hvp
-            if fixed_probes is None:
-                drawn = module.draw_probes(batch)
-            else:
+            generator = None
+            if fixed_probes is not None:
                 generator = torch.Generator(device=device)
                 generator.manual_seed(_FIXED_PROBE_SEED + int(fixed_probes))
-                drawn = sample_probes(
-                    module.probe,
-                    module.n_probes,
-                    batch[structure.n_atoms],
-                    batch[structure.R].dtype,
-                    generator,
-                    packed_batch(batch),
-                )
-            probes = drawn.transpose(0, 1)
+            probes = self._student_hvp.draw_probes(batch, generator).transpose(0, 1)
             batch[properties.hessian_label_probes] = probes
         products = self.teacher.hvp(batch, probes.transpose(0, 1).contiguous())
         batch[properties.hessian_label_hvp] = products.transpose(0, 1)

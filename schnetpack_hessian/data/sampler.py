@@ -287,41 +287,41 @@ class MixBatchSampler(_EpochBatchSampler):
             n_hessian = min(n_hessian, self.batch_size - 1)
         #: structures with a Hessian per batch (the rest have none)
         self.n_hessian = n_hessian
-        members = self._members(len(self.has_hessian))
-        for name, wanted, count in (
-            ("hessian", n_hessian, int(self.has_hessian[members].sum())),
-            (
-                "ef_only",
-                self.batch_size - n_hessian,
-                int((~self.has_hessian[members]).sum()),
-            ),
-        ):
-            if wanted and not count:
+        for name, population, per_batch in self._populations():
+            if per_batch and not len(population):
                 raise ValueError(
-                    f"MixBatchSampler: mix {dict(mix)} asks for {wanted} '{name}' "
+                    f"MixBatchSampler: mix {dict(mix)} asks for {per_batch} '{name}' "
                     "structures per batch, but the training split has none"
                 )
 
-    def _n_batches(self) -> int:
-        """Enough batches that every structure is drawn at least once."""
+    def _populations(self):
+        """``(name, member indices, structures per batch)`` of the two populations."""
         members = self._members(len(self.has_hessian))
-        with_hessian = int(self.has_hessian[members].sum())
-        counts = (
-            (with_hessian, self.n_hessian),
-            (len(members) - with_hessian, self.batch_size - self.n_hessian),
+        with_hessian = self.has_hessian[members]
+        return (
+            ("hessian", members[with_hessian], self.n_hessian),
+            ("ef_only", members[~with_hessian], self.batch_size - self.n_hessian),
         )
-        return max(-(-count // per_batch) for count, per_batch in counts if per_batch)
+
+    @staticmethod
+    def _count(populations) -> int:
+        """Enough batches that every structure is drawn at least once."""
+        return max(
+            -(-len(population) // per_batch)
+            for _, population, per_batch in populations
+            if per_batch
+        )
+
+    def _n_batches(self) -> int:
+        return self._count(self._populations())
 
     def batches(self, epoch: int) -> List[List[int]]:
         """All batches of one epoch (lists of dataset indices; every rank's share)."""
         rng = self._rng(epoch)
-        members = self._members(len(self.has_hessian))
-        n_batches = self._n_batches()
+        populations = self._populations()
+        n_batches = self._count(populations)
         draws = []
-        for population, per_batch in (
-            (members[self.has_hessian[members]], self.n_hessian),
-            (members[~self.has_hessian[members]], self.batch_size - self.n_hessian),
-        ):
+        for _, population, per_batch in populations:
             needed = n_batches * per_batch
             stream = np.concatenate(
                 [

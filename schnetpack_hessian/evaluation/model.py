@@ -29,7 +29,13 @@ from schnetpack_hessian.pretrained import (
     resolve,
 )
 
-__all__ = ["EvaluationError", "EvaluationModel", "load_model", "load_teacher", "MODEL_FILE"]
+__all__ = [
+    "EvaluationError",
+    "EvaluationModel",
+    "load_model",
+    "load_teacher",
+    "MODEL_FILE",
+]
 
 PathLike = Union[str, Path]
 
@@ -308,7 +314,7 @@ def load_teacher(
             unit than Å.
     """
     loaded = load_model(path, device=device)
-    if spk.units.convert_units(loaded.distance_unit, "Ang") != 1.0:
+    if loaded.angstrom_to_model != 1.0:
         raise EvaluationError(
             f"{loaded.path}: a teacher must work in Å (its distance unit is "
             f"{loaded.distance_unit})"

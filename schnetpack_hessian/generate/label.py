@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 import numpy as np
+import schnetpack as spk
+import schnetpack.transform as trn
+import torch
 from ase import Atoms
 from tqdm import tqdm
 
@@ -28,6 +31,8 @@ from schnetpack_hessian.data.io import (
 )
 from schnetpack_hessian.data.record import HessianRecord, ProductLabels
 from schnetpack_hessian.data.units import conversion_factor
+from schnetpack_hessian.hessian import sample_probes
+from schnetpack_hessian.teacher import Teacher
 
 __all__ = ["LabelReport", "label_file"]
 
@@ -154,12 +159,6 @@ class _ProductLabeller:
     """A teacher's Hessian-vector products along seeded probes, per structure."""
 
     def __init__(self, teacher, n_probes: int, probe: str, seed: int, to_file: float):
-        import schnetpack as spk
-        import schnetpack.transform as trn
-        import torch
-
-        from schnetpack_hessian.teacher import Teacher
-
         self.teacher = Teacher(
             teacher.model, teacher.energy_key, energy_scale=teacher.energy_to_ev
         )  # products in eV/Å², then in the file's unit
@@ -173,10 +172,6 @@ class _ProductLabeller:
 
     def __call__(self, atoms: Atoms, index: int) -> ProductLabels:
         """Labels of one structure (Å): probes and products ``(N, k, 3)``."""
-        import torch
-
-        from schnetpack_hessian.hessian import sample_probes
-
         batch = self.converter([atoms])
         generator = torch.Generator(device=batch["_positions"].device)
         state = np.random.SeedSequence([self.seed, index]).generate_state(1)[0]

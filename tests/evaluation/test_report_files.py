@@ -1,10 +1,10 @@
 """The evaluation's files on a fixed fixture are those written before metrics were typed.
 
-``data/report_files/`` holds ``structures.csv``, ``metrics.json``, the two report
-tables and the study's flat metrics, written by the code that converted units by key
-name (commit 53a611d) from two fake models' predictions on shipped structures. The
-test writes them again and compares: csv headers and cells exactly, json keys exactly
-and numbers to 1e-9 relative, the tables exactly.
+``data/report_files/`` holds ``structures.csv`` (both unit systems), ``metrics.json``,
+the report tables, the study's flat metrics and its metric labels, written by the code
+that converted units by key name (commit 53a611d) from two fake models' predictions on
+shipped structures. The test writes them again and compares: csv headers and cells
+exactly, json keys exactly and numbers to 1e-9 relative, the tables exactly.
 
 The fixture: reactions 0 and 2 of the shipped set, reaction 1 without its product
 (a NaN reverse barrier, no IRC profile), one structure without a reference Hessian and
@@ -41,7 +41,7 @@ from schnetpack_hessian.evaluation.tssearch import (
     TSSearchResult,
     summarize_ts_searches,
 )
-from schnetpack_hessian.study.scoring import flat_metrics
+from schnetpack_hessian.study.scoring import METRICS, flat_metrics
 
 DATA = Path(__file__).resolve().parent / "data" / "report_files"
 NAMES = {0: "HCN -> HNC", 1: "HNO -> HON"}
@@ -147,6 +147,8 @@ def write_files(reports, out: Path) -> None:
     (out / "tables.md").write_text("\n\n".join(tables) + "\n")
     flat = {r.model: flat_metrics(r) for r in reports}
     (out / "flat_metrics.json").write_text(json.dumps(flat, indent=2) + "\n")
+    study = json.dumps(METRICS, indent=2, ensure_ascii=False)
+    (out / "study_metrics.json").write_text(study + "\n", encoding="utf-8")
 
 
 def _same_json(got, want, where: str = "") -> None:
@@ -187,7 +189,9 @@ def test_structures_csv_is_unchanged(written, name):
         assert dict(zip(got[0], g)) == dict(zip(want[0], w))
 
 
-@pytest.mark.parametrize("name", ["metrics.json", "flat_metrics.json"])
+@pytest.mark.parametrize(
+    "name", ["metrics.json", "flat_metrics.json", "study_metrics.json"]
+)
 def test_json_files_are_unchanged(written, name):
     got: Dict = json.loads((written / name).read_text())
     want: Dict = json.loads((DATA / name).read_text())

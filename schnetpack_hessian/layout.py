@@ -5,14 +5,20 @@ matrix d²E/dR_i dR_j.  Collating with ``torch.cat(dim=0)`` then stacks molecule
 different sizes into ``(ΣN², 3, 3)``.  Every reshape between that layout and the square
 ``(3N, 3N)`` matrix, and every index into a packed batch (atom offsets, molecule of an
 atom, block indices), goes through here.
+
+The reshapes take numpy arrays or torch tensors and need only numpy; the packed-batch
+indices import torch when called.  So the data record, and with it the generator
+(which must not load torch before tblite), can use this module.
 """
 
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import numpy as np
-import torch
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+ArrayLike = Union[np.ndarray, "torch.Tensor"]
 
 __all__ = [
     "square_to_blocks",
@@ -27,6 +33,13 @@ __all__ = [
 ]
 
 
+def _swap_atom_axes(h: ArrayLike) -> ArrayLike:
+    """``(..., a, b, c, d)`` → ``(..., a, c, b, d)`` of an array or a tensor."""
+    if isinstance(h, np.ndarray):
+        return np.swapaxes(h, -3, -2)
+    return h.transpose(-3, -2)
+
+
 def square_to_blocks(hessian: ArrayLike) -> ArrayLike:
     """Square Hessian(s) ``(..., 3N, 3N)`` → block layout ``(..., N², 3, 3)``."""
     n3 = hessian.shape[-1]
@@ -37,10 +50,7 @@ def square_to_blocks(hessian: ArrayLike) -> ArrayLike:
     n = n3 // 3
     lead = tuple(hessian.shape[:-2])
     h = hessian.reshape(lead + (n, 3, n, 3))
-    if isinstance(h, torch.Tensor):
-        h = h.transpose(-3, -2)
-    else:
-        h = np.swapaxes(h, -3, -2)
+    h = _swap_atom_axes(h)
     return h.reshape(lead + (n * n, 3, 3))
 
 
@@ -61,10 +71,7 @@ def blocks_to_square(blocks: ArrayLike) -> ArrayLike:
     n = n_atoms_from_blocks(blocks.shape[-3])
     lead = tuple(blocks.shape[:-3])
     h = blocks.reshape(lead + (n, n, 3, 3))
-    if isinstance(h, torch.Tensor):
-        h = h.transpose(-3, -2)
-    else:
-        h = np.swapaxes(h, -3, -2)
+    h = _swap_atom_axes(h)
     return h.reshape(lead + (3 * n, 3 * n))
 
 
@@ -106,14 +113,16 @@ def split_squares(blocks: ArrayLike, n_atoms) -> list:
     return [blocks_to_square(blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def atom_offsets(n_atoms: torch.Tensor) -> torch.Tensor:
+def atom_offsets(n_atoms: "torch.Tensor") -> "torch.Tensor":
     """Index of each molecule's first atom in the packed batch, shape ``(B,)``."""
+    import torch
+
     return torch.cumsum(n_atoms, 0) - n_atoms
 
 
 def molecule_index(
-    n_atoms: torch.Tensor, n_total: Optional[int] = None
-) -> torch.Tensor:
+    n_atoms: "torch.Tensor", n_total: Optional[int] = None
+) -> "torch.Tensor":
     """Molecule of every atom of a packed batch, shape ``(ΣN,)`` (SchNetPack's idx_m).
 
     Args:
@@ -121,6 +130,8 @@ def molecule_index(
         n_total: ``ΣN`` when known on the host (no device read); None: read from
             ``n_atoms`` (a host synchronisation for a device tensor).
     """
+    import torch
+
     if n_total is None:
         n_total = int(n_atoms.sum())
     return torch.repeat_interleave(
@@ -129,10 +140,12 @@ def molecule_index(
 
 
 def local_atom_index(
-    n_atoms: torch.Tensor, n_total: Optional[int] = None
-) -> torch.Tensor:
+    n_atoms: "torch.Tensor", n_total: Optional[int] = None
+) -> "torch.Tensor":
     """Index of every atom inside its own molecule, shape ``(ΣN,)`` (``n_total`` as
     in :func:`molecule_index`)."""
+    import torch
+
     if n_total is None:
         n_total = int(n_atoms.sum())
     idx_m = molecule_index(n_atoms, n_total)
@@ -140,8 +153,8 @@ def local_atom_index(
 
 
 def block_index(
-    n_atoms: torch.Tensor, n_blocks: Optional[int] = None
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n_atoms: "torch.Tensor", n_blocks: Optional[int] = None
+) -> Tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
     """Indices of the ``ΣN²`` Hessian blocks of a packed batch.
 
     Args:
@@ -154,6 +167,8 @@ def block_index(
         the local index of its row atom ``i`` and the packed index of its column atom
         ``j``.
     """
+    import torch
+
     device = n_atoms.device
     n_sq = n_atoms * n_atoms
     if n_blocks is None:

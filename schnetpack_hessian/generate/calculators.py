@@ -20,6 +20,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
+from schnetpack_hessian.layout import blocks_to_square
+
 __all__ = [
     "QCError",
     "MethodSpec",
@@ -233,8 +235,6 @@ class PySCFEngine(Engine):
         return mf
 
     def _run(self, numbers, positions, hessian, fresh):
-        from schnetpack_hessian.layout import blocks_to_square  # imports torch
-
         mf = self._build(numbers, positions)
         nkey = numbers.tobytes()
         dm0 = self._dm if (not fresh and self._dm_numbers == nkey) else None

@@ -3,14 +3,15 @@
 :func:`evaluate_downstream` predicts all structures in batches (exact Hessians),
 compares them structure by structure, pools per kind and per reaction, computes
 barriers and IRC profiles, and runs the TS searches.  Everything is in ASE units
-(eV, Å); :mod:`.report` converts to the study's kcal/mol units when writing.
+(eV, Å), physical numbers as :class:`~schnetpack_hessian.quantities.Quantity` that
+know their dimension; :mod:`.report` converts them to the study's kcal/mol units when
+writing.
 """
 
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 from ase import Atoms
 from tqdm import tqdm
 
@@ -20,11 +21,14 @@ from schnetpack_hessian.evaluation.predict import Prediction, predict
 from schnetpack_hessian.evaluation.reactions import (
     IRCProfile,
     barrier_rows,
+    barrier_stats,
     irc_profile,
+    profile_stats,
     reaction_paths,
 )
 from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD, HessianComparison
 from schnetpack_hessian.evaluation.structures import (
+    STRUCTURE_ROW,
     Row,
     compare_structure,
     group_rows,
@@ -51,10 +55,11 @@ class DownstreamReport:
         rows: one row per structure (:func:`~.structures.structure_row`).
         pooled: ``{"all": {...}, "kind": {kind: {...}}, "reaction": {id: {...}}}``.
         barriers: one row per reaction (:func:`~.reactions.barrier_rows`).
-        barrier_stats: MAE of forward/reverse barriers.
+        barrier_stats: MAE of forward/reverse barriers
+            (:func:`~.reactions.barrier_stats`).
         profiles: IRC energy profiles.
         profile_stats: mean barrier error, mean max deviation, fraction with the
-            maximum at the TS.
+            maximum at the TS (:func:`~.reactions.profile_stats`).
         comparisons: spectral comparison per structure index (for plots).
         ts_results: every TS search.
         ts_summary: per method, see :func:`~.tssearch.summarize_ts_searches`.
@@ -69,9 +74,9 @@ class DownstreamReport:
     rows: List[Row]
     pooled: Dict[str, object]
     barriers: List[Dict[str, object]]
-    barrier_stats: Dict[str, float]
+    barrier_stats: Dict[str, object]
     profiles: List[IRCProfile]
-    profile_stats: Dict[str, float]
+    profile_stats: Dict[str, object]
     comparisons: Dict[int, HessianComparison]
     ts_results: List[TSSearchResult] = field(default_factory=list)
     ts_summary: Dict[str, Dict[str, float]] = field(default_factory=dict)
@@ -102,11 +107,6 @@ def check_elements(model: EvaluationModel, structures: Sequence[Atoms], name: st
                 f"{model.path}: the model was trained on {known}; {name} structure {i} "
                 f"contains {new}"
             )
-
-
-def _mean_abs(values: Sequence[float]) -> float:
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
-    return float(np.abs(v).mean()) if len(v) else float("nan")
 
 
 def evaluate_downstream(
@@ -155,7 +155,7 @@ def evaluate_downstream(
         rows.append(structure_row(i, atoms, pred, comp))
     names = dict(reaction_names or {})
     for row in rows:
-        row["reaction_name"] = names.get(int(row["reaction"]), "")
+        row.update(STRUCTURE_ROW(reaction_name=names.get(int(row["reaction"]), "")))
     pooled = {
         "all": pool(rows),
         "kind": {k: pool(v) for k, v in group_rows(rows, "kind").items()},
@@ -165,30 +165,18 @@ def evaluate_downstream(
     mod_e = [p.energy for p in preds]
     paths = reaction_paths(structures, names)
     barriers = barrier_rows(paths, ref_e, mod_e)
-    barrier_stats = {
-        "barrier_fwd_mae": _mean_abs([b["barrier_fwd_error"] for b in barriers]),
-        "barrier_rev_mae": _mean_abs([b["barrier_rev_error"] for b in barriers]),
-        "n_reactions": len(barriers),
-    }
     profiles = [
         p for p in (irc_profile(rp, ref_e, mod_e) for rp in paths.values()) if p
     ]
-    profile_stats: Dict[str, float] = {"n_profiles": len(profiles)}
-    if profiles:
-        profile_stats.update(
-            irc_barrier_mae=_mean_abs([p.barrier_error for p in profiles]),
-            irc_max_deviation_mean=float(np.mean([p.max_deviation for p in profiles])),
-            irc_maximum_at_ts_rate=float(np.mean([p.maximum_at_ts for p in profiles])),
-        )
     seconds["compare"] = time.perf_counter() - t0
     report = DownstreamReport(
         model=model.name,
         rows=rows,
         pooled=pooled,
         barriers=barriers,
-        barrier_stats=barrier_stats,
+        barrier_stats=barrier_stats(barriers),
         profiles=profiles,
-        profile_stats=profile_stats,
+        profile_stats=profile_stats(profiles),
         comparisons=comparisons,
         reaction_names=names,
         seconds=seconds,

@@ -4,6 +4,9 @@ Structures are grouped by their ``reaction`` label.  Within a reaction, the path
 from the reactant (ξ = 0) to the product (ξ = 1); each IRC point and the TS get the
 progress coordinate ``ξ = d_R / (d_R + d_P)`` with ``d`` the RMSD (Kabsch, atom-mapped)
 to the reactant and product, so any file works whatever order it stores the IRC in.
+Barriers and profile errors are :class:`~schnetpack_hessian.quantities.Quantity`
+energies in eV; :data:`BARRIER_ROW`, :data:`BARRIER_STATS`, :data:`PROFILE_ROW` and
+:data:`PROFILE_STATS` declare every key and its dimension.
 """
 
 from dataclasses import dataclass, field
@@ -14,14 +17,67 @@ from ase import Atoms
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.generate.geometry import rmsd
+from schnetpack_hessian.quantities import Dimension, Quantity, Schema
 
 __all__ = [
     "ReactionPath",
     "reaction_paths",
     "barrier_rows",
+    "barrier_stats",
     "irc_profile",
+    "profile_stats",
     "IRCProfile",
+    "BARRIER_ROW",
+    "BARRIER_STATS",
+    "PROFILE_ROW",
+    "PROFILE_STATS",
 ]
+
+_E = Dimension.ENERGY
+
+#: The keys of a reaction's barrier row (:func:`barrier_rows`); None: labels.
+BARRIER_ROW = Schema(
+    "barrier row",
+    {
+        "reaction": None,
+        "name": None,
+        **{
+            f"barrier_{way}_{what}": _E
+            for way in ("fwd", "rev")
+            for what in ("ref", "model", "error")
+        },
+    },
+)
+
+#: The keys of :func:`barrier_stats`; None: counts.
+BARRIER_STATS = Schema(
+    "barrier statistics",
+    {"barrier_fwd_mae": _E, "barrier_rev_mae": _E, "n_reactions": None},
+)
+
+#: The keys of a profile's row (:meth:`IRCProfile.as_row`); None: labels, flags.
+PROFILE_ROW = Schema(
+    "IRC profile row",
+    {
+        "reaction": None,
+        "name": None,
+        "barrier_error": _E,
+        "max_deviation": _E,
+        "maximum_at_ts": None,
+    },
+)
+
+#: The keys of :func:`profile_stats`; None: counts and the fraction of profiles
+#: whose maximum is at the TS.
+PROFILE_STATS = Schema(
+    "IRC profile statistics",
+    {
+        "n_profiles": None,
+        "irc_barrier_mae": _E,
+        "irc_max_deviation_mean": _E,
+        "irc_maximum_at_ts_rate": None,
+    },
+)
 
 
 @dataclass
@@ -95,26 +151,53 @@ def barrier_rows(
 ) -> List[Dict[str, object]]:
     """Forward (TS − reactant) and reverse (TS − product) barriers, eV.
 
+    Args:
+        paths: the reactions (:func:`reaction_paths`).
+        ref_energy, model_energy: energy of every structure, eV.
+
     Returns:
-        One row per reaction with a TS and at least one minimum: ``reaction``,
-        ``name``, ``barrier_fwd_ref``, ``barrier_fwd_model``, ``barrier_fwd_error``,
-        and the same for ``rev`` (NaN where the minimum is missing).
+        One row per reaction with a TS and at least one minimum (:data:`BARRIER_ROW`):
+        ``reaction``, ``name``, ``barrier_fwd_ref``, ``barrier_fwd_model``,
+        ``barrier_fwd_error``, and the same for ``rev`` (NaN where the minimum is
+        missing).
     """
     rows = []
     for rid, rp in sorted(paths.items()):
         if rp.ts is None or (rp.reactant is None and rp.product is None):
             continue
-        row: Dict[str, object] = {"reaction": rid, "name": rp.name}
+        row = BARRIER_ROW(reaction=rid, name=rp.name)
         for label, end in (("fwd", rp.reactant), ("rev", rp.product)):
             ref = mod = float("nan")
             if end is not None:
                 ref = ref_energy[rp.ts] - ref_energy[end]
                 mod = model_energy[rp.ts] - model_energy[end]
-            row[f"barrier_{label}_ref"] = ref
-            row[f"barrier_{label}_model"] = mod
-            row[f"barrier_{label}_error"] = mod - ref
+            row.update(
+                BARRIER_ROW(
+                    **{
+                        f"barrier_{label}_ref": ref,
+                        f"barrier_{label}_model": mod,
+                        f"barrier_{label}_error": mod - ref,
+                    }
+                )
+            )
         rows.append(row)
     return rows
+
+
+def _mean_abs(values: Sequence[float]) -> float:
+    """Mean absolute value of the finite ``values`` (NaN if none)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    return float(np.abs(v).mean()) if len(v) else float("nan")
+
+
+def barrier_stats(rows: Sequence[Dict[str, object]]) -> Dict[str, object]:
+    """MAE of the forward and reverse barriers of :func:`barrier_rows` (eV; NaN
+    where no reaction has one) and the number of reactions (:data:`BARRIER_STATS`)."""
+    return BARRIER_STATS(
+        barrier_fwd_mae=_mean_abs([b["barrier_fwd_error"] for b in rows]),
+        barrier_rev_mae=_mean_abs([b["barrier_rev_error"] for b in rows]),
+        n_reactions=len(rows),
+    )
 
 
 @dataclass(frozen=True)
@@ -129,8 +212,8 @@ class IRCProfile:
         ref: ``(P,)`` reference energies relative to the reference reactant.
         model: ``(P,)`` model energies relative to the model's reactant.
         ts_position: index of the TS in the path (-1 if the data has none).
-        barrier_error: max(model) − max(ref) along the path.
-        max_deviation: max |model − ref| along the path.
+        barrier_error: max(model) − max(ref) along the path, an energy.
+        max_deviation: max |model − ref| along the path, an energy.
         maximum_at_ts: whether the model's highest point is the reference TS.
     """
 
@@ -140,9 +223,19 @@ class IRCProfile:
     ref: np.ndarray
     model: np.ndarray
     ts_position: int
-    barrier_error: float
-    max_deviation: float
+    barrier_error: Quantity
+    max_deviation: Quantity
     maximum_at_ts: bool
+
+    def as_row(self) -> Dict[str, object]:
+        """The profile's errors as a :data:`PROFILE_ROW`."""
+        return PROFILE_ROW(
+            reaction=self.reaction,
+            name=self.name,
+            barrier_error=self.barrier_error,
+            max_deviation=self.max_deviation,
+            maximum_at_ts=self.maximum_at_ts,
+        )
 
 
 def irc_profile(
@@ -163,7 +256,27 @@ def irc_profile(
         ref=ref,
         model=mod,
         ts_position=ts_pos,
-        barrier_error=float(mod.max() - ref.max()),
-        max_deviation=float(np.abs(mod - ref).max()),
+        barrier_error=Quantity(mod.max() - ref.max(), _E),
+        max_deviation=Quantity(np.abs(mod - ref).max(), _E),
         maximum_at_ts=bool(ts_pos >= 0 and int(np.argmax(mod)) == ts_pos),
     )
+
+
+def profile_stats(profiles: Sequence[IRCProfile]) -> Dict[str, object]:
+    """Mean absolute barrier error and mean maximum deviation of ``profiles`` (eV),
+    and the fraction whose maximum is at the TS (:data:`PROFILE_STATS`; only the
+    count when there are no profiles)."""
+    stats = PROFILE_STATS(n_profiles=len(profiles))
+    if profiles:
+        stats.update(
+            PROFILE_STATS(
+                irc_barrier_mae=_mean_abs([p.barrier_error for p in profiles]),
+                irc_max_deviation_mean=float(
+                    np.mean([p.max_deviation for p in profiles])
+                ),
+                irc_maximum_at_ts_rate=float(
+                    np.mean([p.maximum_at_ts for p in profiles])
+                ),
+            )
+        )
+    return stats

@@ -1,8 +1,10 @@
 """Per-structure errors of a model and their pooling per kind and per reaction.
 
-A row holds one structure's numbers in ASE units (eV, eV/Å, eV/Å², cm⁻¹); pooled
-statistics weight each structure by its number of force components, Hessian
-entries, eigenvalues or modes, so that pooled MAE/RMSE equal those over all entries.
+A row holds one structure's numbers, its physical ones as
+:class:`~schnetpack_hessian.quantities.Quantity` in ASE units (eV, eV/Å, eV/Å², cm⁻¹);
+:data:`STRUCTURE_ROW` and :data:`POOLED` declare every key and its dimension. Pooled
+statistics weight each structure by its number of force components, Hessian entries,
+eigenvalues or modes, so that pooled MAE/RMSE equal those over all entries.
 """
 
 import math
@@ -13,6 +15,7 @@ from ase import Atoms
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.evaluation.predict import Prediction
+from schnetpack_hessian.quantities import Dimension, Schema
 from schnetpack_hessian.evaluation.spectra import (
     IMAG_THRESHOLD,
     HessianComparison,
@@ -22,33 +25,80 @@ from schnetpack_hessian.evaluation.spectra import (
 
 __all__ = [
     "Row",
+    "STRUCTURE_ROW",
+    "POOLED",
     "structure_row",
     "compare_structure",
     "pool",
     "group_rows",
-    "POOLED_UNITS",
 ]
 
-#: One structure's numbers (see :func:`structure_row` for the keys).
+_E, _F, _H = Dimension.ENERGY, Dimension.FORCE, Dimension.HESSIAN
+_CM, _ONE = Dimension.WAVENUMBER, Dimension.DIMENSIONLESS
+
+#: One structure's numbers (keys and dimensions: :data:`STRUCTURE_ROW`).
 Row = Dict[str, object]
 
-#: Pooled metric → physical dimension (``energy``, ``force``, ``hessian``,
-#: ``cm-1``, ``1`` dimensionless); the report converts by dimension.
-POOLED_UNITS: Dict[str, str] = {
-    "energy_mae": "energy",
-    "energy_rmse": "energy",
-    "forces_mae": "force",
-    "forces_rmse": "force",
-    "hessian_mae": "hessian",
-    "hessian_rmse": "hessian",
-    "eigenvalue_mae": "hessian",
-    "lowest_mode_cosine": "1",
-    "lowest_mode_cosine_mw": "1",
-    "frequency_mae": "cm-1",
-    "frequency_mae_matched": "cm-1",
-    "imaginary_count_accuracy": "1",
-    "zpe_mae": "energy",
-}
+#: The keys of a structure's row, in column order; None: labels, indices, counts.
+STRUCTURE_ROW = Schema(
+    "structure row",
+    {
+        "index": None,
+        "kind": None,
+        "reaction": None,
+        "formula": None,
+        "n_atoms": None,
+        "energy_ref": _E,
+        "energy_model": _E,
+        "energy_error": _E,
+        "forces_mae": _F,
+        "forces_rmse": _F,
+        "n_forces": None,
+        "hessian_mae": _H,
+        "hessian_rmse": _H,
+        "n_hessian": None,
+        "eigenvalue_mae": _H,
+        "n_eigenvalues": None,
+        "lowest_mode_cosine": _ONE,
+        "lowest_mode_cosine_mw": _ONE,
+        "frequency_mae": _CM,
+        "frequency_mae_matched": _CM,
+        "n_modes": None,
+        "n_imaginary_ref": None,
+        "n_imaginary_model": None,
+        "n_imaginary_expected": None,
+        "imaginary_count_correct": None,
+        "zpe_ref": _E,
+        "zpe_model": _E,
+        "zpe_error": _E,
+        "reaction_name": None,
+    },
+)
+
+#: The keys of pooled statistics (:func:`pool`); None: counts.
+POOLED = Schema(
+    "pooled statistics",
+    {
+        "n_structures": None,
+        "energy_mae": _E,
+        "energy_rmse": _E,
+        "forces_mae": _F,
+        "forces_rmse": _F,
+        "hessian_mae": _H,
+        "hessian_rmse": _H,
+        "n_hessians": None,
+        "eigenvalue_mae": _H,
+        "lowest_mode_cosine": _ONE,
+        "lowest_mode_cosine_mw": _ONE,
+        "frequency_mae": _CM,
+        "frequency_mae_matched": _CM,
+        "imaginary_count_accuracy": _ONE,
+        "zpe_mae": _E,
+    },
+)
+
+#: Pooled metric → dimension name; kept until the report reads :data:`POOLED`.
+POOLED_UNITS: Dict[str, str] = {k: d.value for k, d in POOLED.dimensions.items()}
 
 
 def structure_row(
@@ -68,45 +118,49 @@ def structure_row(
     """
     ref_e = atoms.get_potential_energy()
     df = prediction.forces - atoms.get_forces()
-    row: Row = {
-        "index": index,
-        "kind": atoms.info.get(P.kind, "other"),
-        "reaction": int(atoms.info.get(P.reaction, -1)),
-        "formula": atoms.get_chemical_formula(),
-        "n_atoms": len(atoms),
-        "energy_ref": ref_e,
-        "energy_model": prediction.energy,
-        "energy_error": prediction.energy - ref_e,
-        "forces_mae": float(np.abs(df).mean()),
-        "forces_rmse": float(np.sqrt((df**2).mean())),
-        "n_forces": int(df.size),
-    }
+    row: Row = STRUCTURE_ROW(
+        index=index,
+        kind=atoms.info.get(P.kind, "other"),
+        reaction=int(atoms.info.get(P.reaction, -1)),
+        formula=atoms.get_chemical_formula(),
+        n_atoms=len(atoms),
+        energy_ref=ref_e,
+        energy_model=prediction.energy,
+        energy_error=prediction.energy - ref_e,
+        forces_mae=float(np.abs(df).mean()),
+        forces_rmse=float(np.sqrt((df**2).mean())),
+        n_forces=int(df.size),
+    )
     href = atoms.info.get(P.hessian)
     if href is not None and prediction.hessian is not None:
         dh = prediction.hessian - href
         row.update(
-            hessian_mae=float(np.abs(dh).mean()),
-            hessian_rmse=float(np.sqrt((dh**2).mean())),
-            n_hessian=int(dh.size),
+            STRUCTURE_ROW(
+                hessian_mae=float(np.abs(dh).mean()),
+                hessian_rmse=float(np.sqrt((dh**2).mean())),
+                n_hessian=int(dh.size),
+            )
         )
     if comparison is not None:
         expected = expected_imaginary(str(row["kind"]))
         target = comparison.n_imaginary_ref if expected is None else expected
         row.update(
-            eigenvalue_mae=comparison.eigenvalue_mae,
-            n_eigenvalues=len(comparison.eigenvalues_ref),
-            lowest_mode_cosine=comparison.lowest_mode_cosine,
-            lowest_mode_cosine_mw=comparison.lowest_mode_cosine_mw,
-            frequency_mae=comparison.frequency_mae,
-            frequency_mae_matched=comparison.frequency_mae_matched,
-            n_modes=len(comparison.frequencies_ref),
-            n_imaginary_ref=comparison.n_imaginary_ref,
-            n_imaginary_model=comparison.n_imaginary_model,
-            n_imaginary_expected=-1 if expected is None else expected,
-            imaginary_count_correct=int(comparison.n_imaginary_model == target),
-            zpe_ref=comparison.zpe_ref,
-            zpe_model=comparison.zpe_model,
-            zpe_error=comparison.zpe_model - comparison.zpe_ref,
+            STRUCTURE_ROW(
+                eigenvalue_mae=comparison.eigenvalue_mae,
+                n_eigenvalues=len(comparison.eigenvalues_ref),
+                lowest_mode_cosine=comparison.lowest_mode_cosine,
+                lowest_mode_cosine_mw=comparison.lowest_mode_cosine_mw,
+                frequency_mae=comparison.frequency_mae,
+                frequency_mae_matched=comparison.frequency_mae_matched,
+                n_modes=len(comparison.frequencies_ref),
+                n_imaginary_ref=comparison.n_imaginary_ref,
+                n_imaginary_model=comparison.n_imaginary_model,
+                n_imaginary_expected=-1 if expected is None else expected,
+                imaginary_count_correct=int(comparison.n_imaginary_model == target),
+                zpe_ref=comparison.zpe_ref,
+                zpe_model=comparison.zpe_model,
+                zpe_error=comparison.zpe_model - comparison.zpe_ref,
+            )
         )
     return row
 
@@ -143,32 +197,38 @@ def _nan(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def pool(rows: Sequence[Row]) -> Dict[str, float]:
-    """Pooled statistics of a group of rows (ASE units, see :data:`POOLED_UNITS`)."""
-    out: Dict[str, float] = {
-        "n_structures": len(rows),
-        "energy_mae": _mean(rows, "energy_error", abs),
-        "energy_rmse": math.sqrt(_mean(rows, "energy_error", lambda x: x * x)),
-        "forces_mae": _weighted(rows, "forces_mae", "n_forces", False),
-        "forces_rmse": _weighted(rows, "forces_rmse", "n_forces", True),
-    }
+def pool(rows: Sequence[Row]) -> Dict[str, object]:
+    """Pooled statistics of a group of rows (keys and dimensions: :data:`POOLED`)."""
+    out: Dict[str, object] = POOLED(
+        n_structures=len(rows),
+        energy_mae=_mean(rows, "energy_error", abs),
+        energy_rmse=math.sqrt(_mean(rows, "energy_error", lambda x: x * x)),
+        forces_mae=_weighted(rows, "forces_mae", "n_forces", False),
+        forces_rmse=_weighted(rows, "forces_rmse", "n_forces", True),
+    )
     if any("hessian_mae" in r for r in rows):
         out.update(
-            hessian_mae=_weighted(rows, "hessian_mae", "n_hessian", False),
-            hessian_rmse=_weighted(rows, "hessian_rmse", "n_hessian", True),
-            n_hessians=sum(1 for r in rows if "hessian_mae" in r),
+            POOLED(
+                hessian_mae=_weighted(rows, "hessian_mae", "n_hessian", False),
+                hessian_rmse=_weighted(rows, "hessian_rmse", "n_hessian", True),
+                n_hessians=sum(1 for r in rows if "hessian_mae" in r),
+            )
         )
     if any("eigenvalue_mae" in r for r in rows):
         out.update(
-            eigenvalue_mae=_weighted(rows, "eigenvalue_mae", "n_eigenvalues", False),
-            lowest_mode_cosine=_mean(rows, "lowest_mode_cosine"),
-            lowest_mode_cosine_mw=_mean(rows, "lowest_mode_cosine_mw"),
-            frequency_mae=_weighted(rows, "frequency_mae", "n_modes", False),
-            frequency_mae_matched=_weighted(
-                rows, "frequency_mae_matched", "n_modes", False
-            ),
-            imaginary_count_accuracy=_mean(rows, "imaginary_count_correct"),
-            zpe_mae=_mean(rows, "zpe_error", abs),
+            POOLED(
+                eigenvalue_mae=_weighted(
+                    rows, "eigenvalue_mae", "n_eigenvalues", False
+                ),
+                lowest_mode_cosine=_mean(rows, "lowest_mode_cosine"),
+                lowest_mode_cosine_mw=_mean(rows, "lowest_mode_cosine_mw"),
+                frequency_mae=_weighted(rows, "frequency_mae", "n_modes", False),
+                frequency_mae_matched=_weighted(
+                    rows, "frequency_mae_matched", "n_modes", False
+                ),
+                imaginary_count_accuracy=_mean(rows, "imaginary_count_correct"),
+                zpe_mae=_mean(rows, "zpe_error", abs),
+            )
         )
     return out
 

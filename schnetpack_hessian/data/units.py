@@ -6,12 +6,13 @@ is kcal / mol / Å / Å, but ``"eV/Ang^2"``, ``"eV/Å²"`` or ``"Hartree/Bohr**2
 :func:`normalize_unit` rewrites such spellings into the form SchNetPack understands, so
 that every unit stored in a file or passed to a data module is parseable by plain
 SchNetPack as well.
+
+SchNetPack (and with it torch) is imported on the first conversion, not with this
+module: the data record uses it, and the generator must not load torch before tblite.
 """
 
 import re
 from typing import Dict, List, Optional, Tuple
-
-import schnetpack as spk
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.validation import HessianDataError
@@ -63,6 +64,14 @@ _ALIASES = {"Å": "Ang", "Angstrom": "Ang", "A": "Ang", "Ha": "Hartree", "au": "
 _POWER = re.compile(r"^([^\W\d_]+)\^([23])$|^([^\W\d_]+)([²³])$")
 
 
+def _spk_factor(source: str, target: str) -> float:
+    """SchNetPack's factor from ``source`` to ``target`` units
+    (:func:`schnetpack.units.convert_units`, imported here on first use)."""
+    from schnetpack.units import convert_units
+
+    return float(convert_units(source, target))
+
+
 def normalize_unit(unit: Optional[str]) -> Optional[str]:
     """Rewrite a unit string into SchNetPack's ``a/b/c`` form and check it parses.
 
@@ -88,7 +97,7 @@ def normalize_unit(unit: Optional[str]) -> Optional[str]:
     denominators = [f for piece in pieces[1:] for f in _expand(piece)]
     normalized = "/".join([numerator] + denominators)
     try:
-        spk.units.convert_units(normalized, "eV")
+        _spk_factor(normalized, "eV")
     except (AttributeError, Warning, KeyError, TypeError) as err:
         raise HessianDataError(
             f"unknown unit {unit!r} (normalised to {normalized!r}); use ASE unit names "
@@ -239,7 +248,7 @@ def conversion_factor(source: Optional[str], target: Optional[str]) -> float:
             f"{target!r} ({_dimension_name(unit_dimension(target))}): different "
             "dimensions"
         )
-    return float(spk.units.convert_units(source, target))
+    return _spk_factor(source, target)
 
 
 def derived_units(

@@ -7,98 +7,90 @@ Public entry points:
 - :class:`HessianDataModule` and the split strategies.
 - :class:`HessianDataError` and the validation helpers; :class:`PhysicsCheck` (sum
   rules and force-constant magnitudes against the stored forces).
+
+Names are imported on first use (PEP 562, as in :mod:`schnetpack_hessian`): the
+record, its units and checks need no torch, so the generator can use them before
+tblite loads, while the datasets and the data module import torch when asked for.
 """
 
-from schnetpack_hessian.data.validation import (
-    SYMMETRY_RTOL,
-    HessianDataError,
-    SymmetryReport,
-    check_hessian,
-    hessian_asymmetry,
-    symmetrize,
-)
-from schnetpack_hessian.data.units import (
-    ASE_UNITS,
-    conversion_factor,
-    derived_units,
-    normalize_unit,
-)
-from schnetpack_hessian.data.record import (
-    HessianRecord,
-    Origin,
-    ReactionIds,
-    reaction_names,
-    convert_record,
-    kind_code,
-    kind_name,
-    record_from_atoms,
-    record_to_atoms,
-    validate_record,
-)
-from schnetpack_hessian.data.physics import PHYSICS_RTOL, PhysicsCheck, PhysicsReport
-from schnetpack_hessian.data.hdf5 import HDF5AtomsData
-from schnetpack_hessian.data.ase_db import HessianASEAtomsData
-from schnetpack_hessian.data.splitting import (
-    CriticalPointSplit,
-    RandomStructureSplit,
-    ReactionSplit,
-)
-from schnetpack_hessian.data.datamodule import HessianDataModule
-from schnetpack_hessian.data.io import (
-    RecordWriter,
-    atomic_output,
-    backend_of,
-    check_file,
-    file_metadata,
-    file_reactions,
-    file_units,
-    iread,
-    open_dataset,
-    read_records,
-    write,
-    write_records,
-)
+from importlib import import_module
+from typing import Any, List
 
-__all__ = [
-    "CriticalPointSplit",
-    "HessianDataModule",
-    "RandomStructureSplit",
-    "ReactionSplit",
-    "ASE_UNITS",
-    "SYMMETRY_RTOL",
-    "HDF5AtomsData",
-    "HessianASEAtomsData",
-    "HessianDataError",
-    "HessianRecord",
-    "Origin",
-    "PHYSICS_RTOL",
-    "PhysicsCheck",
-    "PhysicsReport",
-    "ReactionIds",
-    "reaction_names",
-    "RecordWriter",
-    "SymmetryReport",
-    "atomic_output",
-    "backend_of",
-    "check_file",
-    "check_hessian",
-    "conversion_factor",
-    "convert_record",
-    "derived_units",
-    "file_metadata",
-    "file_reactions",
-    "file_units",
-    "hessian_asymmetry",
-    "iread",
-    "kind_code",
-    "kind_name",
-    "normalize_unit",
-    "open_dataset",
-    "read_records",
-    "record_from_atoms",
-    "record_to_atoms",
-    "symmetrize",
-    "validate_record",
-    "write",
-    "write_records",
-]
+#: public name → module of this package that defines it
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "SYMMETRY_RTOL",
+            "HessianDataError",
+            "SymmetryReport",
+            "check_hessian",
+            "hessian_asymmetry",
+            "symmetrize",
+        ),
+        "validation",
+    ),
+    **dict.fromkeys(
+        ("ASE_UNITS", "conversion_factor", "derived_units", "normalize_unit"), "units"
+    ),
+    **dict.fromkeys(
+        (
+            "HessianRecord",
+            "Origin",
+            "ReactionIds",
+            "reaction_names",
+            "convert_record",
+            "kind_code",
+            "kind_name",
+            "record_from_atoms",
+            "record_to_atoms",
+            "validate_record",
+        ),
+        "record",
+    ),
+    **dict.fromkeys(("PHYSICS_RTOL", "PhysicsCheck", "PhysicsReport"), "physics"),
+    "HDF5AtomsData": "hdf5",
+    "HessianASEAtomsData": "ase_db",
+    **dict.fromkeys(
+        ("CriticalPointSplit", "RandomStructureSplit", "ReactionSplit"), "splitting"
+    ),
+    "HessianDataModule": "datamodule",
+    **dict.fromkeys(
+        (
+            "RecordWriter",
+            "atomic_output",
+            "backend_of",
+            "check_file",
+            "file_metadata",
+            "file_reactions",
+            "file_units",
+            "iread",
+            "open_dataset",
+            "read_records",
+            "write",
+            "write_records",
+        ),
+        "io",
+    ),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    else:  # a submodule not imported yet (``data.storage``)
+        try:
+            value = import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(
+                f"module {__name__!r} has no attribute {name!r}"
+            ) from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,12 +10,12 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from schnetpack_hessian.evaluation.downstream import DownstreamReport
-from schnetpack_hessian.evaluation.report import UNIT_SYSTEMS
 from schnetpack_hessian.evaluation.tssearch import METHODS
+from schnetpack_hessian.quantities import Dimension
 
 __all__ = ["write_plots"]
 
-_KCAL = 1.0 / UNIT_SYSTEMS["kcal/mol"]["energy"][1]  # eV per kcal/mol
+_KCAL = 1.0 / Dimension.ENERGY.factor("kcal/mol")  # eV per kcal/mol
 _MAX_POINTS = 20000
 
 

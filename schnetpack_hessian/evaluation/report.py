@@ -2,7 +2,8 @@
 
 Numbers are computed in ASE units (eV, Å) and written in two unit systems: the
 study's (kcal/mol, kcal/mol/Å, kcal/mol/Å²) and eV (eV, eV/Å, eV/Å²); frequencies
-are in cm⁻¹, cosines and rates are dimensionless.
+are in cm⁻¹, cosines and rates are dimensionless. Each physical number is a
+:class:`~schnetpack_hessian.quantities.Quantity` and converts by its own dimension.
 """
 
 import csv
@@ -11,15 +12,26 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ase import units
-
 from schnetpack_hessian import markdown
 from schnetpack_hessian.evaluation.downstream import DownstreamReport
-from schnetpack_hessian.evaluation.structures import POOLED_UNITS
+from schnetpack_hessian.evaluation.reactions import (
+    BARRIER_ROW,
+    BARRIER_STATS,
+    PROFILE_ROW,
+    PROFILE_STATS,
+)
+from schnetpack_hessian.evaluation.structures import POOLED, STRUCTURE_ROW
+from schnetpack_hessian.quantities import (
+    UNIT_SYSTEMS,
+    Dimension,
+    Quantity,
+    dimensions_of,
+    in_units,
+)
 
 __all__ = [
     "UNIT_SYSTEMS",
-    "DIMENSIONS",
+    "METRIC_DIMENSIONS",
     "in_units",
     "metrics_dict",
     "write_metrics",
@@ -29,65 +41,11 @@ __all__ = [
     "write_report_md",
 ]
 
-_KCAL = units.kcal / units.mol  # eV per kcal/mol
-
-#: unit system → dimension → (unit label, factor from ASE units).
-UNIT_SYSTEMS: Dict[str, Dict[str, tuple]] = {
-    "kcal/mol": {
-        "energy": ("kcal/mol", 1.0 / _KCAL),
-        "force": ("kcal/mol/Ang", 1.0 / _KCAL),
-        "hessian": ("kcal/mol/Ang^2", 1.0 / _KCAL),
-        "cm-1": ("cm^-1", 1.0),
-        "1": ("1", 1.0),
-    },
-    "eV": {
-        "energy": ("eV", 1.0),
-        "force": ("eV/Ang", 1.0),
-        "hessian": ("eV/Ang^2", 1.0),
-        "cm-1": ("cm^-1", 1.0),
-        "1": ("1", 1.0),
-    },
-}
-
-#: Every key with a physical dimension that the reports write.
-DIMENSIONS: Dict[str, str] = dict(
-    POOLED_UNITS,
-    energy_ref="energy",
-    energy_model="energy",
-    energy_error="energy",
-    eigenvalue_mae="hessian",
-    frequency_mae="cm-1",
-    frequency_mae_matched="cm-1",
-    zpe_ref="energy",
-    zpe_model="energy",
-    zpe_error="energy",
-    barrier_fwd_ref="energy",
-    barrier_fwd_model="energy",
-    barrier_fwd_error="energy",
-    barrier_rev_ref="energy",
-    barrier_rev_model="energy",
-    barrier_rev_error="energy",
-    barrier_fwd_mae="energy",
-    barrier_rev_mae="energy",
-    irc_barrier_mae="energy",
-    irc_max_deviation_mean="energy",
-    barrier_error="energy",
-    max_deviation="energy",
+#: Every dimensioned key the reports write and its dimension, as the rows and
+#: statistics declare them (``metric_dimensions`` in ``metrics.json``).
+METRIC_DIMENSIONS: Dict[str, Dimension] = dimensions_of(
+    POOLED, STRUCTURE_ROW, BARRIER_ROW, BARRIER_STATS, PROFILE_STATS, PROFILE_ROW
 )
-
-
-def in_units(values: Mapping[str, object], system: str) -> Dict[str, object]:
-    """Copy of ``values`` (ASE units) with every dimensioned key in ``system``."""
-    table = UNIT_SYSTEMS[system]
-    out: Dict[str, object] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            out[key] = in_units(value, system)
-        elif key in DIMENSIONS and isinstance(value, (int, float)):
-            out[key] = float(value) * table[DIMENSIONS[key]][1]
-        else:
-            out[key] = value
-    return out
 
 
 def _finite(value: object) -> object:
@@ -102,16 +60,7 @@ def _finite(value: object) -> object:
 
 
 def _model_metrics(report: DownstreamReport) -> Dict[str, object]:
-    profiles = [
-        {
-            "reaction": p.reaction,
-            "name": p.name,
-            "barrier_error": p.barrier_error,
-            "max_deviation": p.max_deviation,
-            "maximum_at_ts": p.maximum_at_ts,
-        }
-        for p in report.profiles
-    ]
+    profiles = [p.as_row() for p in report.profiles]
     base = {
         "pooled": report.pooled,
         "barriers": {"stats": report.barrier_stats, "reactions": report.barriers},
@@ -134,10 +83,10 @@ def metrics_dict(
     return _finite(
         {
             "units": {
-                system: {dim: label for dim, (label, _) in table.items()}
+                system: {dim.value: unit.label for dim, unit in table.items()}
                 for system, table in UNIT_SYSTEMS.items()
             },
-            "metric_dimensions": DIMENSIONS,
+            "metric_dimensions": {k: d.value for k, d in METRIC_DIMENSIONS.items()},
             "settings": dict(settings),
             "models": {r.model: _model_metrics(r) for r in reports},
         }
@@ -154,16 +103,21 @@ def write_metrics(
 def write_structures_csv(
     path: Path, reports: Sequence[DownstreamReport], system: str = "kcal/mol"
 ) -> None:
-    """One row per structure and model; dimensioned columns carry their unit."""
-    table = UNIT_SYSTEMS[system]
+    """One row per structure and model; columns of quantities carry their unit."""
     keys: List[str] = []
+    dims: Dict[str, Dimension] = {}
     for report in reports:
         for row in report.rows:
             keys += [k for k in row if k not in keys]
+            for key, value in row.items():
+                if isinstance(value, Quantity):
+                    dims.setdefault(key, value.dimension)
 
     def header(key: str) -> str:
-        dim = DIMENSIONS.get(key)
-        return f"{key} ({table[dim][0]})" if dim and dim != "1" else key
+        dim = dims.get(key, Dimension.DIMENSIONLESS)
+        if dim is Dimension.DIMENSIONLESS:
+            return key
+        return f"{key} ({dim.label(system)})"
 
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -190,7 +144,7 @@ def _fmt(value: object, digits: int = 2) -> str:
 
 def summary_table(reports: Sequence[DownstreamReport], system: str = "kcal/mol") -> str:
     """Two Markdown tables: errors per kind, and barriers, IRC and TS search."""
-    u = {dim: label for dim, (label, _) in UNIT_SYSTEMS[system].items()}
+    u = {dim.value: unit.label for dim, unit in UNIT_SYSTEMS[system].items()}
     head = (
         f"| model | set | n | E MAE ({u['energy']}) | F MAE ({u['force']}) | "
         f"H MAE ({u['hessian']}) | eigval MAE ({u['hessian']}) | ν MAE (cm⁻¹) | "
@@ -240,28 +194,31 @@ def summary_table(reports: Sequence[DownstreamReport], system: str = "kcal/mol")
     return "\n".join(lines)
 
 
-#: (label, where in a report, dimension) of the columns of :func:`group_table`.
+#: (label, where in a report) of the columns of :func:`group_table`; a column's unit
+#: is its metric's declared dimension (:data:`METRIC_DIMENSIONS`; TS rates have none).
 GROUP_COLUMNS = (
-    ("E MAE IRC", ("pooled", "kind", "irc", "energy_mae"), "energy"),
-    ("F MAE IRC", ("pooled", "kind", "irc", "forces_mae"), "force"),
-    ("H MAE IRC", ("pooled", "kind", "irc", "hessian_mae"), "hessian"),
-    ("E MAE NMS", ("pooled", "kind", "nms", "energy_mae"), "energy"),
-    ("F MAE NMS", ("pooled", "kind", "nms", "forces_mae"), "force"),
-    ("H MAE NMS", ("pooled", "kind", "nms", "hessian_mae"), "hessian"),
-    ("ν MAE", ("pooled", "all", "frequency_mae"), "cm-1"),
-    ("imag. ok", ("pooled", "all", "imaginary_count_accuracy"), "1"),
-    ("barrier fwd MAE", ("barrier_stats", "barrier_fwd_mae"), "energy"),
-    ("TS success, model H", ("ts_summary", "model_hessian", "success_rate"), "1"),
-    ("TS success, updates", ("ts_summary", "sella_updates", "success_rate"), "1"),
+    ("E MAE IRC", ("pooled", "kind", "irc", "energy_mae")),
+    ("F MAE IRC", ("pooled", "kind", "irc", "forces_mae")),
+    ("H MAE IRC", ("pooled", "kind", "irc", "hessian_mae")),
+    ("E MAE NMS", ("pooled", "kind", "nms", "energy_mae")),
+    ("F MAE NMS", ("pooled", "kind", "nms", "forces_mae")),
+    ("H MAE NMS", ("pooled", "kind", "nms", "hessian_mae")),
+    ("ν MAE", ("pooled", "all", "frequency_mae")),
+    ("imag. ok", ("pooled", "all", "imaginary_count_accuracy")),
+    ("barrier fwd MAE", ("barrier_stats", "barrier_fwd_mae")),
+    ("TS success, model H", ("ts_summary", "model_hessian", "success_rate")),
+    ("TS success, updates", ("ts_summary", "sella_updates", "success_rate")),
 )
 
 
-def _lookup(report: DownstreamReport, path: Sequence[str]) -> float:
+def _lookup(report: DownstreamReport, path: Sequence[str], system: str) -> float:
+    """The number at ``path`` in ``report``, in ``system`` (NaN where absent)."""
     value: object = getattr(report, path[0])
     for key in path[1:]:
         if not isinstance(value, Mapping) or key not in value:
             return float("nan")
         value = value[key]
+    value = in_units(value, system)
     return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
@@ -282,10 +239,13 @@ def group_table(
         KeyError: a group names a model that was not evaluated.
     """
     by_name = {r.model: r for r in reports}
-    table = UNIT_SYSTEMS[system]
+    dims = [
+        METRIC_DIMENSIONS.get(path[-1], Dimension.DIMENSIONLESS)
+        for _, path in GROUP_COLUMNS
+    ]
     header = ["group", "n"] + [
-        f"{label} ({table[dim][0]})" if dim != "1" else label
-        for label, _, dim in GROUP_COLUMNS
+        label if dim is Dimension.DIMENSIONLESS else f"{label} ({dim.label(system)})"
+        for (label, _), dim in zip(GROUP_COLUMNS, dims)
     ]
     rows = []
     for name, members in groups.items():
@@ -293,8 +253,8 @@ def group_table(
         if missing:
             raise KeyError(f"group {name!r}: no evaluated model named {missing}")
         cells = []
-        for _, path, dim in GROUP_COLUMNS:
-            values = [_lookup(by_name[m], path) * table[dim][1] for m in members]
+        for (_, path), dim in zip(GROUP_COLUMNS, dims):
+            values = [_lookup(by_name[m], path, system) for m in members]
             finite = [v for v in values if math.isfinite(v)]
             if not finite:
                 cells.append("–")
@@ -305,7 +265,7 @@ def group_table(
                 if len(finite) > 1
                 else 0.0
             )
-            digits = 0 if dim == "cm-1" else 2
+            digits = 0 if dim is Dimension.WAVENUMBER else 2
             cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}")
         rows.append([name, len(members), *cells])
     return markdown.table(header, rows)

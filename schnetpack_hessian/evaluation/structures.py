@@ -97,9 +97,6 @@ POOLED = Schema(
     },
 )
 
-#: Pooled metric → dimension name; kept until the report reads :data:`POOLED`.
-POOLED_UNITS: Dict[str, str] = {k: d.value for k, d in POOLED.dimensions.items()}
-
 
 def structure_row(
     index: int,

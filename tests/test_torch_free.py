@@ -1,0 +1,27 @@
+"""Modules that must import without torch: the record (``HessianRecord`` is the
+generator's structure too) and the generator, whose tblite extension fails to load
+once torch has loaded its own libgomp (docs/ARCHITECTURE.md)."""
+
+import subprocess
+import sys
+
+import pytest
+
+TORCH_FREE = [
+    "schnetpack_hessian.layout",
+    "schnetpack_hessian.data",
+    "schnetpack_hessian.data.record",
+    "schnetpack_hessian.generate.store",
+    "schnetpack_hessian.generate.calculators",
+    "schnetpack_hessian.generate.pathsearch",
+    "schnetpack_hessian.generate.workflow",
+    "schnetpack_hessian.generate",
+    "schnetpack_hessian.cli.generate",
+]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_module_imports_without_torch(module):
+    code = f"import {module}, sys; assert 'torch' not in sys.modules, 'torch loaded'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, f"import {module}: {proc.stderr}"

@@ -4,7 +4,8 @@ Test set (a) ``train_offpath`` holds the IRC/NMS structures of the training reac
 (b) ``heldout`` every structure of the held-out reactions.  Each is evaluated with
 :func:`~schnetpack_hessian.evaluation.evaluate_downstream` (exact model Hessians) and
 reduced to the flat numbers the report tabulates, in the study's units (kcal/mol,
-kcal/mol/Å, kcal/mol/Å², cm⁻¹).
+kcal/mol/Å, kcal/mol/Å², cm⁻¹): each metric converts by its own dimension, and a
+column's unit is the dimension its metric declares.
 """
 
 from pathlib import Path
@@ -17,11 +18,13 @@ from schnetpack_hessian.evaluation.downstream import (
     evaluate_downstream,
 )
 from schnetpack_hessian.evaluation.model import load_model
-from schnetpack_hessian.evaluation.report import in_units
+from schnetpack_hessian.evaluation.report import METRIC_DIMENSIONS
 from schnetpack_hessian.evaluation.tssearch import TSSearchSettings
+from schnetpack_hessian.quantities import Dimension
 
 __all__ = [
     "METRICS",
+    "STUDY_UNITS",
     "TEST_SETS",
     "TS_SETTINGS",
     "ENDPOINT_TS_SETTINGS",
@@ -55,50 +58,42 @@ ENDPOINT_TS_SETTINGS = TSSearchSettings(
     max_reactions=12,
 )
 
-#: Metric → (label, unit) in the study's units; the report's columns.
-METRICS: Dict[str, tuple] = {
-    "energy_mae": ("energy MAE", "kcal/mol"),
-    "forces_mae": ("force MAE", "kcal/mol/Å"),
-    "hessian_mae": ("Hessian MAE", "kcal/mol/Å²"),
-    "frequency_mae": ("frequency MAE", "cm⁻¹"),
-    "imaginary_count_accuracy": ("imag.-mode count accuracy", "1"),
-    "barrier_fwd_mae": ("forward barrier MAE", "kcal/mol"),
-    "ts_success_model_hessian": ("TS-search success (model Hessian)", "1"),
-    "ts_success_sella_updates": ("TS-search success (Sella updates)", "1"),
-    "ts_success_endpoints_model_hessian": (
-        "TS success from end points (model Hessian)",
-        "1",
-    ),
-    "ts_success_endpoints_sella_updates": (
-        "TS success from end points (Sella updates)",
-        "1",
-    ),
-    "ts_steps_endpoints_model_hessian": (
-        "median steps from end points (model Hessian)",
-        "1",
-    ),
-    "ts_steps_endpoints_sella_updates": (
-        "median steps from end points (Sella updates)",
-        "1",
-    ),
+#: The unit system of the study's records and tables.
+STUDY_UNITS = "kcal/mol"
+
+_LABELS: Dict[str, str] = {
+    "energy_mae": "energy MAE",
+    "forces_mae": "force MAE",
+    "hessian_mae": "Hessian MAE",
+    "frequency_mae": "frequency MAE",
+    "imaginary_count_accuracy": "imag.-mode count accuracy",
+    "barrier_fwd_mae": "forward barrier MAE",
+    "ts_success_model_hessian": "TS-search success (model Hessian)",
+    "ts_success_sella_updates": "TS-search success (Sella updates)",
+    "ts_success_endpoints_model_hessian": "TS success from end points (model Hessian)",
+    "ts_success_endpoints_sella_updates": "TS success from end points (Sella updates)",
+    "ts_steps_endpoints_model_hessian": "median steps from end points (model Hessian)",
+    "ts_steps_endpoints_sella_updates": "median steps from end points (Sella updates)",
 }
 
-_POOLED = (
-    "energy_mae",
-    "forces_mae",
-    "hessian_mae",
-    "frequency_mae",
-    "imaginary_count_accuracy",
-)
+#: Metric → (label, unit symbol in :data:`STUDY_UNITS`); the report's columns. The
+#: unit is the metric's declared dimension (TS rates and step counts have none: "1").
+METRICS: Dict[str, tuple] = {
+    key: (
+        label,
+        METRIC_DIMENSIONS.get(key, Dimension.DIMENSIONLESS).unit(STUDY_UNITS).symbol,
+    )
+    for key, label in _LABELS.items()
+}
 
 
 def flat_metrics(report: DownstreamReport) -> Dict[str, float]:
-    """The :data:`METRICS` of one evaluation (NaN-free: absent metrics are left out)."""
-    pooled = in_units(report.pooled["all"], "kcal/mol")
-    barriers = in_units(report.barrier_stats, "kcal/mol")
-    out = {k: float(pooled[k]) for k in _POOLED if k in pooled}
-    if barriers.get("n_reactions"):
-        out["barrier_fwd_mae"] = float(barriers["barrier_fwd_mae"])
+    """The :data:`METRICS` of one evaluation in :data:`STUDY_UNITS` (NaN-free: absent
+    metrics are left out), with the TS searches' counts, rates and RMSDs (Å)."""
+    pooled = report.pooled["all"]
+    out = {k: pooled[k].to(STUDY_UNITS) for k in METRICS if k in pooled}
+    if report.barrier_stats.get("n_reactions"):
+        out["barrier_fwd_mae"] = report.barrier_stats["barrier_fwd_mae"].to(STUDY_UNITS)
     for method, summary in report.ts_summary.items():
         out[f"ts_success_{method}"] = float(summary["success_rate"])
         out[f"ts_steps_{method}"] = float(summary["median_steps"])

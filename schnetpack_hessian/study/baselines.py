@@ -14,12 +14,14 @@ forces rotated back.
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.generate.geometry import kabsch_rotation, rmsd
+from schnetpack_hessian.quantities import Dimension, Quantity
 from schnetpack_hessian.study.aggregate import Stat, stat
 from schnetpack_hessian.study.runner import StudyData
+from schnetpack_hessian.study.scoring import STUDY_UNITS
 from schnetpack_hessian.study.splits import make_split
 from schnetpack_hessian.study.subsample import scored_subset
 
@@ -31,8 +33,10 @@ __all__ = [
     "harmonic_force_baseline",
 ]
 
-#: kcal/mol per eV.
-_KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
+
+def _study_force(mean_abs: float) -> float:
+    """A force MAE in eV/Å in the study's units (kcal/mol/Å)."""
+    return Quantity(mean_abs, Dimension.FORCE).to(STUDY_UNITS)
 
 
 def mean_abs_force(
@@ -56,7 +60,7 @@ def mean_abs_force(
             label = labels[i] if labels else f"mean_abs_force: structure {i}"
             raise ValueError(f"{label} has no forces")
         parts.append(np.abs(atoms.get_forces()).ravel())
-    return float(np.concatenate(parts).mean() * _KCAL_PER_EV)
+    return _study_force(np.concatenate(parts).mean())
 
 
 def harmonic_forces(parent: Atoms, positions: np.ndarray) -> np.ndarray:
@@ -105,7 +109,7 @@ def harmonic_force_mae(data: StudyData, indices: Sequence[int]) -> Tuple[float, 
         errors.append(np.abs(predicted - atoms.get_forces()).ravel())
     if not errors:
         return float("nan"), 0
-    return float(np.concatenate(errors).mean() * _KCAL_PER_EV), len(errors)
+    return _study_force(np.concatenate(errors).mean()), len(errors)
 
 
 def _test_sets(

@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Hessian": "schnetpack_hessian.hessian",
     "HessianError": "schnetpack_hessian.hessian",
+    "HessianKeys": "schnetpack_hessian.plan",
+    "ProbeSettings": "schnetpack_hessian.plan",
+    "PassSettings": "schnetpack_hessian.plan",
+    "HessianSchedule": "schnetpack_hessian.plan",
     "HessianCalculator": "schnetpack_hessian.calculator",
     "evaluate": "schnetpack_hessian.evaluation",
     "HessianMAE": "schnetpack_hessian.losses",

@@ -40,6 +40,7 @@ from schnetpack.task import ModelOutput
 from schnetpack_hessian import Hessian, HessianOutput
 from schnetpack_hessian.memory import peak_memory_mb, reset_peak_memory, synchronize
 from schnetpack_hessian.models import build_potential
+from schnetpack_hessian.steps import hessian_module
 from schnetpack_hessian.testing import build_batch
 
 __all__ = [
@@ -174,8 +175,7 @@ def build_model(cfg: BenchConfig) -> spk.model.NeuralNetworkPotential:
             invariance=cfg.invariance,
         )
     elif cfg.kind in ("hvp", "rows"):
-        probe = "rows" if cfg.kind == "rows" else "gaussian"
-        derivative = Hessian(mode="hvp", n_probes=cfg.n_probes, probe=probe, seed=0)
+        derivative = hessian_module(cfg.kind, cfg.n_probes)
     else:
         raise ValueError(f"unknown benchmark kind {cfg.kind!r}")
     return build_potential(

@@ -8,6 +8,7 @@ a model with an HVP-mode ``Hessian`` computes full Hessians in evaluation.
 """
 
 import os
+from dataclasses import replace
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -61,7 +62,7 @@ def enable_full_hessian(
     outputs = model.output_modules
     for i, module in enumerate(outputs):
         if isinstance(module, Hessian):
-            module.hessian_key = hessian_key
+            module.keys = replace(module.keys, hessian=hessian_key)
             module.set_schedule(evaluation="full")
             break
         if isinstance(module, spk.atomistic.Forces):
@@ -74,7 +75,7 @@ def enable_full_hessian(
                 mode="full",
                 energy_key=module.energy_key,
                 force_key=module.force_key,
-                hessian_key=hessian_key,
+                keys={"hessian": hessian_key},
             )
             break
     else:

@@ -39,9 +39,12 @@ from schnetpack_hessian.precision import effective_eps
 from schnetpack_hessian.plan import (  # noqa: F401 (constants re-exported)
     AUTO_CHUNK,
     CPU_VECTORIZE_MAX_PAIRS,
+    PROBES,
+    HessianKeys,
     HessianSchedule,
     PassPlan,
     PassSettings,
+    ProbeSettings,
 )
 from schnetpack_hessian.packing import PackedBatch, packed_batch, packed_sizes
 from schnetpack_hessian.rigid import RigidBasis, rigid_basis, rigid_products
@@ -63,11 +66,10 @@ __all__ = [
     "full_hessian",
     "products_to_blocks",
     "invariance_error",
+    "grouped_arguments",
     "INVARIANCES",
 ]
 
-#: Probe distributions accepted by :func:`sample_probes`.
-PROBES = ("gaussian", "rademacher", "rows")
 MODES = ("full", "hvp")
 #: Symmetries the full Hessian may use (see :mod:`schnetpack_hessian.rigid`).
 INVARIANCES = ("auto", "rigid", "translation", "none")
@@ -110,11 +112,6 @@ def _stream_seed(seed: Union[int, bytes], rank: int) -> int:
         return seed
     digest = hashlib.sha256(repr((seed, rank)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _is_count(value: Any) -> bool:
-    """An integer (Python or numpy), not a bool or a float such as 2.5."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class HessianError(RuntimeError):
@@ -526,6 +523,33 @@ def _schedule_from_flags(mode: str, in_training: bool, full_in_eval: bool) -> Di
     }
 
 
+#: Flat constructor arguments (and attributes) of earlier releases → (group, field).
+_FLAT_ARGUMENTS = {
+    "hessian_key": ("keys", "hessian"),
+    "hvp_key": ("keys", "hvp"),
+    "probes_key": ("keys", "probes"),
+    "n_probes": ("probes", "n"),
+    "probe": ("probes", "kind"),
+    "seed": ("probes", "seed"),
+}
+
+
+def grouped_arguments(values: Mapping[str, Any]) -> Dict[str, Any]:
+    """``values`` (constructor arguments or a pickled module's attributes) with the
+    flat key and probe settings of earlier releases moved into ``keys`` and
+    ``probes`` mappings; what is already grouped is kept.  Models saved or exported
+    before the grouping load through this."""
+    out = dict(values)
+    groups: Dict[str, Dict[str, Any]] = {"keys": {}, "probes": {}}
+    for flat, (group, field) in _FLAT_ARGUMENTS.items():
+        if flat in out:
+            groups[group][field] = out.pop(flat)
+    for group, fields in groups.items():
+        if fields or group not in out:
+            out[group] = {**fields, **dict(out.get(group) or {})}
+    return out
+
+
 def was_computed(outputs: Mapping[str, torch.Tensor], key: str) -> bool:
     """Whether the call of the :class:`Hessian` module that wrote ``outputs`` computed
     ``key`` (a Hessian, HVP or probe key).
@@ -574,14 +598,17 @@ class Hessian(nn.Module):
 
     Args:
         mode: ``"full"`` or ``"hvp"``.
+        calc_forces: write forces (``-dE/dR``) as well.
         energy_key: key of the molecular energy ``(B,)``.
         force_key: key the forces ``(ΣN, 3)`` are written to.
-        calc_forces: write forces (``-dE/dR``) as well.
-        hessian_key: key of the full Hessian.
-        hvp_key: key of the Hessian-vector products.
-        probes_key: key of the probe vectors.
-        n_probes: probes per molecule in ``"hvp"`` mode.
-        probe: ``"gaussian"``, ``"rademacher"`` or ``"rows"``.
+        keys: where the results go, a :class:`~schnetpack_hessian.plan.HessianKeys`
+            or a mapping of its fields (``hessian``, ``hvp``, ``probes``; one
+            ``keys:`` block in Hydra).  Default: the package's property names.
+        probes: the probes of ``"hvp"`` mode, a
+            :class:`~schnetpack_hessian.plan.ProbeSettings` or a mapping of its
+            fields (``n`` per molecule, ``kind`` ``"gaussian"``, ``"rademacher"``
+            or ``"rows"``, ``seed`` of the probe stream, None: torch's global
+            generator; one ``probes:`` block in Hydra).  Default: one Gaussian probe.
         schedule: what to compute in ``training`` and ``evaluation``: ``"none"``, the
             mode's product (``True``), or ``"full"`` in evaluation also in HVP mode
             (exact Hessian metrics in validation); a
@@ -598,7 +625,6 @@ class Hessian(nn.Module):
             precision it was made under and is never saved with the module, so a
             loaded or copied model checks again where it runs).  Any SchNetPack
             model of molecules without fields is rigid-motion invariant.
-        seed: seed of the probe generator (None: torch's global generator).
         passes: how the seeded passes run, a
             :class:`~schnetpack_hessian.plan.PassSettings` or a mapping of its fields
             (``chunk_size``, ``vectorize``, ``memory_efficient``, ``retain_mb``; one
@@ -610,43 +636,28 @@ class Hessian(nn.Module):
     def __init__(
         self,
         mode: str = "full",
+        calc_forces: bool = True,
         energy_key: str = spk_properties.energy,
         force_key: str = spk_properties.forces,
-        calc_forces: bool = True,
-        hessian_key: str = properties.hessian,
-        hvp_key: str = properties.hessian_hvp,
-        probes_key: str = properties.hessian_probes,
-        n_probes: int = 1,
-        probe: str = "gaussian",
+        keys: Union[HessianKeys, Mapping[str, Any], None] = None,
+        probes: Union[ProbeSettings, Mapping[str, Any], None] = None,
         schedule: Union[HessianSchedule, Mapping[str, Any], None] = None,
         invariance: str = "auto",
-        seed: Optional[int] = None,
         passes: Union[PassSettings, Mapping[str, Any], None] = None,
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"Hessian: mode must be one of {MODES}, got {mode!r}")
-        if probe not in PROBES:
-            raise ValueError(f"Hessian: probe must be one of {PROBES}, got {probe!r}")
-        if not _is_count(n_probes) or n_probes < 1:
-            raise ValueError(
-                f"Hessian: n_probes must be an integer >= 1 (probes per molecule), "
-                f"got {n_probes!r}"
-            )
         if invariance not in INVARIANCES:
             raise ValueError(
                 f"Hessian: invariance must be one of {INVARIANCES}, got {invariance!r}"
             )
         self.mode = mode
+        self.calc_forces = calc_forces
         self.energy_key = energy_key
         self.force_key = force_key
-        self.calc_forces = calc_forces
-        self.hessian_key = hessian_key
-        self.hvp_key = hvp_key
-        self.probes_key = probes_key
-        self.n_probes = n_probes
-        self.probe = probe
-        self.seed = seed
+        self.keys = HessianKeys.resolve(keys)
+        self.probes = ProbeSettings.resolve(probes)
         self.invariance = invariance
         self.passes = PassSettings.resolve(passes)
         #: outcome of the one-time check of each symmetry in "auto" mode, in this
@@ -661,6 +672,36 @@ class Hessian(nn.Module):
         self.active = True
         self.required_derivatives = [spk_properties.R]
         self.set_schedule(schedule)
+
+    @property
+    def hessian_key(self) -> str:
+        """Key of the full Hessian (``keys.hessian``)."""
+        return self.keys.hessian
+
+    @property
+    def hvp_key(self) -> str:
+        """Key of the Hessian-vector products (``keys.hvp``)."""
+        return self.keys.hvp
+
+    @property
+    def probes_key(self) -> str:
+        """Key of the probe vectors (``keys.probes``)."""
+        return self.keys.probes
+
+    @property
+    def n_probes(self) -> int:
+        """Probes per molecule (``probes.n``)."""
+        return self.probes.n
+
+    @property
+    def probe(self) -> str:
+        """The probes' distribution (``probes.kind``)."""
+        return self.probes.kind
+
+    @property
+    def seed(self) -> Optional[int]:
+        """Seed of the probe stream (``probes.seed``)."""
+        return self.probes.seed
 
     def __getstate__(self) -> Dict[str, Any]:
         """The pickled state holds the probe generator's state as a tensor, not the
@@ -679,12 +720,17 @@ class Hessian(nn.Module):
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        """Unpickle modules saved by earlier releases (flags instead of a schedule;
-        an invariance verdict, dropped: the loaded module checks again); the
-        process-local attributes start fresh."""
+        """Unpickle modules saved by earlier releases (flat key and probe arguments
+        instead of ``keys``/``probes``; flags instead of a schedule; an invariance
+        verdict, dropped: the loaded module checks again); the process-local
+        attributes start fresh."""
         state = dict(state)
         for name in _PROCESS_LOCAL:
             state.pop(name, None)
+        if "keys" not in state:
+            state = grouped_arguments(state)
+            state["keys"] = HessianKeys.resolve(state["keys"])
+            state["probes"] = ProbeSettings.resolve(state["probes"])
         if "schedule" not in state and "mode" in state:
             state["schedule"] = HessianSchedule.resolve(
                 state["mode"],

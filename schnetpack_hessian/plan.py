@@ -8,6 +8,9 @@ Policy, kept apart from the autograd machinery of :mod:`schnetpack_hessian.hessi
   memory bound), one nested block in Hydra configs (``passes:``).
 - :class:`PassPlan`: those settings resolved for one batch (``"auto"`` decided, the
   memory bound in bytes, whether to build a graph), handed to the engine functions.
+- :class:`ProbeSettings`: how many probes per molecule, their distribution and seed
+  (``probes:`` in Hydra); :class:`HessianKeys`: where the module writes its results
+  (``keys:``).
 """
 
 import math
@@ -19,11 +22,16 @@ import torch
 
 import schnetpack.properties as spk_properties
 
+from schnetpack_hessian import properties
+
 __all__ = [
     "COMPUTE",
     "HessianSchedule",
     "PassSettings",
     "PassPlan",
+    "ProbeSettings",
+    "HessianKeys",
+    "PROBES",
     "CPU_VECTORIZE_MAX_PAIRS",
     "AUTO_CHUNK",
     "CPU_RETAIN_MB",
@@ -33,6 +41,9 @@ __all__ = [
 
 #: What a phase can compute: nothing, Hessian-vector products, the full Hessian.
 COMPUTE = ("none", "hvp", "full")
+#: Probe distributions: Gaussian and Rademacher vectors (unbiased ``E[v vᵀ] = I``),
+#: or ``rows`` (unit vectors along Cartesian rows, exact Hessian rows).
+PROBES = ("gaussian", "rademacher", "rows")
 #: On CPUs, vectorising the seeds pays off only for batches with few atom pairs, where
 #: per-operation overhead dominates (e.g. 4 small molecules, 122 pairs: 2× faster);
 #: above this, vmap's larger intermediates make it slower (16 molecules, 860 pairs).
@@ -165,6 +176,91 @@ class PassPlan:
     retain_bytes: Optional[int] = None
 
 
+def _resolve(cls: type, value: Any, argument: str) -> Any:
+    """An instance of the settings dataclass ``cls`` from an instance, a mapping of
+    its fields (a Hydra block) or None (the defaults).
+
+    Raises:
+        ValueError: unknown fields (the message names ``argument``).
+    """
+    if isinstance(value, cls):
+        return value
+    values = dict(value or {})
+    known = set(cls.__dataclass_fields__)
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(
+            f"Hessian: {argument} has unknown settings {sorted(unknown)}; expected "
+            f"{sorted(known)}"
+        )
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The probes of ``mode="hvp"``: ``n`` vectors per molecule, redrawn at every
+    training call.
+
+    Attributes:
+        n: probes per molecule (>= 1).
+        kind: their distribution, one of :data:`PROBES`.
+        seed: seed of the module's probe stream (None: torch's global generator).
+    """
+
+    n: int = 1
+    kind: str = "gaussian"
+    seed: Optional[int] = None
+
+    def __post_init__(self):
+        if self.kind not in PROBES:
+            raise ValueError(
+                f"Hessian: probe must be one of {PROBES}, got {self.kind!r}"
+            )
+        n = self.n
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(
+                "Hessian: n_probes must be an integer >= 1 (probes per molecule), "
+                f"got {n!r}"
+            )
+
+    @classmethod
+    def resolve(
+        cls, probes: Union["ProbeSettings", Mapping[str, Any], None]
+    ) -> "ProbeSettings":
+        """Settings from an instance, a mapping (a Hydra ``probes:`` block) or None.
+
+        Raises:
+            ValueError: unknown keys or invalid values.
+        """
+        return _resolve(cls, probes, "probes")
+
+
+@dataclass(frozen=True)
+class HessianKeys:
+    """Where the :class:`~schnetpack_hessian.Hessian` module writes its results.
+
+    Attributes:
+        hessian: the full Hessian ``(ΣN², 3, 3)``.
+        hvp: the Hessian-vector products ``(k, ΣN, 3)``.
+        probes: their probe vectors ``(k, ΣN, 3)``.
+    """
+
+    hessian: str = properties.hessian
+    hvp: str = properties.hessian_hvp
+    probes: str = properties.hessian_probes
+
+    @classmethod
+    def resolve(
+        cls, keys: Union["HessianKeys", Mapping[str, Any], None]
+    ) -> "HessianKeys":
+        """Keys from an instance, a mapping (a Hydra ``keys:`` block) or None.
+
+        Raises:
+            ValueError: unknown fields.
+        """
+        return _resolve(cls, keys, "keys")
+
+
 @dataclass(frozen=True)
 class PassSettings:
     """The user's settings of the seeded passes (see :class:`PassPlan`).
@@ -224,17 +320,7 @@ class PassSettings:
         Raises:
             ValueError: unknown keys or invalid values.
         """
-        if isinstance(passes, PassSettings):
-            return passes
-        values = dict(passes or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(
-                f"Hessian: passes has unknown settings {sorted(unknown)}; expected "
-                f"{sorted(known)}"
-            )
-        return cls(**values)
+        return _resolve(cls, passes, "passes")
 
     def retain_bytes_on(self, device: Union[str, torch.device]) -> Optional[int]:
         """The memory bound on ``device`` in bytes (None: unbounded); ``"auto"``

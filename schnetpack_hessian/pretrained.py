@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Union
 
 import torch
 
+from schnetpack_hessian.hessian import grouped_arguments
+
 __all__ = [
     "PREFIX",
     "MODEL_DIR",
@@ -144,6 +146,23 @@ def _check_targets(config: Any, where: str = "model") -> None:
             _check_targets(value, f"{where}[{i}]")
 
 
+#: ``_target_`` names of the Hessian module in exported configurations.
+_HESSIAN_TARGETS = ("schnetpack_hessian.Hessian", "schnetpack_hessian.hessian.Hessian")
+
+
+def _current_arguments(config: Any) -> Any:
+    """``config`` with the Hessian module's arguments in today's groups: files
+    exported before ``keys``/``probes`` existed load unchanged in meaning."""
+    if isinstance(config, dict):
+        out = {k: _current_arguments(v) for k, v in config.items()}
+        if out.get("_target_") in _HESSIAN_TARGETS:
+            out = grouped_arguments(out)
+        return out
+    if isinstance(config, list):
+        return [_current_arguments(v) for v in config]
+    return config
+
+
 def load_exported(source: PathLike) -> ExportedModel:
     """Rebuild the model of an exported file or ``pretrained:NAME`` (float64, eval).
 
@@ -157,7 +176,8 @@ def load_exported(source: PathLike) -> ExportedModel:
     record = _read(path)
     _check_targets(record["model_config"])
     # float64 first: float32 weights and float64 buffers both load exactly
-    model = hydra.utils.instantiate(record["model_config"], _convert_="all")
+    config = _current_arguments(record["model_config"])
+    model = hydra.utils.instantiate(config, _convert_="all")
     model = model.to(torch.float64)
     own = model.state_dict()
     # buffers set after construction (AddOffsets' mean: () once fitted, (1,) new)

@@ -24,6 +24,7 @@ from schnetpack_hessian.losses import HessianOutput
 from schnetpack_hessian.memory import synchronize
 from schnetpack_hessian.models import build_potential
 from schnetpack_hessian.packing import registered
+from schnetpack_hessian.plan import ProbeSettings
 from schnetpack_hessian.syncs import SyncCounter, SyncEvent
 from schnetpack_hessian.task import HessianTask
 
@@ -46,7 +47,8 @@ def hessian_module(mode: str, n_probes: int = 2, **kwargs) -> Hessian:
         return Hessian(mode="full", **kwargs)
     if mode in ("hvp", "rows"):
         probe = "rows" if mode == "rows" else "gaussian"
-        return Hessian(mode="hvp", probe=probe, n_probes=n_probes, seed=0, **kwargs)
+        probes = ProbeSettings(n=n_probes, kind=probe, seed=0)
+        return Hessian(mode="hvp", probes=probes, **kwargs)
     raise ValueError(
         f"unknown training mode {mode!r}; expected one of {TRAINING_MODES}"
     )

@@ -21,7 +21,7 @@ def model_file(request, tmp_path):
     outputs = (
         [spk.atomistic.Forces()]
         if request.param == "forces"
-        else [Hessian(mode="hvp", probe="rows", n_probes=2)]
+        else [Hessian(mode="hvp", probes=dict(kind="rows", n=2))]
     )
     path = tmp_path / "model.pt"
     torch.save(make_potential("painn", outputs, smooth=True, epsilon=1e-4), path)

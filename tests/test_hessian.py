@@ -13,7 +13,10 @@ from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.hessian import (
     PROBES,
     CPU_VECTORIZE_MAX_PAIRS,
+    HessianKeys,
     HessianSchedule,
+    ProbeSettings,
+    grouped_arguments,
     PassPlan,
     PassSettings,
     was_computed,
@@ -121,7 +124,7 @@ def test_chunking_and_vectorisation_do_not_change_the_hessian(
 @pytest.mark.parametrize("rep", REPRESENTATIONS)
 def test_every_hvp_equals_hessian_times_its_probe(probe, rep, batch):
     full = make_potential(rep, [Hessian(mode="full")]).eval()(clone_batch(batch))
-    model = make_potential(rep, [Hessian(mode="hvp", probe=probe, n_probes=5)])
+    model = make_potential(rep, [Hessian(mode="hvp", probes=dict(kind=probe, n=5))])
     out = model.train()(clone_batch(batch))
     hvp, probes = out[properties.hessian_hvp], out[properties.hessian_probes]
     assert hvp.shape == probes.shape == (5, batch[P.R].shape[0], 3)
@@ -150,13 +153,15 @@ def test_row_probes_are_distinct_one_hot_rows_per_molecule(batch):
 
 def test_probes_are_redrawn_every_call_and_seedable(batch):
     out = [
-        make_potential("schnet", [Hessian(mode="hvp", n_probes=2, seed=s)]).train()(
-            clone_batch(batch)
-        )[properties.hessian_probes]
+        make_potential(
+            "schnet", [Hessian(mode="hvp", probes=dict(n=2, seed=s))]
+        ).train()(clone_batch(batch))[properties.hessian_probes]
         for s in (3, 3)
     ]
     torch.testing.assert_close(out[0], out[1])
-    model = make_potential("schnet", [Hessian(mode="hvp", n_probes=2, seed=3)]).train()
+    model = make_potential(
+        "schnet", [Hessian(mode="hvp", probes=dict(n=2, seed=3))]
+    ).train()
     first = model(clone_batch(batch))[properties.hessian_probes]
     second = model(clone_batch(batch))[properties.hessian_probes]
     assert not torch.equal(first, second)
@@ -284,8 +289,11 @@ def test_clear_error_when_energy_key_is_missing(batch):
     "kwargs",
     [
         {"mode": "exact"},
-        {"probe": "sobol"},
-        {"n_probes": 0},
+        {"probes": {"kind": "sobol"}},
+        {"probes": {"n": 0}},
+        {"probes": {"n": 2.5}},
+        {"probes": {"count": 2}},
+        {"keys": {"hesian": "h"}},
         {"passes": {"chunk_size": 0}},
         {"passes": {"retain_mb": -1}},
         {"passes": {"chunk_size": "big"}},
@@ -320,7 +328,7 @@ def test_passes_are_vectorised_on_small_cpu_batches_only(molecules, batch):
 
 
 def test_schedule_decides_the_outputs_and_what_each_phase_computes(batch):
-    module = Hessian(mode="hvp", n_probes=2, schedule={"training": True})
+    module = Hessian(mode="hvp", schedule={"training": True}, probes=dict(n=2))
     assert module.schedule == HessianSchedule(training="hvp", evaluation="hvp")
     assert properties.hessian not in module.model_outputs
     model = make_potential("schnet", [module])
@@ -354,7 +362,7 @@ def test_keywords_of_the_unreleased_constructor_are_refused():
 def test_modules_pickled_by_earlier_releases_load_with_their_meaning(batch):
     """A module whose state holds the old flags unpickles into the schedule they
     meant, and computes the same Hessian."""
-    module = Hessian(mode="hvp", n_probes=1, schedule={"evaluation": "full"})
+    module = Hessian(mode="hvp", schedule={"evaluation": "full"}, probes=dict(n=1))
     state = dict(module.__dict__)
     del state["schedule"], state["passes"]
     state.update(in_training=False, full_in_eval=True, chunk_size=2, vectorize=False,
@@ -376,6 +384,27 @@ def test_modules_pickled_by_earlier_releases_load_with_their_meaning(batch):
     )
 
 
+def test_modules_with_flat_keys_and_probes_load_grouped():
+    """A module pickled before ``keys``/``probes`` (flat ``hessian_key``,
+    ``n_probes``, ``probe``, ``seed`` attributes) and an exported configuration
+    with those arguments both come back with the same settings grouped."""
+    module = Hessian(mode="hvp")
+    state = dict(module.__dict__)
+    del state["keys"], state["probes"]
+    state.update(hessian_key="h", hvp_key="hv", probes_key="pv", n_probes=3,
+                 probe="rows", seed=4)  # fmt: skip
+    old = Hessian.__new__(Hessian)
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.keys == HessianKeys(hessian="h", hvp="hv", probes="pv")
+    assert restored.probes == ProbeSettings(n=3, kind="rows", seed=4)
+    assert (restored.hessian_key, restored.n_probes, restored.probe) == ("h", 3, "rows")
+    flat = {"mode": "hvp", "hessian_key": "h", "n_probes": 2, "probe": "rows"}
+    rebuilt = Hessian(**grouped_arguments(flat))
+    assert rebuilt.keys == HessianKeys(hessian="h")
+    assert rebuilt.probes == ProbeSettings(n=2, kind="rows")
+
+
 @pytest.mark.parametrize("n_probes", [2.5, 2.0, True, "2"])
 def test_n_probes_must_be_an_integer(n_probes):
     with pytest.raises(
@@ -383,7 +412,7 @@ def test_n_probes_must_be_an_integer(n_probes):
         match=rf"Hessian: n_probes must be an integer >= 1 \(probes per molecule\), "
         rf"got {n_probes!r}",
     ):
-        Hessian(mode="hvp", n_probes=n_probes)
+        Hessian(mode="hvp", probes=dict(n=n_probes))
 
 
 @pytest.mark.parametrize("device", device_params())
@@ -399,7 +428,7 @@ def test_hessian_and_its_products_on_every_device(device, batch):
     assert hessian.device.type == device
     rel = (hessian.cpu() - reference).norm() / reference.norm()
     assert rel < 1e-6, f"relative error {rel:.2e}"
-    model = make_potential("painn", [Hessian(mode="hvp", n_probes=3, seed=1)])
+    model = make_potential("painn", [Hessian(mode="hvp", probes=dict(n=3, seed=1))])
     out = model.to(device).train()(on_device(batch, device))
     hvp, probes = out[properties.hessian_hvp].cpu(), out[properties.hessian_probes]
     assert hvp.requires_grad and probes.device.type == device

@@ -2,6 +2,8 @@
 
 import math
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -56,14 +58,16 @@ def test_full_loss_is_per_molecule_mean_then_mean_over_molecules(loss, batch):
 def test_hvp_loss_is_an_unbiased_estimate_of_the_full_loss(probe, batch):
     """Mean over K probes within 5 standard errors of the exact full MSE loss."""
     n_probes = 1500
-    model = make_potential("schnet", [Hessian(mode="hvp", probe=probe, n_probes=1)])
+    model = make_potential(
+        "schnet", [Hessian(mode="hvp", probes=dict(kind=probe, n=1))]
+    )
     full_model = make_potential("schnet", [Hessian(mode="full")])
     target, _ = perturbed_target(full_model, batch)
     exact = HessianOutput().calculate_loss(
         full_model.eval()(clone_batch(batch)), {properties.hessian: target}
     )
     hessian = model.output_modules[1]
-    hessian.n_probes, hessian.seed = n_probes, 11
+    hessian.probes = replace(hessian.probes, n=n_probes, seed=11)
     pred = model.eval()(clone_batch(batch))
     per_probe = []
     for k in range(n_probes):
@@ -82,7 +86,7 @@ def test_hvp_loss_is_an_unbiased_estimate_of_the_full_loss(probe, batch):
 
 
 def test_hvp_loss_is_zero_for_a_perfect_model(batch):
-    model = make_potential("painn", [Hessian(mode="hvp", n_probes=3)])
+    model = make_potential("painn", [Hessian(mode="hvp", probes=dict(n=3))])
     _, exact = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     pred = model.train()(clone_batch(batch))
     value = HessianOutput().calculate_loss(pred, {properties.hessian: exact})
@@ -92,7 +96,7 @@ def test_hvp_loss_is_zero_for_a_perfect_model(batch):
 @pytest.mark.parametrize("mode", ["full", "hvp"])
 def test_training_steps_lower_the_hessian_loss(mode, batch):
     """Adam on the Hessian loss of another model's Hessians: the exact loss halves."""
-    model = make_potential("painn", [Hessian(mode=mode, probe="rows", n_probes=4)])
+    model = make_potential("painn", [Hessian(mode=mode, probes=dict(kind="rows", n=4))])
     target, _ = perturbed_target(
         make_potential("painn", [Hessian(mode="full")], seed=5), batch, scale=0.0
     )
@@ -119,7 +123,7 @@ def test_training_steps_lower_the_hessian_loss(mode, batch):
 @pytest.mark.parametrize("mode", ["full", "hvp"])
 @pytest.mark.parametrize("rep", ["schnet", "painn"])
 def test_loss_gradients_reach_the_parameters(mode, rep, batch):
-    model = make_potential(rep, [Hessian(mode=mode, probe="rows", n_probes=2)])
+    model = make_potential(rep, [Hessian(mode=mode, probes=dict(kind="rows", n=2))])
     target, _ = perturbed_target(make_potential(rep, [Hessian(mode="full")]), batch)
     pred = model.train()(clone_batch(batch))
     HessianOutput(loss="mae" if mode == "hvp" else "mse").calculate_loss(
@@ -135,7 +139,7 @@ def test_loss_gradients_reach_the_parameters(mode, rep, batch):
 @pytest.mark.parametrize("mode", ["full", "hvp"])
 def test_molecule_without_hessian_changes_neither_loss_nor_metric(mode, batch):
     model = make_potential(
-        "painn", [Hessian(mode=mode, probe="rows", n_probes=3, seed=5)]
+        "painn", [Hessian(mode=mode, probes=dict(kind="rows", n=3, seed=5))]
     )
     target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     n_atoms = batch[P.n_atoms]
@@ -218,7 +222,8 @@ def test_metrics_pool_all_entries_in_full_mode(batch):
 
 def test_validation_reports_full_metrics_while_training_uses_hvp(batch):
     model = make_potential(
-        "painn", [Hessian(mode="hvp", n_probes=1, schedule={"evaluation": "full"})]
+        "painn",
+        [Hessian(mode="hvp", schedule={"evaluation": "full"}, probes=dict(n=1))],
     )
     target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     train_pred = model.train()(clone_batch(batch))
@@ -234,7 +239,9 @@ def test_validation_reports_full_metrics_while_training_uses_hvp(batch):
 
 
 def test_mae_with_isotropic_probes_is_refused(batch):
-    model = make_potential("schnet", [Hessian(mode="hvp", probe="gaussian")])
+    model = make_potential(
+        "schnet", [Hessian(mode="hvp", probes=dict(kind="gaussian"))]
+    )
     target, _ = perturbed_target(
         make_potential("schnet", [Hessian(mode="full")]), batch
     )
@@ -325,7 +332,7 @@ def test_hvp_masking_keeps_every_other_molecules_error(batch):
     """With fixed probes, a molecule without Hessian leaves the per-molecule errors of
     the others unchanged and drops out of the mean."""
     model = make_potential(
-        "painn", [Hessian(mode="hvp", probe="gaussian", n_probes=3, seed=5)]
+        "painn", [Hessian(mode="hvp", probes=dict(kind="gaussian", n=3, seed=5))]
     )
     target, _ = perturbed_target(make_potential("painn", [Hessian(mode="full")]), batch)
     pred = model.train()(clone_batch(batch))
@@ -360,7 +367,9 @@ def test_losses_on_every_device(device, batch):
     target, _ = perturbed_target(model, batch)
     cases = {"full": (model.eval(), ["mse", "mae", "rmse"])}
     for probe in ("gaussian", "rows"):
-        hvp = make_potential("painn", [Hessian(mode="hvp", probe=probe, n_probes=2)])
+        hvp = make_potential(
+            "painn", [Hessian(mode="hvp", probes=dict(kind=probe, n=2))]
+        )
         cases[probe] = (hvp.train(), ["mse"] + (["mae"] if probe == "rows" else []))
     for scheme, (module, losses) in cases.items():
         pred = {k: v.detach() for k, v in module(clone_batch(batch)).items()}

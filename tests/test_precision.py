@@ -65,7 +65,7 @@ def test_guard_refuses_warns_or_stays_silent(matmul_high):
 
 
 def _hessian_task(**kwargs):
-    model = make_potential("schnet", [Hessian(mode="hvp", n_probes=1)])
+    model = make_potential("schnet", [Hessian(mode="hvp", probes=dict(n=1))])
     outputs = [
         spk.task.ModelOutput("energy", loss_fn=torch.nn.MSELoss(), metrics={}),
         HessianOutput(loss_weight=0.1),

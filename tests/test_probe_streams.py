@@ -28,7 +28,7 @@ def worker(rank, init_file, resumed, out_file):
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
     )
     batch = build_batch(reference_molecules())
-    fresh = probes_of(Hessian(mode="hvp", n_probes=3, seed=7), batch)
+    fresh = probes_of(Hessian(mode="hvp", probes=dict(n=3, seed=7)), batch)
     # a module whose generator state was saved by rank 0 (a checkpoint)
     continued = probes_of(pickle.loads(resumed), batch)
     torch.save({"fresh": fresh, "continued": continued}, f"{out_file}.{rank}")
@@ -38,7 +38,7 @@ def worker(rank, init_file, resumed, out_file):
 
 def test_every_rank_draws_its_own_probes_and_rank_0_the_single_process_ones(tmp_path):
     batch = build_batch(reference_molecules())
-    single = Hessian(mode="hvp", n_probes=3, seed=7)
+    single = Hessian(mode="hvp", probes=dict(n=3, seed=7))
     first = probes_of(single, batch)
     resumed = pickle.dumps(single)  # the generator state after one draw
     second = probes_of(single, batch)

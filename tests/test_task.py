@@ -12,7 +12,9 @@ from schnetpack_hessian.testing import make_potential, quiet_trainer, run_as_scr
 
 
 def make_task():
-    model = make_potential("painn", [Hessian(mode="hvp", probe="rows", n_probes=2)])
+    model = make_potential(
+        "painn", [Hessian(mode="hvp", probes=dict(kind="rows", n=2))]
+    )
     outputs = [
         spk.task.ModelOutput("energy", loss_fn=torch.nn.MSELoss(), metrics={}),
         HessianOutput(loss_weight=0.1),
@@ -185,7 +187,7 @@ def test_checkpoint_of_a_seeded_hvp_model_loads_weights_only(tmp_path, batch):
     """A seeded Hessian module that has drawn probes pickles its generator's state as
     a tensor: the checkpoint loads with weights_only=True (it held a torch.Generator)
     and the probe stream continues where it was."""
-    model = make_potential("painn", [Hessian(mode="hvp", n_probes=2, seed=3)])
+    model = make_potential("painn", [Hessian(mode="hvp", probes=dict(n=2, seed=3))])
     outputs = [
         spk.task.ModelOutput("energy", loss_fn=torch.nn.MSELoss(), metrics={}),
         HessianOutput(loss_weight=0.1),

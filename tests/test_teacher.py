@@ -152,7 +152,7 @@ def test_product_label_errors_are_the_hand_computation():
 def _student(representation="painn", seed=0):
     return make_potential(
         representation,
-        [Hessian(mode="hvp", n_probes=2, seed=seed)],
+        [Hessian(mode="hvp", probes=dict(n=2, seed=seed))],
         n_atom_basis=8,
         n_interactions=1,
         seed=seed + 3,

@@ -122,7 +122,9 @@ def test_a_model_trains_on_stored_labels_along_their_probes(
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
-    model = make_potential(representation, [Hessian(mode="hvp", n_probes=K)]).train()
+    model = make_potential(
+        representation, [Hessian(mode="hvp", probes=dict(n=K))]
+    ).train()
     with torch.enable_grad():
         pred = model(dict(batch))
     stored = batch[properties.hessian_label_probes].transpose(0, 1)

@@ -34,7 +34,7 @@ def fitted_model_file(reaction_structures, tmp_path_factory):
     torch.set_num_threads(1)
     model = make_potential(
         "painn",
-        [Hessian(mode="full", hessian_key=properties.hessian)],
+        [Hessian(mode="full", keys=dict(hessian=properties.hessian))],
         n_atom_basis=24,
         smooth=True,
         epsilon=1e-6,

@@ -64,6 +64,7 @@ _LAZY = {
             "file_reactions",
             "file_units",
             "iread",
+            "iread_records",
             "open_dataset",
             "read_records",
             "write",

@@ -25,7 +25,9 @@ from schnetpack_hessian.data.ase_db import DBAppender, HessianASEAtomsData
 from schnetpack_hessian.data.hdf5 import H5Appender, HDF5AtomsData
 from schnetpack_hessian.data.record import (
     HessianRecord,
+    Origin,
     ReactionIds,
+    convert_record,
     reaction_names,
     record_from_atoms,
     record_to_atoms,
@@ -56,6 +58,7 @@ __all__ = [
     "write",
     "write_records",
     "read_records",
+    "iread_records",
     "file_reactions",
     "file_units",
     "file_metadata",
@@ -531,6 +534,22 @@ def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]
             yield storage_to_record(data, source, i if locate else None)
 
 
+def iread_records(path: PathLike) -> Iterator[HessianRecord]:
+    """Read any training file (``.db`` / ``.h5``) as records in ASE units (Å, eV,
+    eV/Å, eV/Å²), each checked as it is read (shapes, finite values, a Hessian
+    complete or all NaN) and with its :class:`~.record.Origin` (file, index).
+
+    Raises:
+        HessianDataError: a malformed structure (file, index, problem).
+    """
+    units = file_units(path)
+    for i, record in enumerate(read_records(path)):
+        record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
+        record = convert_record(record, units, ASE_UNITS)
+        record.origin = Origin(str(path), i)
+        yield record
+
+
 def iread(path: PathLike) -> Iterator[Atoms]:
     """Read any training file (``.db`` / ``.h5``) as ``ase.Atoms`` in ASE units.
 
@@ -548,11 +567,9 @@ def iread(path: PathLike) -> Iterator[Atoms]:
     Raises:
         HessianDataError: a malformed structure (file, index, problem).
     """
-    units = file_units(path)
     names = reaction_names(file_metadata(path))
-    for i, record in enumerate(read_records(path)):
-        record, _ = validate_record(record, str(path), i, rtol=np.inf, units=units)
-        yield record_to_atoms(record, units, names)
+    for record in iread_records(path):
+        yield record_to_atoms(record, ASE_UNITS, names)
 
 
 def check_file(

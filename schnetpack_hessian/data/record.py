@@ -417,6 +417,18 @@ class HessianRecord:
         """Number of atoms N."""
         return int(len(self.numbers))
 
+    def as_atoms(self) -> Atoms:
+        """The bare geometry as ``ase.Atoms``: numbers, positions ``(N, 3)`` and cell
+        ``(3, 3)`` [the record's distance unit; ASE expects Å] and pbc; no
+        calculator, no labels.  What an ASE calculator or optimiser starts from;
+        :func:`record_to_atoms` adds the labels in ASE units."""
+        return Atoms(
+            numbers=np.asarray(self.numbers),
+            positions=np.asarray(self.positions, dtype=np.float64),
+            cell=np.asarray(self.cell, dtype=np.float64),
+            pbc=self.pbc,
+        )
+
 
 @functools.lru_cache(maxsize=64)
 def _factor(unit: str, target: str) -> float:
@@ -563,7 +575,7 @@ def convert_record(
     Returns:
         A new record (the input is unchanged; arrays are shared when a factor is 1).
     """
-    f = {k: conversion_factor(units[k], target[k]) for k in ASE_UNITS}
+    f = {k: _factor(units[k], target[k]) for k in ASE_UNITS}
 
     def scale(value, factor):
         if value is None or factor == 1.0:
@@ -603,12 +615,7 @@ def record_to_atoms(
     ``info["reaction_name"]`` is the reaction's name (``None`` if it has none).
     """
     record = convert_record(record, units, ASE_UNITS)
-    atoms = Atoms(
-        numbers=np.asarray(record.numbers),
-        positions=np.asarray(record.positions, dtype=np.float64),
-        cell=np.asarray(record.cell, dtype=np.float64),
-        pbc=record.pbc,
-    )
+    atoms = record.as_atoms()
     results = {}
     if not is_missing(record.energy):
         results["energy"] = float(record.energy)

@@ -5,24 +5,26 @@ through a temporary file and an atomic rename, so a killed (or ``SIGSTOP``-pause
 run never leaves a half-written checkpoint and a rerun skips what exists.  Later
 steps always read their inputs back from these files, which makes an interrupted
 and restarted run follow exactly the same data as an uninterrupted one.
+
+A checkpoint holds one :class:`~schnetpack_hessian.data.record.HessianRecord` in
+ASE units (Å, eV, eV/Å, eV/Å²) under the keys ``numbers``, ``positions``,
+``energy``, ``forces``, ``hessian`` (square ``(3N, 3N)``), ``kind`` and
+``reaction``; a missing energy, forces or Hessian is stored all NaN.
 """
 
+import io
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from schnetpack_hessian import properties
+from schnetpack_hessian.data.record import HessianRecord, Origin
+from schnetpack_hessian.data.validation import is_missing
 from schnetpack_hessian.files import atomic_write_bytes
 
 __all__ = [
-    "Structure",
-    "atomic_write_bytes",
     "write_json",
     "read_json",
     "save_structure",
@@ -32,41 +34,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, Path]
-
-
-@dataclass
-class Structure:
-    """A labelled geometry.
-
-    Attributes:
-        numbers: ``(N,)`` atomic numbers.
-        positions: ``(N, 3)`` positions in Å.
-        energy: energy in eV.
-        forces: ``(N, 3)`` forces in eV/Å.
-        hessian: ``(3N, 3N)`` Hessian in eV/Å².
-        kind: one of :data:`schnetpack_hessian.properties.KINDS`.
-        reaction: reaction id.
-    """
-
-    numbers: np.ndarray
-    positions: np.ndarray
-    energy: float
-    forces: np.ndarray
-    hessian: np.ndarray
-    kind: str
-    reaction: int
-
-    def to_atoms(self) -> Atoms:
-        """``ase.Atoms`` with energy/forces on a SinglePointCalculator and
-        ``info["hessian"]`` (3N, 3N) eV/Å², ``info["kind"]``, ``info["reaction"]``."""
-        atoms = Atoms(numbers=self.numbers, positions=self.positions)
-        atoms.calc = SinglePointCalculator(
-            atoms, energy=float(self.energy), forces=np.array(self.forces)
-        )
-        atoms.info[properties.hessian] = np.array(self.hessian)
-        atoms.info[properties.kind] = str(self.kind)
-        atoms.info[properties.reaction] = int(self.reaction)
-        return atoms
 
 
 def write_json(path: PathLike, obj: Any) -> None:
@@ -83,44 +50,54 @@ def read_json(path: PathLike) -> Any:
 
 
 def _npz_bytes(arrays: Dict[str, np.ndarray]) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
 
 
-def save_structure(path: PathLike, s: Structure) -> None:
-    """Atomically save a :class:`Structure` as ``.npz``."""
+def _stored(value: Optional[Any], shape: tuple) -> np.ndarray:
+    """A target as float64, a missing one (``None``) all NaN of ``shape``."""
+    if value is None:
+        return np.full(shape, np.nan)
+    return np.asarray(value, dtype=np.float64)
+
+
+def save_structure(path: PathLike, record: HessianRecord) -> None:
+    """Atomically save a record in ASE units as ``.npz`` (layout: module docstring)."""
+    n = record.n_atoms
     atomic_write_bytes(
         path,
         _npz_bytes(
             dict(
-                numbers=np.asarray(s.numbers, dtype=np.int64),
-                positions=np.asarray(s.positions, dtype=np.float64),
-                energy=np.float64(s.energy),
-                forces=np.asarray(s.forces, dtype=np.float64),
-                hessian=np.asarray(s.hessian, dtype=np.float64),
-                kind=np.str_(s.kind),
-                reaction=np.int64(s.reaction),
+                numbers=np.asarray(record.numbers, dtype=np.int64),
+                positions=np.asarray(record.positions, dtype=np.float64),
+                energy=_stored(record.energy, ()),
+                forces=_stored(record.forces, (n, 3)),
+                hessian=_stored(record.hessian, (3 * n, 3 * n)),
+                kind=np.str_(record.kind),
+                reaction=np.int64(record.reaction),
             )
         ),
     )
 
 
-def load_structure(path: PathLike) -> Optional[Structure]:
-    """Load a :class:`Structure` saved by :func:`save_structure`; ``None`` if absent."""
+def load_structure(path: PathLike) -> Optional[HessianRecord]:
+    """The record saved by :func:`save_structure` (its origin: ``path``), ``None`` if
+    the file is absent; an all-NaN energy, forces or Hessian becomes ``None``."""
     if not os.path.exists(path):
         return None
     with np.load(path) as z:
-        return Structure(
+        targets = {k: z[k] for k in ("energy", "forces", "hessian")}
+        targets = {k: None if is_missing(v) else v for k, v in targets.items()}
+        return HessianRecord(
             numbers=z["numbers"],
             positions=z["positions"],
-            energy=float(z["energy"]),
-            forces=z["forces"],
-            hessian=z["hessian"],
+            energy=None if targets["energy"] is None else float(targets["energy"]),
+            forces=targets["forces"],
+            hessian=targets["hessian"],
             kind=str(z["kind"]),
             reaction=int(z["reaction"]),
+            origin=Origin(str(path), 0),
         )
 
 

@@ -36,6 +36,8 @@ import numpy as np
 from ase import Atoms
 
 from schnetpack_hessian import properties
+from schnetpack_hessian.data.record import HessianRecord
+from schnetpack_hessian.data.validation import symmetrize
 from schnetpack_hessian.generate.atomrefs import (
     atom_reference_energies,
     atomrefs_table,
@@ -57,7 +59,6 @@ from schnetpack_hessian.generate.pathsearch import (
 from schnetpack_hessian.generate.reactions import Reaction
 from schnetpack_hessian.generate.sampling import evenly_spaced, normal_mode_samples
 from schnetpack_hessian.generate.store import (
-    Structure,
     load_arrays,
     load_structure,
     read_json,
@@ -152,12 +153,19 @@ class ReactionOutcome:
 
 
 def _label(
-    engine: Engine, numbers: np.ndarray, positions: np.ndarray, kind: str, rid: int
-) -> Structure:
-    res = engine.compute(numbers, positions, hessian=True, fresh=True)
-    return Structure(
-        numbers=np.asarray(numbers),
-        positions=np.asarray(positions),
+    engine: Engine,
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    kind: str,
+    rid: int,
+    fresh: bool = True,
+) -> HessianRecord:
+    """The record of a geometry ``(N, 3)`` Å labelled by ``engine`` (eV, eV/Å, eV/Å²);
+    ``fresh=False`` takes its cached result there."""
+    res = engine.compute(numbers, positions, hessian=True, fresh=fresh)
+    return HessianRecord(
+        numbers=np.array(numbers),
+        positions=np.array(positions, dtype=np.float64),
         energy=res.energy,
         forces=res.forces,
         hessian=res.hessian,
@@ -170,18 +178,8 @@ def _save_labelled(
     path: Path, atoms: Atoms, engine: Engine, kind: str, rid: int
 ) -> None:
     """Store a critical point with the engine's (cached) result at ``atoms``."""
-    res = engine.compute(atoms.numbers, atoms.positions, hessian=True)
     save_structure(
-        path,
-        Structure(
-            atoms.numbers,
-            atoms.positions.copy(),
-            res.energy,
-            res.forces,
-            res.hessian,
-            kind,
-            rid,
-        ),
+        path, _label(engine, atoms.numbers, atoms.positions, kind, rid, fresh=False)
     )
 
 
@@ -209,7 +207,7 @@ def _minimum(
     reaction: Reaction,
     engine: Engine,
     cfg: GenerationConfig,
-) -> Structure:
+) -> HessianRecord:
     path = rdir / f"{role}.npz"
     if not path.exists():
         engine.reset()
@@ -230,18 +228,18 @@ def _minimum(
 def _transition_state(
     rdir: Path,
     reaction: Reaction,
-    react: Structure,
-    prod: Structure,
+    react: HessianRecord,
+    prod: HessianRecord,
     engine: Engine,
     cfg: GenerationConfig,
-) -> Structure:
+) -> HessianRecord:
     path = rdir / "ts.npz"
     if not path.exists():
         engine.reset()
         guess = reaction.ts_guess
         if guess is None:
             guess = interpolated_guess(
-                as_atoms(react), as_atoms(prod), engine, cfg.n_images
+                react.as_atoms(), prod.as_atoms(), engine, cfg.n_images
             )
         ts, _ = find_ts(
             guess,
@@ -257,7 +255,7 @@ def _transition_state(
 def _irc_path(
     rdir: Path,
     reaction: Reaction,
-    structures: Dict[str, Structure],
+    structures: Dict[str, HessianRecord],
     engine: Engine,
     cfg: GenerationConfig,
 ) -> Dict[str, np.ndarray]:
@@ -265,10 +263,10 @@ def _irc_path(
     if not path.exists():
         engine.reset()
         irc = run_irc(
-            as_atoms(structures["ts"]),
+            structures["ts"].as_atoms(),
             engine,
-            as_atoms(structures["reactant"]),
-            as_atoms(structures["product"]),
+            structures["reactant"].as_atoms(),
+            structures["product"].as_atoms(),
             dx=cfg.irc_dx,
             steps=cfg.irc_steps,
             energy_tol=cfg.irc_energy_tol,
@@ -341,11 +339,6 @@ def _label_nms(
             f = rdir / f"nms_{k:03d}_{s:02d}.npz"
             if not f.exists():
                 save_structure(f, _label(engine, numbers, x, "nms", reaction.id))
-
-
-def as_atoms(s: Structure) -> Atoms:
-    """Bare ``Atoms`` (no labels) of a stored structure."""
-    return Atoms(numbers=s.numbers, positions=s.positions)
 
 
 def _structure_files(rdir: Path) -> List[Path]:
@@ -579,7 +572,7 @@ def keep_smallest(
 
 def iter_structures(
     workdirs: Iterable[PathLike], reactions: Optional[Iterable[int]] = None
-) -> Iterator[Atoms]:
+) -> Iterator[HessianRecord]:
     """Labelled structures of every finished reaction, ordered by reaction id.
 
     Args:
@@ -587,12 +580,10 @@ def iter_structures(
         reactions: only these reaction ids (default: all finished ones).
 
     Yields:
-        ``ase.Atoms`` with energy/forces, ``info["hessian"]`` (3N, 3N) eV/Å²
-        symmetrised as ``(H + Hᵀ)/2`` (the work files keep the program's raw
-        Hessian), ``info["kind"]`` and ``info["reaction"]``.
+        Records in ASE units (Å, eV, eV/Å, eV/Å²) with kind, reaction and their
+        checkpoint file as origin; the Hessian ``(3N, 3N)`` symmetrised as
+        ``(H + Hᵀ)/2`` (the work files keep the program's raw Hessian).
     """
-    from schnetpack_hessian.data import symmetrize
-
     workdirs = [Path(w) for w in workdirs]
     done = finished_reactions(workdirs)
     wanted = sorted(done) if reactions is None else sorted(set(reactions))
@@ -600,11 +591,10 @@ def iter_structures(
         if rid not in done:
             raise ValueError(f"reaction {rid} is not finished in {list(workdirs)}")
         for path in _structure_files(done[rid]):
-            s = load_structure(path)
-            if s is None:
+            record = load_structure(path)
+            if record is None:
                 raise FileNotFoundError(f"reaction {rid}: {path} is missing")
-            s.hessian = symmetrize(s.hessian)
-            yield s.to_atoms()
+            yield replace(record, hessian=symmetrize(record.hessian))
 
 
 def _package_version(name: str = "schnetpack-hessian") -> str:
@@ -711,8 +701,13 @@ def assemble(
     structures = list(iter_structures(workdirs, reactions))
     if not structures:
         raise ValueError(f"no finished reaction in {list(map(str, workdirs))}")
-    data.write(
-        out, structures, metadata=metadata, overwrite=overwrite, precision=precision
+    data.write_records(
+        out,
+        structures,
+        data.ASE_UNITS,
+        metadata=metadata,
+        overwrite=overwrite,
+        precision=precision,
     )
     return len(structures)
 
@@ -763,12 +758,10 @@ def merge(
                 entries = {str(i): {"name": n} for i, n in enumerate(entries)}
             for key, value in entries.items():
                 table[str(int(key) + offset)] = value
-            for i, atoms in enumerate(data.iread(f)):
-                atoms.info[properties.reaction] = reactions.shift(
-                    atoms.info[properties.reaction], offset
-                )
-                duplicates(atoms.numbers, atoms.positions, f"{f}: structure {i}")
-                structures.append(atoms)
+            for record in data.iread_records(f):
+                record.reaction = reactions.shift(record.reaction, offset)
+                duplicates(record.numbers, record.positions, str(record.origin))
+                structures.append(record)
     except data.HessianDataError as err:  # a missing, truncated or foreign shard
         raise ValueError(f"shard {err}") from err
     for f, offset in reactions.shifted:
@@ -793,6 +786,8 @@ def merge(
                     f"{files[0]}: {metadata.get('level_of_theory')}"
                 )
         metadata["reactions"] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
-    structures.sort(key=lambda a: int(a.info[properties.reaction]))
-    data.write(out, structures, metadata=metadata, overwrite=overwrite)
+    structures.sort(key=lambda r: int(r.reaction))
+    data.write_records(
+        out, structures, data.ASE_UNITS, metadata=metadata, overwrite=overwrite
+    )
     return len(structures)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 
-from schnetpack_hessian import vibrations
+from schnetpack_hessian import data, vibrations
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.generate.geometry import (
     bond_graph,
     has_clash,
@@ -22,7 +23,12 @@ from schnetpack_hessian.generate.reactions import (
     select_shard,
 )
 from schnetpack_hessian.generate.sampling import evenly_spaced, normal_mode_samples
-from schnetpack_hessian.generate.store import Structure, load_structure, save_structure
+from schnetpack_hessian.generate.store import (
+    load_structure,
+    save_structure,
+    write_json,
+)
+from schnetpack_hessian.generate.workflow import assemble, iter_structures
 
 NH3_UP = np.array(
     [[0, 0, 0], [0.94, 0, 0.38], [-0.47, 0.8141, 0.38], [-0.47, -0.8141, 0.38]]
@@ -108,7 +114,7 @@ def test_connects_orients_and_rejects():
 def test_structure_checkpoint_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     h = rng.normal(size=(12, 12))
-    s = Structure(
+    s = HessianRecord(
         np.array([7, 1, 1, 1]),
         NH3_UP,
         -1500.5,
@@ -122,10 +128,58 @@ def test_structure_checkpoint_roundtrip(tmp_path):
     back = load_structure(tmp_path / "x.npz")
     assert back.kind == "irc" and back.reaction == 4 and back.energy == s.energy
     np.testing.assert_array_equal(back.hessian, s.hessian)
-    atoms = back.to_atoms()
-    assert atoms.get_potential_energy() == s.energy
-    assert atoms.info["hessian"].shape == (12, 12)
+    assert str(back.origin).startswith(str(tmp_path / "x.npz"))
+    atoms = back.as_atoms()  # the bare geometry an optimiser starts from
+    assert atoms.calc is None and not atoms.info
+    np.testing.assert_array_equal(atoms.positions, NH3_UP)
     assert load_structure(tmp_path / "missing.npz") is None
+    s.forces = s.hessian = None  # missing targets are stored all NaN
+    save_structure(tmp_path / "y.npz", s)
+    back = load_structure(tmp_path / "y.npz")
+    assert back.forces is None and back.hessian is None and back.energy == s.energy
+
+
+def _old_checkpoint(path, positions, kind, reaction, rng):
+    """A checkpoint as the generator's former ``Structure`` wrote it: plain arrays,
+    energy a float64 scalar, kind a numpy string."""
+    h = rng.normal(size=(12, 12))
+    np.savez(
+        path,
+        numbers=np.array([7, 1, 1, 1], dtype=np.int64),
+        positions=np.asarray(positions, dtype=np.float64),
+        energy=np.float64(-1500.5),
+        forces=rng.normal(size=(4, 3)),
+        hessian=h + 0.1 * h.T,  # the program's raw, not quite symmetric Hessian
+        kind=np.str_(kind),
+        reaction=np.int64(reaction),
+    )
+
+
+def test_work_directory_of_the_former_checkpoint_format_assembles(tmp_path):
+    rng = np.random.default_rng(1)
+    rdir = tmp_path / "work" / "r0005"
+    rdir.mkdir(parents=True)
+    for kind, x in (("reactant", NH3_UP), ("product", NH3_DOWN), ("ts", NH3_UP)):
+        _old_checkpoint(rdir / f"{kind}.npz", x, kind, 5, rng)
+    _old_checkpoint(rdir / "irc_000.npz", NH3_UP * 1.01, "irc", 5, rng)
+    write_json(rdir / "done.json", {"reaction": 5, "name": "inversion"})
+
+    records = list(iter_structures([tmp_path / "work"]))
+    assert [r.kind for r in records] == ["reactant", "product", "ts", "irc"]
+    ts = records[2]
+    with np.load(rdir / "ts.npz") as old:
+        np.testing.assert_array_equal(ts.positions, old["positions"])
+        np.testing.assert_array_equal(ts.forces, old["forces"])
+        raw = old["hessian"]
+    np.testing.assert_allclose(ts.hessian, (raw + raw.T) / 2)
+    assert ts.energy == -1500.5 and ts.reaction == 5
+
+    out = tmp_path / "set.h5"
+    assert assemble([tmp_path / "work"], out) == 4
+    atoms = list(data.iread(out))
+    assert [a.info["kind"] for a in atoms] == [r.kind for r in records]
+    np.testing.assert_allclose(atoms[2].info["hessian"], ts.hessian)
+    assert atoms[2].get_potential_energy() == -1500.5
 
 
 def test_evenly_spaced():

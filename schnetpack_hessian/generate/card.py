@@ -130,14 +130,14 @@ def set_statistics(path: PathLike, imag_threshold: float = 20.0) -> SetStatistic
     n_atoms: Dict[int, int] = {}
     frequency: Dict[int, float] = {}
     n_imaginary: Dict[str, Counter] = {k: Counter() for k in properties.CRITICAL_KINDS}
-    for atoms in data.iread(path):
-        rid, kind = int(atoms.info[properties.reaction]), atoms.info[properties.kind]
+    for record in data.iread_records(path):
+        rid, kind = int(record.reaction), record.kind
         kinds[kind] += 1
-        n_atoms[rid] = len(atoms)
+        n_atoms[rid] = record.n_atoms
         if kind not in properties.CRITICAL_KINDS:
             continue
-        energy[rid][kind] = atoms.get_potential_energy()
-        nu = vibrations.frequencies(atoms.info[properties.hessian], atoms=atoms)
+        energy[rid][kind] = record.energy
+        nu = vibrations.frequencies(record.hessian, atoms=record.as_atoms())
         imaginary = nu[nu < -imag_threshold]
         n_imaginary[kind][imaginary.size] += 1
         if kind == "ts":

@@ -56,12 +56,11 @@ class LabelReport:
 
 def _atoms_in_angstrom(record: HessianRecord, to_angstrom: float) -> Atoms:
     """The record's geometry as ``ase.Atoms`` in Å (for the teacher)."""
-    return Atoms(
-        numbers=record.numbers,
+    return replace(
+        record,
         positions=np.asarray(record.positions) * to_angstrom,
         cell=np.asarray(record.cell) * to_angstrom,
-        pbc=record.pbc,
-    )
+    ).as_atoms()
 
 
 def label_file(

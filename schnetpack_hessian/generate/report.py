@@ -40,16 +40,15 @@ def summarize(path: Union[str, Path]) -> str:
     energy: Dict[int, Dict[str, float]] = defaultdict(dict)
     imag: Dict[int, float] = {}
     formula: Dict[int, str] = {}
-    for atoms in data.iread(path):
-        rid, kind = int(atoms.info[properties.reaction]), atoms.info[properties.kind]
+    for record in data.iread_records(path):
+        rid, kind = int(record.reaction), record.kind
+        atoms = record.as_atoms()
         counts[rid][kind] += 1
         formula[rid] = atoms.get_chemical_formula()
         if kind in properties.CRITICAL_KINDS:
-            energy[rid][kind] = atoms.get_potential_energy()
+            energy[rid][kind] = record.energy
         if kind == "ts":
-            imag[rid] = float(
-                vibrations.frequencies(atoms.info[properties.hessian], atoms=atoms)[0]
-            )
+            imag[rid] = float(vibrations.frequencies(record.hessian, atoms=atoms)[0])
     kinds = list(properties.KINDS[:5])
     total = {k: sum(c[k] for c in counts.values()) for k in kinds}
     rows: List[List[object]] = []

@@ -22,6 +22,7 @@ import schnetpack.transform as trn
 from schnetpack_hessian.calculator import hessians_computed
 from schnetpack_hessian.evaluation.model import EvaluationModel
 from schnetpack_hessian.layout import split_squares
+from schnetpack_hessian.quantities import Dimension, Quantity
 
 __all__ = ["Prediction", "predict"]
 
@@ -31,14 +32,21 @@ class Prediction:
     """A model's energy, forces and Hessian for one structure (ASE units).
 
     Attributes:
-        energy: total energy in eV.
+        energy: total energy in eV, a :class:`~schnetpack_hessian.quantities.Quantity`
+            (a plain number given is typed as an energy).
         forces: ``(N, 3)`` in eV/Å.
         hessian: ``(3N, 3N)`` in eV/Å², None if not computed.
     """
 
-    energy: float
+    energy: Quantity
     forces: np.ndarray
     hessian: Optional[np.ndarray]
+
+    def __post_init__(self) -> None:
+        energy = self.energy
+        if isinstance(energy, Quantity) and energy.dimension is not Dimension.ENERGY:
+            raise TypeError(f"Prediction.energy: expected an energy, got {energy!r}")
+        object.__setattr__(self, "energy", Quantity(energy, Dimension.ENERGY))
 
 
 def predict(

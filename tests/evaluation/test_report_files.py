@@ -33,16 +33,24 @@ from schnetpack_hessian.data import iread
 from schnetpack_hessian.datasets import reactive_set_path
 from schnetpack_hessian.evaluation import downstream
 from schnetpack_hessian.evaluation.predict import Prediction
+from schnetpack_hessian.evaluation.reactions import (
+    BARRIER_ROW,
+    BARRIER_STATS,
+    PROFILE_ROW,
+    PROFILE_STATS,
+)
 from schnetpack_hessian.evaluation.report import (
     group_table,
     summary_table,
     write_metrics,
     write_structures_csv,
 )
+from schnetpack_hessian.evaluation.structures import POOLED, STRUCTURE_ROW
 from schnetpack_hessian.evaluation.tssearch import (
     TSSearchResult,
     summarize_ts_searches,
 )
+from schnetpack_hessian.quantities import Dimension, Quantity
 from schnetpack_hessian.study.scoring import METRICS, flat_metrics
 
 DATA = Path(__file__).resolve().parent / "data" / "report_files"
@@ -191,10 +199,34 @@ def _rows(path: Path) -> List[List[str]]:
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory) -> Path:
+def reports():
+    return build_reports()
+
+
+@pytest.fixture(scope="module")
+def written(reports, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report_files")
-    write_files(build_reports(), out)
+    write_files(reports, out)
     return out
+
+
+def test_every_number_with_a_declared_dimension_is_a_quantity_of_it(reports):
+    for report in reports:
+        records = [
+            (STRUCTURE_ROW, report.rows),
+            (POOLED, [report.pooled["all"], *report.pooled["kind"].values()]),
+            (BARRIER_ROW, report.barriers),
+            (BARRIER_STATS, [report.barrier_stats]),
+            (PROFILE_ROW, [p.as_row() for p in report.profiles]),
+            (PROFILE_STATS, [report.profile_stats]),
+        ]
+        for schema, rows in records:
+            for row in rows:
+                for key, value in row.items():
+                    dim = schema.fields[key]
+                    assert isinstance(value, Quantity) == (dim is not None), key
+                    assert dim is None or value.dimension is dim, key
+        assert all(p.energy.dimension is Dimension.ENERGY for p in report.predictions)
 
 
 @pytest.mark.parametrize("name", ["structures.csv", "structures_ev.csv"])

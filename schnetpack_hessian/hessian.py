@@ -551,15 +551,21 @@ def grouped_arguments(values: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def was_computed(outputs: Mapping[str, torch.Tensor], key: str) -> bool:
-    """Whether the call of the :class:`Hessian` module that wrote ``outputs`` computed
-    ``key`` (a Hessian, HVP or probe key).
+    """Whether output ``key`` of ``outputs`` holds results of this call.
 
-    A model output that the module's schedule skips in the current phase (e.g. the
-    Hessian of an E+F baseline in training) holds an empty placeholder so that the
-    output dict keeps its keys; this is the one place that knows the convention.
+    The :class:`Hessian` module declares what it computed in each call with a marker
+    (:func:`~schnetpack_hessian.properties.computed`) beside each of its keys; an
+    output it skipped (e.g. the Hessian of an E+F baseline in training) holds an
+    empty placeholder so that the output dict keeps its keys, with a False marker.  A
+    value without a marker (put there by other code, or by a model pickled before
+    the markers, whose ``model_outputs`` do not collect them) counts as computed
+    unless it is such an empty placeholder.
     """
     value = outputs.get(key)
-    return value is not None and value.shape[0] > 0
+    if value is None:
+        return False
+    marker = outputs.get(properties.computed(key))
+    return value.shape[0] > 0 if marker is None else marker.shape[0] == 1
 
 
 class Hessian(nn.Module):
@@ -776,12 +782,20 @@ class Hessian(nn.Module):
         outputs = [spk_properties.n_atoms]
         if self.calc_forces:
             outputs.append(self.force_key)
-        if self.schedule.writes_full:
-            outputs.append(self.hessian_key)
-        if self.mode == "hvp":
-            outputs += [self.hvp_key, self.probes_key]
+        outputs += [
+            k
+            for key in self._derivative_keys()
+            for k in (key, properties.computed(key))
+        ]
         self.model_outputs = outputs
         return self
+
+    def _derivative_keys(self) -> List[str]:
+        """The Hessian, HVP and probe keys this module writes (each with a marker)."""
+        keys = [self.hessian_key] if self.schedule.writes_full else []
+        if self.mode == "hvp":
+            keys += [self.hvp_key, self.probes_key]
+        return keys
 
     def _probe_generator(self, device: torch.device) -> Optional[torch.Generator]:
         """The seeded probe generator on ``device``, made on first use.
@@ -897,11 +911,11 @@ class Hessian(nn.Module):
                 "Hessians need autograd: use torch.enable_grad() / inference_mode=False"
             )
 
-    def _skipped(self, positions: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Empty placeholders for the outputs not computed in this call (see
-        :func:`was_computed`)."""
+    def _placeholders(self, positions: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Empty placeholders for every derivative output (replaced by what this
+        call computes; see :func:`was_computed`)."""
         out = {}
-        if self.hessian_key in self.model_outputs:
+        if self.schedule.writes_full:
             out[self.hessian_key] = positions.new_zeros((0, 3, 3))
         if self.mode == "hvp":
             empty = positions.new_zeros((0,) + tuple(positions.shape))
@@ -972,7 +986,8 @@ class Hessian(nn.Module):
             inputs[self.force_key] = forces if training else forces.detach()
 
         compute = self.schedule.computes(training) if self.active else "none"
-        results = self._skipped(positions)
+        results = self._placeholders(positions)
+        computed = set()
         if compute != "none":
             plan = self.passes.plan(inputs, create_graph=training)
             if compute == "full":
@@ -981,8 +996,14 @@ class Hessian(nn.Module):
                 probes = self.probes_for(inputs)
                 results[self.hvp_key] = hessian_rows(gradient, positions, probes, plan)
                 results[self.probes_key] = probes
+            computed = {
+                key for key in results if key != self.hessian_key or compute == "full"
+            }
         for key, value in results.items():
             inputs[key] = (
                 value if training or key == self.probes_key else value.detach()
+            )
+            inputs[properties.computed(key)] = positions.new_ones(
+                int(key in computed), dtype=torch.bool
             )
         return inputs

@@ -24,6 +24,16 @@ hessian_label_probes: Final[str] = "hessian_label_probes"
 #: Hessian's unit (a teacher model's, :class:`~schnetpack_hessian.Teacher`).
 hessian_label_hvp: Final[str] = "hessian_label_hvp"
 
+
+def computed(key: str) -> str:
+    """The key of the marker that says whether output ``key`` (a Hessian, HVP or
+    probe key of :class:`~schnetpack_hessian.Hessian`) holds results in this call: a
+    bool tensor of length 1 (computed) or 0 (skipped), so that its answer is host
+    metadata that survives moves between devices and is read without waiting for a
+    device.  Outputs the module's schedule skips hold an empty placeholder."""
+    return f"_computed_{key}"
+
+
 #: Per-structure label: the role of the geometry on its reaction path.
 kind: Final[str] = "kind"
 #: Per-structure label: integer id of the reaction the geometry belongs to (-1: none).

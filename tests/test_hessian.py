@@ -351,6 +351,27 @@ def test_schedule_decides_the_outputs_and_what_each_phase_computes(batch):
     assert out[P.forces].requires_grad  # E+F training still works
 
 
+def test_the_module_declares_what_it_computed_with_markers(batch):
+    """Each derivative key comes with a marker the consumers read; the marker, not
+    the value's shape, decides (a marker of a skipped output makes even a filled
+    value count as not computed), and it stays readable after a device move."""
+    module = Hessian(mode="hvp", schedule={"training": "none"}, probes=dict(n=1))
+    model = make_potential("schnet", [module])
+    marker = properties.computed(properties.hessian_hvp)
+    assert marker in module.model_outputs
+    skipped = model.train()(clone_batch(batch))
+    assert skipped[marker].shape == (0,) and not was_computed(
+        skipped, properties.hessian_hvp
+    )
+    skipped[properties.hessian_hvp] = torch.ones(1, 2, 3)
+    assert not was_computed(skipped, properties.hessian_hvp)
+    done = model.eval()(clone_batch(batch))
+    assert done[marker].shape == (1,) and was_computed(done, properties.hessian_hvp)
+    moved = {k: v.to("meta") for k, v in done.items()}
+    assert was_computed(moved, properties.hessian_hvp)  # host metadata, no read
+    assert was_computed({properties.hessian: torch.ones(4, 3, 3)}, properties.hessian)
+
+
 def test_keywords_of_the_unreleased_constructor_are_refused():
     """The flags and pass settings take ``schedule=`` and ``passes=`` only; modules
     pickled with the old attributes still load (next test)."""

@@ -1,9 +1,16 @@
 """Shared fixtures: a mixed batch of real molecules and small float64 models."""
 
+import os
+
 import pytest
 import torch
 
 from schnetpack_hessian.testing import build_batch, reference_molecules
+
+# one thread per test process (the suite runs one worker per core) and per process
+# a test starts; small float64 tensors gain nothing from more
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,9 @@ energies, forces and Hessians of the reaction's 25 structures in float64 takes a
 seconds and gives one.
 """
 
+from pathlib import Path
+
+import fasteners
 import numpy as np
 import pytest
 import torch
@@ -29,8 +32,22 @@ def reaction_structures():
 
 
 @pytest.fixture(scope="session")
-def fitted_model_file(reaction_structures, tmp_path_factory):
-    """``torch.save``-d model (eV, Å) fitted to the reaction's E, F and H."""
+def fitted_model_file(reaction_structures, tmp_path_factory, worker_id):
+    """``torch.save``-d model (eV, Å) fitted to the reaction's E, F and H, once per
+    test run: the xdist workers share the file (their temporary folders' parent is
+    the run's own)."""
+    if worker_id == "master":
+        return _fit(reaction_structures, tmp_path_factory.mktemp("model"))
+    shared = tmp_path_factory.getbasetemp().parent
+    with fasteners.InterProcessLock(str(shared / "fitted_model.lock")):
+        path = shared / "fitted_model" / "best_model"
+        if not path.exists():
+            _fit(reaction_structures, path.parent)
+    return path
+
+
+def _fit(reaction_structures, folder: Path) -> Path:
+    """Fit the model and write it to ``folder/best_model``."""
     torch.set_num_threads(1)
     model = make_potential(
         "painn",
@@ -71,6 +88,8 @@ def fitted_model_file(reaction_structures, tmp_path_factory):
         ]
     )
     model.do_postprocessing = True
-    path = tmp_path_factory.mktemp("model") / "best_model"
-    torch.save(model, path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "best_model"
+    torch.save(model, path.with_name("best_model.partial"))
+    path.with_name("best_model.partial").replace(path)
     return path

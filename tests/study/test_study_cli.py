@@ -75,18 +75,11 @@ def test_two_tiny_runs_report_and_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert _mtimes(out) == before
 
-    # a study killed after training, before scoring, scores without retraining
-    victim = out / "runs" / runs[1]
-    (victim / "result.json").unlink()
-    model_time = (victim / "best_model").stat().st_mtime_ns
-    log_size = (victim / "spktrain.log").stat().st_size
-    third = _study(out)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert (victim / "result.json").exists()
-    assert (victim / "best_model").stat().st_mtime_ns == model_time
-    assert (victim / "spktrain.log").stat().st_size == log_size
+    # (scoring a trained run without retraining it: the cpu-preset test below)
 
     # another budget in the same directory would mix runs: refused
+    victim = out / "runs" / runs[1]
+    model_time = (victim / "best_model").stat().st_mtime_ns
     other = _study(out, "--max-epochs", "3")
     assert other.returncode == 2 and "new output directory" in other.stderr
     assert (victim / "best_model").stat().st_mtime_ns == model_time

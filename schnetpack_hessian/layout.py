@@ -76,8 +76,11 @@ def blocks_to_square(blocks: ArrayLike) -> ArrayLike:
 
 
 def as_square(hessian: np.ndarray, n_atoms: int) -> np.ndarray:
-    """A Hessian given flat ``(9N²,)``, square ``(3N, 3N)`` or as blocks ``(N², 3, 3)``
-    → square ``(3N, 3N)``.
+    """A Hessian in any of the layouts files use → square ``(3N, 3N)``.
+
+    Accepted: flat ``(9N²,)``, square ``(3N, 3N)``, per-atom rows ``(N, 9N)`` (extxyz),
+    ``(N, 3, N, 3)`` (all row-major d²E/dR_iα dR_jβ) and SchNetPack's blocks
+    ``(N², 3, 3)``.
 
     Raises:
         ValueError: the shape fits none of these for ``n_atoms`` (the message says
@@ -86,13 +89,15 @@ def as_square(hessian: np.ndarray, n_atoms: int) -> np.ndarray:
     n3 = 3 * n_atoms
     if hessian.shape == (n3, n3):
         return hessian
-    if hessian.shape == (n3 * n3,):
-        return hessian.reshape(n3, n3)
     if hessian.shape == (n_atoms * n_atoms, 3, 3):
         return blocks_to_square(hessian)
+    row_major = [(n3 * n3,), (n_atoms, 3 * n3), (n_atoms, 3, n_atoms, 3)]
+    if hessian.shape in row_major:
+        return hessian.reshape(n3, n3)
+    expected = [(n3, n3), (n_atoms * n_atoms, 3, 3)] + row_major
     raise ValueError(
-        f"Hessian has shape {tuple(hessian.shape)}; for {n_atoms} atoms expected "
-        f"{(n3, n3)}, {(n3 * n3,)} or {(n_atoms * n_atoms, 3, 3)}"
+        f"Hessian has shape {tuple(hessian.shape)}; for {n_atoms} atoms expected one "
+        f"of {', '.join(str(e) for e in expected)}"
     )
 
 

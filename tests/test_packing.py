@@ -138,11 +138,15 @@ def test_sizes_alone_register_once(batch):
 
 
 def test_as_square_reads_every_layout_of_one_hessian():
-    """Flat (9N²,), square (3N, 3N) and block (N², 3, 3) layouts give one matrix;
-    any other shape is refused with the expected ones named."""
+    """Flat (9N²,), square (3N, 3N), per-atom rows (N, 9N), (N, 3, N, 3) and block
+    (N², 3, 3) layouts give one matrix; any other shape is refused with the expected
+    ones named."""
     rng = np.random.default_rng(0)
     square = rng.normal(size=(9, 9))
-    for given in (square, square.reshape(81), square_to_blocks(square)):
+    per_atom = np.stack([square[3 * i : 3 * i + 3].reshape(-1) for i in range(3)])
+    by_atom = np.einsum("aibj->aibj", square.reshape(3, 3, 3, 3))
+    layouts = (square, square.reshape(81), per_atom, by_atom, square_to_blocks(square))
+    for given in layouts:
         np.testing.assert_array_equal(as_square(given, 3), square)
     with pytest.raises(ValueError, match=r"shape \(9, 8\); for 3 atoms expected"):
         as_square(square[:, :8], 3)

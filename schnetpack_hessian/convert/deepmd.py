@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 from ase.data import chemical_symbols
 
+from schnetpack_hessian.layout import as_square
 from schnetpack_hessian.convert.base import (
     ConversionError,
     Entry,
@@ -118,7 +119,7 @@ def _frame(arrays: Dict[str, np.ndarray], i: int, numbers, pbc: bool) -> Hessian
         energy=float(arrays["energy"][i]),
         forces=np.asarray(arrays["force"][i]).reshape(n, 3),
         hessian=(
-            np.asarray(arrays["hessian"][i]).reshape(3 * n, 3 * n)
+            as_square(np.ravel(arrays["hessian"][i]), n)
             if "hessian" in arrays
             else None
         ),

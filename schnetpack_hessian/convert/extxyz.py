@@ -24,6 +24,7 @@ import numpy as np
 from ase.data import chemical_symbols
 from ase.io import iread as ase_iread
 
+from schnetpack_hessian.layout import as_square
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.convert.base import (
     ConversionError,
@@ -68,7 +69,7 @@ def _frame_hessian(atoms) -> "np.ndarray | None":
                 f"per-atom hessian has shape {arr.shape}, expected (N, 9N) = "
                 f"{(n, 9 * n)}"
             )
-        return arr.reshape(3 * n, 3 * n)
+        return as_square(arr, n)
     value = atoms.info.get(P.hessian)
     if value is None:
         return None

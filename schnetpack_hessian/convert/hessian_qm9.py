@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from ase.data import atomic_masses
 
+from schnetpack_hessian.layout import as_square
 from schnetpack_hessian.convert.base import ConversionError, Entry, Reader
 from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.vibrations import frequencies as harmonic_frequencies
@@ -158,7 +159,7 @@ def _to_record(row: Dict[str, Any]) -> HessianRecord:
         )
     n = len(z)
     positions = _array(row, "positions", (n, 3))
-    hessian = _array(row, "hessian", (n, 3, n, 3)).reshape(3 * n, 3 * n)
+    hessian = as_square(_array(row, "hessian", (n, 3, n, 3)), n)
     if n > 1:
         check_frequencies(hessian, z, positions, row["frequencies"])
     energy = np.asarray(row["energy"], dtype=np.float64)

@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from schnetpack_hessian.layout import as_square
 from schnetpack_hessian.convert.base import (
     ConversionError,
     Entry,
@@ -251,7 +252,7 @@ def _to_record(
                 f"hessian has {hessian.size} values, expected 9N² = {9 * n * n} for "
                 f"{n} atoms"
             )
-        hessian = hessian.reshape(3 * n, 3 * n)
+        hessian = as_square(np.ravel(hessian), n)
     reaction = -1
     if reaction_key is not None:
         if reaction_key not in d:

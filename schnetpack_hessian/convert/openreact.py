@@ -47,6 +47,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
+from schnetpack_hessian.layout import as_square
 from schnetpack_hessian.convert.base import (
     FORCES_SIGN,
     ConversionError,
@@ -240,7 +241,7 @@ def _group_records(
         if hessians is not None:
             h = np.asarray(hessians[c], dtype=np.float64)
             if h.shape == (9 * width * width,):
-                h = h.reshape(3 * width, 3 * width)
+                h = as_square(h, width)
             if h.shape != (3 * width, 3 * width):
                 raise ConversionError(
                     f"{path}, conformer {c}: Hessian shape {h.shape}, expected "

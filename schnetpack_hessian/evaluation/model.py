@@ -6,7 +6,6 @@ data module's ``property_units`` and ``distance_unit``), its cutoff and its keys
 bare model file without a config needs the units from the caller.
 """
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import FrozenSet, Optional, Union
@@ -18,6 +17,7 @@ import schnetpack as spk
 import schnetpack.properties as spk_properties
 import schnetpack.transform as trn
 
+from schnetpack_hessian.quiet import trusted_load_warnings
 from schnetpack_hessian import properties
 from schnetpack_hessian.calculator import HessianCalculator, enable_full_hessian
 from schnetpack_hessian.teacher import Teacher
@@ -91,8 +91,7 @@ class EvaluationModel:
     def calculator(self) -> HessianCalculator:
         """A float64 :class:`~schnetpack_hessian.HessianCalculator` for this model
         (ASE units; its ``n_calls`` counts force and Hessian evaluations)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # as in load_model
+        with trusted_load_warnings():
             return self._calculator()
 
     def _calculator(self) -> HessianCalculator:
@@ -248,10 +247,7 @@ def load_model(
     model_file = _find_model_file(Path(path))
     config = _run_config(model_file)
     try:
-        with warnings.catch_warnings():
-            # torch 2.4 warns about weights_only=False on every load; the docstring
-            # and the CLI help say a model file is code
-            warnings.simplefilter("ignore", FutureWarning)
+        with trusted_load_warnings():  # the docstring and the CLI say it is code
             model = torch.load(model_file, map_location=device, weights_only=False)
     except Exception as err:
         raise EvaluationError(f"{model_file}: cannot load the model ({err})") from err

@@ -8,7 +8,6 @@ of the saddle it found and relaxes each end: the search found the *intended* TS 
 the two ends have the reactant's and the product's bond graphs (ReactBench's test).
 """
 
-import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -17,6 +16,7 @@ from ase.build import minimize_rotation_and_translation
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
 
+from schnetpack_hessian.quiet import optimiser_warnings
 from schnetpack_hessian.generate.geometry import bond_graph
 
 __all__ = ["interpolated_guess", "irc_ends", "irc_connects"]
@@ -51,8 +51,7 @@ def interpolated_guess(
     end = Atoms(product.numbers, product.positions)
     minimize_rotation_and_translation(start, end)
     images = [start] + [start.copy() for _ in range(n_images)] + [end]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with optimiser_warnings():
         NEB(images).interpolate(method="idpp")
     energies = []
     for image in images[1:-1]:
@@ -92,8 +91,7 @@ def irc_ends(
     atoms = Atoms(ts.numbers, ts.positions)
     atoms.calc = calc
     ends = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with optimiser_warnings():
         try:
             irc = IRC(atoms, logfile=None, trajectory=None, dx=dx, gamma=0, **extra)
             for direction in ("forward", "reverse"):

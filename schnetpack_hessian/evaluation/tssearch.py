@@ -27,7 +27,6 @@ for searches that pass the other tests).
 """
 
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +34,7 @@ import numpy as np
 from ase import Atoms
 from tqdm import tqdm
 
+from schnetpack_hessian.quiet import optimiser_warnings
 from schnetpack_hessian.calculator import HessianCalculator
 from schnetpack_hessian.evaluation.reactions import ReactionPath
 from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD
@@ -236,8 +236,7 @@ def ts_search(
     extra = {}
     if method == "model_hessian":
         extra = dict(hessian_function=calc.get_hessian, diag_every_n=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with optimiser_warnings():
         opt = Sella(
             atoms, order=1, internal=True, logfile=None, trajectory=None, **extra
         )

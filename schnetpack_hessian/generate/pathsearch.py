@@ -13,7 +13,6 @@
 Failures raise :class:`PathError` with a message fit for the rejection log.
 """
 
-import warnings
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -22,6 +21,7 @@ from ase import Atoms
 from ase.mep import NEB
 from ase.optimize import BFGS
 
+from schnetpack_hessian.quiet import optimiser_warnings
 from schnetpack_hessian import vibrations
 from schnetpack_hessian.generate.calculators import Engine, EngineCalculator, QCError
 from schnetpack_hessian.generate.geometry import (
@@ -157,8 +157,7 @@ def find_ts(
     from sella import Sella
 
     a = _attach(guess, engine)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with optimiser_warnings():
         opt = Sella(
             a,
             order=1,
@@ -291,8 +290,7 @@ def run_irc(
     x_ts = a.positions.copy()
     e_ts = a.get_potential_energy()
     branches = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with optimiser_warnings():
         irc = IRC(
             a,
             logfile=None,

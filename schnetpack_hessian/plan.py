@@ -15,8 +15,8 @@ Policy, kept apart from the autograd machinery of :mod:`schnetpack_hessian.hessi
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -176,28 +176,35 @@ class PassPlan:
     retain_bytes: Optional[int] = None
 
 
-def _resolve(cls: type, value: Any, argument: str) -> Any:
-    """An instance of the settings dataclass ``cls`` from an instance, a mapping of
-    its fields (a Hydra block) or None (the defaults).
+class _Settings:
+    """A settings dataclass the :class:`~schnetpack_hessian.Hessian` constructor takes
+    as an instance, a mapping of its fields (one Hydra block) or None (defaults)."""
 
-    Raises:
-        ValueError: unknown fields (the message names ``argument``).
-    """
-    if isinstance(value, cls):
-        return value
-    values = dict(value or {})
-    known = set(cls.__dataclass_fields__)
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(
-            f"Hessian: {argument} has unknown settings {sorted(unknown)}; expected "
-            f"{sorted(known)}"
-        )
-    return cls(**values)
+    #: the constructor argument it is given as (for messages)
+    _ARGUMENT: ClassVar[str] = ""
+
+    @classmethod
+    def resolve(cls, value: Union["_Settings", Mapping[str, Any], None]) -> Any:
+        """An instance from an instance, a mapping of its fields or None.
+
+        Raises:
+            ValueError: unknown fields, or invalid values.
+        """
+        if isinstance(value, cls):
+            return value
+        values = dict(value or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(
+                f"Hessian: {cls._ARGUMENT} has unknown settings {sorted(unknown)}; "
+                f"expected {sorted(known)}"
+            )
+        return cls(**values)
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
+class ProbeSettings(_Settings):
     """The probes of ``mode="hvp"``: ``n`` vectors per molecule, redrawn at every
     training call.
 
@@ -206,6 +213,8 @@ class ProbeSettings:
         kind: their distribution, one of :data:`PROBES`.
         seed: seed of the module's probe stream (None: torch's global generator).
     """
+
+    _ARGUMENT: ClassVar[str] = "probes"
 
     n: int = 1
     kind: str = "gaussian"
@@ -223,20 +232,9 @@ class ProbeSettings:
                 f"got {n!r}"
             )
 
-    @classmethod
-    def resolve(
-        cls, probes: Union["ProbeSettings", Mapping[str, Any], None]
-    ) -> "ProbeSettings":
-        """Settings from an instance, a mapping (a Hydra ``probes:`` block) or None.
-
-        Raises:
-            ValueError: unknown keys or invalid values.
-        """
-        return _resolve(cls, probes, "probes")
-
 
 @dataclass(frozen=True)
-class HessianKeys:
+class HessianKeys(_Settings):
     """Where the :class:`~schnetpack_hessian.Hessian` module writes its results.
 
     Attributes:
@@ -245,24 +243,15 @@ class HessianKeys:
         probes: their probe vectors ``(k, ΣN, 3)``.
     """
 
+    _ARGUMENT: ClassVar[str] = "keys"
+
     hessian: str = properties.hessian
     hvp: str = properties.hessian_hvp
     probes: str = properties.hessian_probes
 
-    @classmethod
-    def resolve(
-        cls, keys: Union["HessianKeys", Mapping[str, Any], None]
-    ) -> "HessianKeys":
-        """Keys from an instance, a mapping (a Hydra ``keys:`` block) or None.
-
-        Raises:
-            ValueError: unknown fields.
-        """
-        return _resolve(cls, keys, "keys")
-
 
 @dataclass(frozen=True)
-class PassSettings:
+class PassSettings(_Settings):
     """The user's settings of the seeded passes (see :class:`PassPlan`).
 
     Attributes:
@@ -279,6 +268,8 @@ class PassSettings:
             device's free memory at that moment, read once per device and process.
             Settings saved with a number (earlier releases' 256.0) keep it.
     """
+
+    _ARGUMENT: ClassVar[str] = "passes"
 
     chunk_size: Union[int, str, None] = "auto"
     vectorize: Optional[bool] = None
@@ -310,17 +301,6 @@ class PassSettings:
                 "Hessian: retain_mb must be 'auto', None (keep every graph) or a "
                 f"finite number >= 0 (MiB), got {retain!r}"
             )
-
-    @classmethod
-    def resolve(
-        cls, passes: Union["PassSettings", Mapping[str, Any], None]
-    ) -> "PassSettings":
-        """Settings from an instance, a mapping (a Hydra ``passes:`` block) or None.
-
-        Raises:
-            ValueError: unknown keys or invalid values.
-        """
-        return _resolve(cls, passes, "passes")
 
     def retain_bytes_on(self, device: Union[str, torch.device]) -> Optional[int]:
         """The memory bound on ``device`` in bytes (None: unbounded); ``"auto"``

@@ -120,7 +120,7 @@ def run_epochs(args: argparse.Namespace) -> dict:
     )
     print(f"{label}: {rows[0].n_train} training structures, {rows[0].n_batches} "
           f"batches per epoch, {args.threads} thread(s)")  # fmt: skip
-    sizes = [len(data.structures[i]) for i in train_indices(data, args.fraction)]
+    sizes = [data.structures[i].n_atoms for i in train_indices(data, args.fraction)]
     passes = {
         (w, a): full_hessian_passes(sizes, budget.batch_size, w, atom_weighted=a)
         for w in (None, 1)

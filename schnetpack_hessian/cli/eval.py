@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not structures:
         raise EvaluationError(f"{source}: no structures to evaluate")
-    if not any(a.info.get(P.hessian) is not None for a in structures):
+    if not any(r.hessian is not None for r in structures):
         print(f"note: {source} has no reference Hessians; Hessian metrics are skipped")
     progress = not args.no_progress
     ts_settings = None

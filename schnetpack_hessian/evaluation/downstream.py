@@ -10,12 +10,13 @@ writing.
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from ase import Atoms
 from tqdm import tqdm
 
-from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.record import HessianRecord
+from schnetpack_hessian.evaluation.data import as_records
 from schnetpack_hessian.evaluation.model import EvaluationError, EvaluationModel
 from schnetpack_hessian.evaluation.predict import Prediction, predict
 from schnetpack_hessian.evaluation.reactions import (
@@ -66,7 +67,7 @@ class DownstreamReport:
         reaction_names: id → name.
         seconds: wall time per stage.
         has_hessians: whether the data held reference Hessians.
-        structures: the reference structures (for plots).
+        structures: the reference records (ASE units; for plots).
         predictions: the model's predictions, one per structure.
     """
 
@@ -83,11 +84,13 @@ class DownstreamReport:
     reaction_names: Dict[int, str] = field(default_factory=dict)
     seconds: Dict[str, float] = field(default_factory=dict)
     has_hessians: bool = True
-    structures: Sequence[Atoms] = ()
+    structures: Sequence[HessianRecord] = ()
     predictions: Sequence[Prediction] = ()
 
 
-def check_elements(model: EvaluationModel, structures: Sequence[Atoms], name: str):
+def check_elements(
+    model: EvaluationModel, structures: Sequence[HessianRecord], name: str
+):
     """Raise if the data holds elements the model was not trained on.
 
     Raises:
@@ -98,8 +101,8 @@ def check_elements(model: EvaluationModel, structures: Sequence[Atoms], name: st
         return
     from ase.data import chemical_symbols
 
-    for i, atoms in enumerate(structures):
-        extra = set(int(z) for z in atoms.numbers) - model.elements
+    for i, record in enumerate(structures):
+        extra = set(int(z) for z in record.numbers) - model.elements
         if extra:
             known = ", ".join(chemical_symbols[z] for z in sorted(model.elements))
             new = ", ".join(chemical_symbols[z] for z in sorted(extra))
@@ -111,7 +114,7 @@ def check_elements(model: EvaluationModel, structures: Sequence[Atoms], name: st
 
 def evaluate_downstream(
     model: EvaluationModel,
-    structures: Sequence[Atoms],
+    structures: Sequence[Union[HessianRecord, Atoms]],
     data_name: str = "data",
     reaction_names: Optional[Dict[int, str]] = None,
     ts_settings: Optional[TSSearchSettings] = TSSearchSettings(),
@@ -123,7 +126,9 @@ def evaluate_downstream(
 
     Args:
         model: the loaded model.
-        structures: ``iread``-style reference structures (ASE units).
+        structures: reference records in ASE units (:func:`~.data.load_structures`,
+            :func:`~schnetpack_hessian.data.iread_records`); ``ase.Atoms`` in
+            ``iread``'s convention are turned into records once, here.
         data_name: the data's name for messages.
         reaction_names: reaction id → name.
         ts_settings: TS-search settings; None skips the searches.
@@ -131,9 +136,10 @@ def evaluate_downstream(
         imag_threshold: cm⁻¹ below which imaginary modes are not counted.
         progress: progress bars over structures and TS searches.
     """
+    structures = as_records(structures)
     check_elements(model, structures, data_name)
     seconds: Dict[str, float] = {}
-    has_hessians = any(a.info.get(P.hessian) is not None for a in structures)
+    has_hessians = any(r.hessian is not None for r in structures)
     t0 = time.perf_counter()
     preds: List[Prediction] = predict(
         model, structures, batch_size, hessian=has_hessians, progress=progress
@@ -148,11 +154,11 @@ def evaluate_downstream(
         unit="structure",
         disable=not progress,
     )
-    for i, (atoms, pred) in enumerate(pairs):
-        comp = compare_structure(atoms, pred, imag_threshold)
+    for i, (record, pred) in enumerate(pairs):
+        comp = compare_structure(record, pred, imag_threshold)
         if comp is not None:
             comparisons[i] = comp
-        rows.append(structure_row(i, atoms, pred, comp))
+        rows.append(structure_row(i, record, pred, comp))
     names = dict(reaction_names or {})
     for row in rows:
         row.update(STRUCTURE_ROW(reaction_name=names.get(int(row["reaction"]), "")))
@@ -161,7 +167,7 @@ def evaluate_downstream(
         "kind": {k: pool(v) for k, v in group_rows(rows, "kind").items()},
         "reaction": {k: pool(v) for k, v in group_rows(rows, "reaction").items()},
     }
-    ref_e = [a.get_potential_energy() for a in structures]
+    ref_e = [r.energy for r in structures]
     mod_e = [p.energy for p in preds]
     paths = reaction_paths(structures, names)
     barriers = barrier_rows(paths, ref_e, mod_e)

@@ -60,8 +60,8 @@ def _subsample(x: np.ndarray, y: np.ndarray, seed: int = 0):
 
 def _hessian_entries(report: DownstreamReport):
     ref, mod = [], []
-    for atoms, pred in zip(report.structures, report.predictions):
-        h = atoms.info.get("hessian")
+    for record, pred in zip(report.structures, report.predictions):
+        h = record.hessian
         if h is not None and pred.hessian is not None:
             ref.append(h.ravel())
             mod.append(pred.hessian.ravel())
@@ -90,7 +90,7 @@ def parity_plot(reports: Sequence[DownstreamReport], path: Path) -> Path:
     energies = {r.model: _relative_energies(r) for r in reports}
     forces = {
         r.model: (
-            np.concatenate([a.get_forces().ravel() for a in r.structures]) / _KCAL,
+            np.concatenate([s.forces.ravel() for s in r.structures]) / _KCAL,
             np.concatenate([p.forces.ravel() for p in r.predictions]) / _KCAL,
         )
         for r in reports

@@ -20,6 +20,7 @@ import schnetpack as spk
 import schnetpack.transform as trn
 
 from schnetpack_hessian.calculator import hessians_computed
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.evaluation.model import EvaluationModel
 from schnetpack_hessian.layout import split_squares
 from schnetpack_hessian.quantities import Dimension, Quantity
@@ -51,7 +52,7 @@ class Prediction:
 
 def predict(
     model: EvaluationModel,
-    structures: Sequence[Atoms],
+    structures: Sequence[HessianRecord],
     batch_size: int = 16,
     hessian: bool = True,
     progress: bool = False,
@@ -60,7 +61,8 @@ def predict(
 
     Args:
         model: the loaded model.
-        structures: molecules with positions in Å.
+        structures: molecules with positions ``(N, 3)`` in Å (only numbers and
+            positions are read).
         batch_size: structures per model call.
         hessian: compute full Hessians.
         progress: show a progress bar.
@@ -78,15 +80,16 @@ def predict(
     f = e * to_model
     h = e * to_model**2
     # stable sort by size: batches of similar molecules need fewer seeded passes
-    order = sorted(range(len(structures)), key=lambda i: len(structures[i]))
+    order = sorted(range(len(structures)), key=lambda i: structures[i].n_atoms)
     out: List[Optional[Prediction]] = [None] * len(structures)
     starts = range(0, len(structures), batch_size)
     for start in tqdm(starts, desc="model", unit="batch", disable=not progress):
         members = order[start : start + batch_size]
-        chunk = []
-        for atoms in (structures[i] for i in members):
-            scaled = Atoms(numbers=atoms.numbers, positions=atoms.positions * to_model)
-            chunk.append(scaled)
+        # the model's input converter reads Atoms: built here, in model units
+        chunk = [
+            Atoms(numbers=r.numbers, positions=np.asarray(r.positions) * to_model)
+            for r in (structures[i] for i in members)
+        ]
         inputs = converter(chunk)
         with hessians_computed(model.model, hessian):
             results = model.model(inputs)

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from ase import Atoms
 
-from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.generate.geometry import rmsd
 from schnetpack_hessian.quantities import Dimension, Quantity, Schema
 
@@ -108,23 +107,23 @@ def _progress(x: np.ndarray, x_r: np.ndarray, x_p: np.ndarray) -> float:
 
 
 def reaction_paths(
-    structures: Sequence[Atoms], names: Optional[Dict[int, str]] = None
+    structures: Sequence[HessianRecord], names: Optional[Dict[int, str]] = None
 ) -> Dict[int, ReactionPath]:
     """Group labelled structures by reaction and order each reaction's path.
 
     Args:
-        structures: ``iread``-style structures with ``info["kind"]`` and
-            ``info["reaction"]`` (reaction ``-1``, unlabelled, is skipped).
+        structures: records with their ``kind`` and ``reaction`` (reaction ``-1``,
+            unlabelled, is skipped) and positions ``(N, 3)`` in Å.
         names: reaction id → name.
     """
     names = names or {}
     paths: Dict[int, ReactionPath] = {}
-    for i, atoms in enumerate(structures):
-        rid = int(atoms.info.get(P.reaction, -1))
+    for i, record in enumerate(structures):
+        rid = int(record.reaction)
         if rid < 0:
             continue
         rp = paths.setdefault(rid, ReactionPath(rid, names.get(rid, "")))
-        kind = atoms.info.get(P.kind)
+        kind = record.kind
         if kind in ("reactant", "product", "ts") and getattr(rp, kind) is None:
             setattr(rp, kind, i)
         elif kind == "irc":
@@ -137,7 +136,7 @@ def reaction_paths(
         inner = rp.irc + ([rp.ts] if rp.ts is not None else [])
         xi = {rp.reactant: 0.0, rp.product: 1.0}
         for i in inner:
-            if len(structures[i]) == len(x_r):
+            if structures[i].n_atoms == len(x_r):
                 xi[i] = _progress(structures[i].positions, x_r, x_p)
         rp.path = sorted(xi, key=xi.get)
         rp.xi = [xi[i] for i in rp.path]

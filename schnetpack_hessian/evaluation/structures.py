@@ -11,9 +11,10 @@ import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from ase import Atoms
+from ase.data import atomic_masses
+from ase.symbols import Symbols
 
-from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.evaluation.predict import Prediction
 from schnetpack_hessian.quantities import Dimension, Schema
 from schnetpack_hessian.evaluation.spectra import (
@@ -100,7 +101,7 @@ POOLED = Schema(
 
 def structure_row(
     index: int,
-    atoms: Atoms,
+    record: HessianRecord,
     prediction: Prediction,
     comparison: Optional[HessianComparison] = None,
 ) -> Row:
@@ -108,19 +109,27 @@ def structure_row(
 
     Args:
         index: position of the structure in the evaluated data.
-        atoms: reference structure (``iread`` convention: energy/forces on the
-            calculator, ``info["hessian"]``, ``info["kind"]``, ``info["reaction"]``).
+        record: reference structure in ASE units (energy in eV, forces ``(N, 3)``
+            in eV/Å, Hessian ``(3N, 3N)`` in eV/Å² or ``None``, kind, reaction).
         prediction: the model's prediction.
         comparison: spectral comparison, when both Hessians exist.
+
+    Raises:
+        ValueError: the reference has no energy or no forces.
     """
-    ref_e = atoms.get_potential_energy()
-    df = prediction.forces - atoms.get_forces()
+    if record.energy is None or record.forces is None:
+        raise ValueError(
+            f"{record.origin or f'structure {index}'}: no reference energy or forces "
+            "to compare with"
+        )
+    ref_e = float(record.energy)
+    df = prediction.forces - record.forces
     row: Row = STRUCTURE_ROW(
         index=index,
-        kind=atoms.info.get(P.kind, "other"),
-        reaction=int(atoms.info.get(P.reaction, -1)),
-        formula=atoms.get_chemical_formula(),
-        n_atoms=len(atoms),
+        kind=record.kind,
+        reaction=int(record.reaction),
+        formula=Symbols(record.numbers).get_chemical_formula(),
+        n_atoms=record.n_atoms,
         energy_ref=ref_e,
         energy_model=prediction.energy,
         energy_error=prediction.energy - ref_e,
@@ -128,7 +137,7 @@ def structure_row(
         forces_rmse=float(np.sqrt((df**2).mean())),
         n_forces=int(df.size),
     )
-    href = atoms.info.get(P.hessian)
+    href = record.hessian
     if href is not None and prediction.hessian is not None:
         dh = prediction.hessian - href
         row.update(
@@ -163,14 +172,17 @@ def structure_row(
 
 
 def compare_structure(
-    atoms: Atoms, prediction: Prediction, imag_threshold: float = IMAG_THRESHOLD
+    record: HessianRecord,
+    prediction: Prediction,
+    imag_threshold: float = IMAG_THRESHOLD,
 ) -> Optional[HessianComparison]:
-    """Spectral comparison of a structure, None when a Hessian is missing."""
-    href = atoms.info.get(P.hessian)
-    if href is None or prediction.hessian is None:
+    """Spectral comparison of a structure (ASE units; standard atomic masses),
+    None when a Hessian is missing."""
+    if record.hessian is None or prediction.hessian is None:
         return None
+    masses = atomic_masses[np.asarray(record.numbers)]
     return compare_hessians(
-        href, prediction.hessian, atoms.positions, atoms.get_masses(), imag_threshold
+        record.hessian, prediction.hessian, record.positions, masses, imag_threshold
     )
 
 

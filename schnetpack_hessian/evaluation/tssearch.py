@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from schnetpack_hessian.quiet import optimiser_warnings
 from schnetpack_hessian.calculator import HessianCalculator
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.evaluation.reactions import ReactionPath
 from schnetpack_hessian.evaluation.spectra import IMAG_THRESHOLD
 from schnetpack_hessian.evaluation.tsguess import interpolated_guess, irc_connects
@@ -151,12 +152,18 @@ def perturb(atoms: Atoms, rms: float, rng: np.random.Generator) -> Atoms:
 
 
 def ts_starts(
-    structures: Sequence[Atoms],
+    structures: Sequence[HessianRecord],
     paths: Dict[int, ReactionPath],
     settings: TSSearchSettings = TSSearchSettings(),
 ) -> List[TSStart]:
     """Starts of every reaction that has a reference TS (or of a seeded subset of
-    ``settings.max_reactions`` of them, the same whatever model is searched)."""
+    ``settings.max_reactions`` of them, the same whatever model is searched).
+
+    Args:
+        structures: the reference records (ASE units) ``paths`` index into.
+        paths: the reactions (:func:`~.reactions.reaction_paths`).
+        settings: which starts to make.
+    """
     starts: List[TSStart] = []
     searched = sorted(rid for rid, rp in paths.items() if rp.ts is not None)
     if 0 < settings.max_reactions < len(searched):
@@ -166,7 +173,7 @@ def ts_starts(
         )
     for rid in searched:
         rp = paths[rid]
-        ts = structures[rp.ts]
+        ts = structures[rp.ts].as_atoms()
         if settings.endpoint_starts and None not in (rp.reactant, rp.product):
             starts.append(
                 TSStart(
@@ -174,8 +181,8 @@ def ts_starts(
                     ENDPOINTS,
                     None,
                     ts,
-                    structures[rp.reactant],
-                    structures[rp.product],
+                    structures[rp.reactant].as_atoms(),
+                    structures[rp.product].as_atoms(),
                 )
             )
         for k in range(settings.n_perturbations):
@@ -195,13 +202,9 @@ def ts_starts(
         for side, candidates in (("R", rp.path[:pos]), ("P", rp.path[pos + 1 :])):
             candidates = [i for i in candidates if i in irc]
             if candidates:
-                top = max(
-                    candidates, key=lambda i: structures[i].get_potential_energy()
-                )
-                a = structures[top]
-                starts.append(
-                    TSStart(rid, f"irc-{side}", Atoms(a.numbers, a.positions), ts)
-                )
+                top = max(candidates, key=lambda i: structures[i].energy)
+                start = structures[top].as_atoms()
+                starts.append(TSStart(rid, f"irc-{side}", start, ts))
     return starts
 
 

@@ -14,9 +14,9 @@ forces rotated back.
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from ase import Atoms
 
 from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.generate.geometry import kabsch_rotation, rmsd
 from schnetpack_hessian.quantities import Dimension, Quantity
 from schnetpack_hessian.study.aggregate import Stat, stat
@@ -40,13 +40,14 @@ def _study_force(mean_abs: float) -> float:
 
 
 def mean_abs_force(
-    structures: Sequence[Atoms], labels: Optional[Sequence[str]] = None
+    structures: Sequence[HessianRecord], labels: Optional[Sequence[str]] = None
 ) -> float:
     """Mean absolute force component over ``structures`` (kcal/mol/Å): the force MAE
     of predicting zero force everywhere, pooled over all components as the study's
     force MAE is.
 
     Args:
+        structures: records with forces ``(N, 3)`` in eV/Å.
         labels: how errors name each structure (default: its position).
 
     Raises:
@@ -55,23 +56,24 @@ def mean_abs_force(
     if not structures:
         raise ValueError("mean_abs_force: no structures")
     parts = []
-    for i, atoms in enumerate(structures):
-        if atoms.calc is None or "forces" not in atoms.calc.results:
+    for i, record in enumerate(structures):
+        if record.forces is None:
             label = labels[i] if labels else f"mean_abs_force: structure {i}"
             raise ValueError(f"{label} has no forces")
-        parts.append(np.abs(atoms.get_forces()).ravel())
+        parts.append(np.abs(record.forces).ravel())
     return _study_force(np.concatenate(parts).mean())
 
 
-def harmonic_forces(parent: Atoms, positions: np.ndarray) -> np.ndarray:
+def harmonic_forces(parent: HessianRecord, positions: np.ndarray) -> np.ndarray:
     """``F_c − H_c·(x − x_c)`` (eV/Å, ``(N, 3)``, in the frame of ``positions``)
-    from the critical point ``parent`` (its forces and ``info["hessian"]`` (3N, 3N)
-    eV/Å²) at ``positions`` (Å), superimposed on the parent first."""
+    from the critical point ``parent`` (its forces ``(N, 3)`` eV/Å and Hessian
+    ``(3N, 3N)`` eV/Å²) at ``positions`` ``(N, 3)`` (Å), superimposed on the parent
+    first."""
     rot, c_mobile, c_parent = kabsch_rotation(positions, parent.positions)
     aligned = (np.asarray(positions, dtype=np.float64) - c_mobile) @ rot + c_parent
     dx = (aligned - parent.positions).reshape(-1)
-    hessian = np.asarray(parent.info[P.hessian], dtype=np.float64)
-    forces = parent.get_forces() - (hessian @ dx).reshape(-1, 3)
+    hessian = np.asarray(parent.hessian, dtype=np.float64)
+    forces = parent.forces - (hessian @ dx).reshape(-1, 3)
     return forces @ rot.T
 
 
@@ -87,8 +89,8 @@ def _parent(data: StudyData, index: int) -> Optional[int]:
         j
         for j in np.flatnonzero(data.reactions == data.reactions[index])
         if data.kinds[j] in critical
-        and data.structures[j].info.get(P.hessian) is not None
-        and len(data.structures[j]) == len(x)
+        and data.structures[j].hessian is not None
+        and data.structures[j].n_atoms == len(x)
     ]
     if not candidates:
         return None
@@ -104,9 +106,9 @@ def harmonic_force_mae(data: StudyData, indices: Sequence[int]) -> Tuple[float, 
         parent = _parent(data, int(i))
         if parent is None:
             continue
-        atoms = data.structures[i]
-        predicted = harmonic_forces(data.structures[parent], atoms.positions)
-        errors.append(np.abs(predicted - atoms.get_forces()).ravel())
+        record = data.structures[i]
+        predicted = harmonic_forces(data.structures[parent], record.positions)
+        errors.append(np.abs(predicted - record.forces).ravel())
     if not errors:
         return float("nan"), 0
     return _study_force(np.concatenate(errors).mean()), len(errors)

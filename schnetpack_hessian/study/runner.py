@@ -23,12 +23,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import fasteners
 import numpy as np
 import torch
-from ase import Atoms
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.io import atomic_output, file_metadata
+from schnetpack_hessian.data.io import atomic_output
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.data.splitting import data_identity
-from schnetpack_hessian.evaluation.data import load_structures
+from schnetpack_hessian.evaluation.data import read_structures
 from schnetpack_hessian.evaluation.model import MODEL_FILE
 from schnetpack_hessian.study.aggregate import learning_curve
 from schnetpack_hessian.study.matrix import Arm, Budget, StudyPlan
@@ -64,7 +64,7 @@ class StudyData:
 
     Attributes:
         path: the training file.
-        structures: every structure in file order (ASE units).
+        structures: every structure in file order, as records in ASE units.
         kinds: kind code per structure ``(n,)`` (index into ``properties.KINDS``).
         reactions: reaction id per structure ``(n,)``, -1 for none.
         reaction_names: id → name.
@@ -72,13 +72,13 @@ class StudyData:
     """
 
     path: Path
-    structures: Sequence[Atoms]
+    structures: Sequence[HessianRecord]
     kinds: np.ndarray
     reactions: np.ndarray
     reaction_names: Dict[int, str]
     atomrefs: bool
 
-    def subset(self, indices: Sequence[int]) -> List[Atoms]:
+    def subset(self, indices: Sequence[int]) -> List[HessianRecord]:
         """The structures at ``indices``."""
         return [self.structures[i] for i in indices]
 
@@ -92,15 +92,16 @@ def load_study_data(path: Path) -> StudyData:
     path = Path(path).resolve()
     if not path.exists():
         raise StudyError(f"{path}: no such data file")
-    structures, names, _ = load_structures([path])
-    kinds = np.array([P.KINDS.index(a.info[P.kind]) for a in structures])
-    reactions = np.array([int(a.info.get(P.reaction, -1)) for a in structures])
+    data = read_structures([path])
+    structures = data.records
+    kinds = np.array([P.KINDS.index(r.kind) for r in structures])
+    reactions = np.array([int(r.reaction) for r in structures])
     if (reactions < 0).all():
         raise StudyError(
             f"{path}: no structure has a 'reaction' label; the study folds by reaction"
         )
-    atomrefs = bool(file_metadata(path).get("atomrefs"))
-    return StudyData(path, structures, kinds, reactions, names, atomrefs)
+    atomrefs = bool(data.metadata.get("atomrefs"))
+    return StudyData(path, structures, kinds, reactions, data.reaction_names, atomrefs)
 
 
 @dataclass(frozen=True)

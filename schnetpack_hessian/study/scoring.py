@@ -11,8 +11,7 @@ column's unit is the dimension its metric declares.
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ase import Atoms
-
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.evaluation.downstream import (
     DownstreamReport,
     evaluate_downstream,
@@ -106,7 +105,7 @@ def flat_metrics(report: DownstreamReport) -> Dict[str, float]:
 
 def score_run(
     run_dir: Path,
-    test_sets: Dict[str, Sequence[Atoms]],
+    test_sets: Dict[str, Sequence[HessianRecord]],
     ts_settings: Optional[TSSearchSettings],
     device: str = "cpu",
     reaction_names: Optional[Dict[int, str]] = None,
@@ -115,7 +114,7 @@ def score_run(
 
     Args:
         run_dir: spktrain's run directory.
-        test_sets: structures (ASE units) per test set.
+        test_sets: reference records (ASE units) per test set.
         ts_settings: TS searches on sets that hold reference transition states
             (``None``: none).
         device: torch device of the evaluation.

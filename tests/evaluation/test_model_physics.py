@@ -9,8 +9,10 @@ from ase import Atoms
 from ase.optimize import BFGS
 from ase.vibrations import Vibrations
 
-from schnetpack_hessian.data import iread
+from schnetpack_hessian.data import iread_records
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.datasets import reactive_set_path
+from schnetpack_hessian.evaluation.data import as_records
 from schnetpack_hessian.evaluation.downstream import evaluate_downstream
 from schnetpack_hessian.evaluation.model import load_model
 from schnetpack_hessian.evaluation.predict import predict
@@ -40,9 +42,9 @@ def calc(model):
 def test_batched_predictions_equal_the_calculator_one_by_one(model, calc):
     """A mixed batch (3-, 4- and 5-atom molecules) gives each molecule's own E, F, H,
     in input order although predict batches them by size."""
-    data = list(iread(reactive_set_path()))
+    data = list(iread_records(reactive_set_path()))
     mixed = [data[i] for i in (0, 50, 27, 225, 101, 3)]
-    sizes = [len(a) for a in mixed]
+    sizes = [a.n_atoms for a in mixed]
     assert len(set(sizes)) >= 3 and sizes != sorted(sizes)
     preds = predict(model, mixed, batch_size=4)
     for atoms, pred in zip(mixed, preds):
@@ -61,7 +63,9 @@ def test_frequencies_equal_ase_finite_differences(
     atoms = Atoms(reactant.numbers, reactant.positions)
     atoms.calc = calc
     BFGS(atoms, logfile=None).run(fmax=1e-5, steps=200)
-    (pred,) = predict(model, [atoms])
+    (pred,) = predict(
+        model, [HessianRecord(atoms.numbers, atoms.positions, None, None)]
+    )
     ours = normal_modes(pred.hessian, atoms.positions, atoms.get_masses()).frequencies
     vib = Vibrations(atoms, delta=0.005, nfree=4, name=str(tmp_path / "vib"))
     vib.run()
@@ -73,9 +77,9 @@ def test_frequencies_equal_ase_finite_differences(
 
 
 def test_ts_search_with_the_model_hessian_converges(calc, reaction_structures):
-    paths = reaction_paths(reaction_structures)
+    paths = reaction_paths(as_records(reaction_structures))
     settings = TSSearchSettings(n_perturbations=2, irc_starts=False)
-    starts = ts_starts(reaction_structures, paths, settings)
+    starts = ts_starts(as_records(reaction_structures), paths, settings)
     assert [s.label for s in starts] == ["perturbed-0", "perturbed-1"]
     ts = reaction_structures[paths[1].ts]
     displaced = np.sqrt(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from schnetpack_hessian.data import iread
+from schnetpack_hessian.data import iread_records
 from schnetpack_hessian.datasets import reactive_set_path
 from schnetpack_hessian.evaluation.reactions import (
     barrier_rows,
@@ -14,7 +14,7 @@ from schnetpack_hessian.evaluation.reactions import (
 
 @pytest.fixture(scope="module")
 def hcn():
-    return [a for a in iread(reactive_set_path()) if a.info["reaction"] == 0]
+    return [r for r in iread_records(reactive_set_path()) if r.reaction == 0]
 
 
 def test_path_runs_from_reactant_through_ts_to_product_in_any_order(hcn):
@@ -22,18 +22,18 @@ def test_path_runs_from_reactant_through_ts_to_product_in_any_order(hcn):
     paths = reaction_paths(shuffled, {0: "HCN -> HNC"})
     rp = paths[0]
     assert rp.name == "HCN -> HNC"
-    assert shuffled[rp.path[0]].info["kind"] == "reactant"
-    assert shuffled[rp.path[-1]].info["kind"] == "product"
+    assert shuffled[rp.path[0]].kind == "reactant"
+    assert shuffled[rp.path[-1]].kind == "product"
     assert len(rp.path) == 13  # R, P, TS and 10 IRC points; NMS are not on the path
     assert np.all(np.diff(rp.xi) >= 0)
     # the reference energy rises to the TS and falls after it
-    e = np.array([shuffled[i].get_potential_energy() for i in rp.path])
+    e = np.array([shuffled[i].energy for i in rp.path])
     assert int(np.argmax(e)) == rp.path.index(rp.ts)
 
 
 def test_barriers_and_profile_errors(hcn):
     paths = reaction_paths(hcn)
-    ref = [a.get_potential_energy() for a in hcn]
+    ref = [a.energy for a in hcn]
     model = list(ref)
     ts = paths[0].ts
     model[ts] += 0.1  # the model's TS 0.1 eV too high

@@ -5,6 +5,7 @@ import pytest
 from ase import units
 from ase.build import molecule
 
+from schnetpack_hessian.data.record import record_from_atoms
 from schnetpack_hessian.evaluation.predict import Prediction
 from schnetpack_hessian.evaluation.spectra import (
     compare_hessians,
@@ -79,7 +80,7 @@ def test_imaginary_count_is_judged_against_the_kind(water):
 
     water.calc = SinglePointCalculator(water, energy=0.1, forces=np.zeros((3, 3)))
     comp = compare_hessians(h_ts, h_min, water.positions, water.get_masses())
-    row = structure_row(0, water, pred, comp)
+    row = structure_row(0, record_from_atoms(water), pred, comp)
     assert row["n_imaginary_ref"] == 1 and row["n_imaginary_model"] == 0
     assert row["n_imaginary_expected"] == 1
     assert row["imaginary_count_correct"] == 0

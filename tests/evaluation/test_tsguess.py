@@ -8,6 +8,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from scipy.optimize import minimize_scalar
 
+from schnetpack_hessian.data.record import HessianRecord
 from schnetpack_hessian.evaluation.tsguess import interpolated_guess, irc_connects
 from schnetpack_hessian.evaluation.tssearch import (
     ENDPOINTS,
@@ -137,9 +138,10 @@ def test_endpoint_starts_and_a_seeded_reaction_subset():
     structures = []
     for rid in range(5):
         for kind, x in (("reactant", 0.0), ("ts", 0.5), ("product", 1.0)):
-            a = Atoms("H2", [[0, 0, 0], [0.7 + x, 0, 0]])
-            a.info.update(kind=kind, reaction=rid)
-            structures.append(a)
+            positions = np.array([[0, 0, 0], [0.7 + x, 0, 0]])
+            structures.append(
+                HessianRecord(np.ones(2, int), positions, None, None, None, kind, rid)
+            )
     paths = reaction_paths(structures)
     settings = TSSearchSettings(
         endpoint_starts=True, n_perturbations=1, max_reactions=3

@@ -6,6 +6,7 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.record import HessianRecord, record_from_atoms
 from schnetpack_hessian.datasets import reactive_set_path
 from schnetpack_hessian.study.baselines import mean_abs_force, zero_force_baseline
 from schnetpack_hessian.study.runner import load_study_data
@@ -13,9 +14,8 @@ from schnetpack_hessian.study.splits import make_split
 
 
 def _with_forces(forces):
-    atoms = Atoms("H" * len(forces), positions=np.zeros((len(forces), 3)))
-    atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.array(forces))
-    return atoms
+    n = len(forces)
+    return HessianRecord(np.ones(n, int), np.zeros((n, 3)), 0.0, np.array(forces))
 
 
 def test_mean_abs_force_pools_components_in_kcal_per_mol_angstrom():
@@ -28,7 +28,7 @@ def test_mean_abs_force_pools_components_in_kcal_per_mol_angstrom():
 
 def test_structures_without_forces_are_refused():
     with pytest.raises(ValueError, match="structure 0 has no forces"):
-        mean_abs_force([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])])
+        mean_abs_force([HessianRecord(np.ones(2, int), np.eye(2, 3), 0.0, None)])
     with pytest.raises(ValueError, match="no structures"):
         mean_abs_force([])
 
@@ -55,8 +55,7 @@ def test_a_test_structure_without_forces_is_named_with_its_file(tmp_path):
     split = make_split(data.kinds, data.reactions, 3, 0, seed=0)
     structures = list(data.structures)
     victim = split.heldout[2]
-    structures[victim] = structures[victim].copy()  # positions only, no results
-    structures[victim].calc = None
+    structures[victim] = replace(structures[victim], forces=None)
     broken = replace(data, structures=structures)
     with pytest.raises(ValueError, match=rf"reactive_chon.h5: structure {victim} "):
         zero_force_baseline(broken, n_folds=3, folds=[0])
@@ -90,7 +89,7 @@ def _quadratic_reaction():
         atoms = Atoms("OH2", positions=(x0 + np.reshape(dx, (3, 3))) @ rot + shift)
         atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=forces @ rot)
         atoms.info.update(kind=kind, reaction=0, hessian=hessian)
-        structures.append(atoms)
+        structures.append(record_from_atoms(atoms))
         kinds.append(P.KINDS.index(kind))
     data = StudyData(
         "quadratic", structures, np.array(kinds), np.zeros(3, int), {0: "q"}, False
@@ -108,10 +107,10 @@ def test_harmonic_predictor_is_exact_on_a_quadratic_surface():
     ts, irc = data.structures[0], data.structures[1]
     np.testing.assert_allclose(
         harmonic_forces(ts, irc.positions),
-        irc.get_forces(),
-        atol=1e-3 * np.abs(irc.get_forces()).max(),
+        irc.forces,
+        atol=1e-3 * np.abs(irc.forces).max(),
     )
-    ts.info["hessian"] = -hessian  # a Hessian of the wrong sign is caught
+    ts.hessian = -hessian  # a Hessian of the wrong sign is caught
     assert harmonic_force_mae(data, [1, 2])[0] > 1.5 * scale
 
 

@@ -83,6 +83,11 @@ def test_cli_writes_json_with_the_ratios(tmp_path, monkeypatch):
     from schnetpack_hessian.cli.bench import main
 
     monkeypatch.setattr(bench, "BenchConfig", _tiny_config(bench.BenchConfig))
+    # the memory runs in this process: that each measures in a fresh one is
+    # test_full_hessian_step_needs_more_memory_than_ef_in_its_own_process's
+    monkeypatch.setattr(
+        bench, "run_in_subprocess", lambda cfg, what: bench.time_training_step(cfg)
+    )
     out = tmp_path / "missing" / "dir" / "bench.json"  # created at the end
     assert main(["--quick", "--json", str(out), "--device", "cpu"]) == 0
     report = json.loads(out.read_text())

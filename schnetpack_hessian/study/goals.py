@@ -124,7 +124,14 @@ def _endpoint_ts_goal(ef: GroupSummary, efh: GroupSummary) -> Goal:
     sa, sb = _metric(ef, steps, "heldout"), _metric(efh, steps, "heldout")
     fewer = sa is None or (sb is not None and sb.mean < sa.mean)
     ok = b.mean >= 2 * a.mean and b.mean > 0 and fewer
-    evidence = f"success E+F {a}, E+F+H {b}; median steps E+F {sa}, E+F+H {sb}"
+    steps_of = {
+        name: "– (no successful search)" if summary is None else str(summary)
+        for name, summary in (("ef", sa), ("efh", sb))
+    }
+    evidence = (
+        f"success E+F {a}, E+F+H {b}; median steps E+F {steps_of['ef']}, "
+        f"E+F+H {steps_of['efh']}"
+    )
     return Goal(text, MET if ok else MISSED, evidence)
 
 

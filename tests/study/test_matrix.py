@@ -438,3 +438,12 @@ def test_goals_of_a_preset_judge_its_hessian_arm_and_the_endpoint_searches():
     assert data_goal.status == "missed"  # 0.1 < 0.2 TS success, worse Hessians
     assert "ts_success_endpoints_model_hessian" in data_goal.evidence
     assert not any(t.startswith("HVP") for t in goals)
+    # an E+F arm without a successful search has no steps: said, not "None"
+    for record in records[:2]:
+        del record["metrics"]["heldout"]["ts_steps_endpoints_model_hessian"]
+        record["metrics"]["heldout"]["ts_success_endpoints_model_hessian"] = 0.0
+    goals = {g.text: g for g in check_goals(summarize(records), "painn", "hvp-k2")}
+    endpoint = next(g for t, g in goals.items() if t.startswith("TS success from"))
+    assert endpoint.status == "met"
+    assert "median steps E+F – (no successful search)" in endpoint.evidence
+    assert "None" not in endpoint.evidence

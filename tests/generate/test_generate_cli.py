@@ -147,8 +147,11 @@ def test_signal_stops_every_worker(tmp_path, sig):
         proc.send_signal(sig)
         assert proc.wait(30) == 128 + sig
         assert wait_until(lambda: not any(map(alive, workers)), 5), workers
-        last = proc.stderr.read().strip().splitlines()[-1]
-        assert last.startswith(f"spkhess-generate: interrupted ({sig.name})")
+        # the CLI's own last word; on a loaded machine the interpreter's shutdown of
+        # the killed pool can add an "Exception ignored" line after it (rare)
+        err = proc.stderr.read()
+        said = f"spkhess-generate: interrupted ({sig.name})"
+        assert any(line.startswith(said) for line in err.splitlines()), err
     finally:
         proc.kill()
 

@@ -48,7 +48,15 @@ class KillOnce(Callback):
 '''
 
 
-@pytest.mark.parametrize("weights_only", [False, True])
+@pytest.mark.parametrize(
+    "weights_only",
+    [
+        True,
+        # a checkpoint that resumes under forced weights-only loading resumes under
+        # torch's default too; the default's own run is the slow set's
+        pytest.param(False, marks=pytest.mark.slow),
+    ],
+)
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, weights_only):
     data = tmp_path / "reactive.h5"
     write(data, make_atoms(n_structures=36, seed=3, n_reactions=6, sizes=(3, 4)))

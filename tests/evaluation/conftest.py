@@ -66,7 +66,7 @@ def _fit(reaction_structures, folder: Path) -> Path:
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     model.train()
-    for step in range(800):
+    for step in range(500):
         optimizer.zero_grad()
         out = model({k: v.clone() for k, v in batch.items()})
         loss = (

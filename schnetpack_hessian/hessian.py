@@ -18,7 +18,6 @@ d²E/dR_i dR_j of molecule ``m`` (``off_m = Σ_{m'<m} N_{m'}²``).
 
 import hashlib
 import math
-import numbers
 import warnings
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -987,18 +986,16 @@ class Hessian(nn.Module):
 
         compute = self.schedule.computes(training) if self.active else "none"
         results = self._placeholders(positions)
-        computed = set()
+        computed = {}
         if compute != "none":
             plan = self.passes.plan(inputs, create_graph=training)
             if compute == "full":
-                results[self.hessian_key] = self._full_hessian(inputs, gradient, plan)
+                computed[self.hessian_key] = self._full_hessian(inputs, gradient, plan)
             if self.mode == "hvp":
                 probes = self.probes_for(inputs)
-                results[self.hvp_key] = hessian_rows(gradient, positions, probes, plan)
-                results[self.probes_key] = probes
-            computed = {
-                key for key in results if key != self.hessian_key or compute == "full"
-            }
+                computed[self.hvp_key] = hessian_rows(gradient, positions, probes, plan)
+                computed[self.probes_key] = probes
+        results.update(computed)
         for key, value in results.items():
             inputs[key] = (
                 value if training or key == self.probes_key else value.detach()

@@ -31,6 +31,7 @@ __all__ = [
     "make_potential",
     "quiet_trainer",
     "run_as_script",
+    "spawn_ranks",
     "train_tiny",
     "logged_validation",
     "TINY_TRAINING",
@@ -140,6 +141,34 @@ def run_as_script(
         cwd=cwd,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+def spawn_ranks(
+    function, args: Tuple = (), nprocs: int = 2, timeout: float = 300
+) -> None:
+    """``torch.multiprocessing.spawn(function, args, nprocs)`` that gives up after
+    ``timeout`` seconds: the ranks are stopped and ``TimeoutError`` names the
+    function, so a rank stuck in a collective fails its test instead of hanging the
+    suite. A rank's exception is re-raised as ``spawn`` does."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(
+        function, args=args, nprocs=nprocs, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+            for process in context.processes:
+                process.join(10)
+            raise TimeoutError(
+                f"{function.__name__}: {nprocs} ranks still running after "
+                f"{timeout:.0f} s; stopped"
+            )
 
 
 def device_params(meta: bool = False) -> list:

@@ -1,10 +1,11 @@
 """Hessian training under DistributedDataParallel (2 CPU processes, gloo): the
 memory-efficient backward's gradients are all-reduced like any other."""
 
+import datetime
+
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from schnetpack_hessian import Hessian, HessianOutput, properties
 from schnetpack_hessian.testing import (
@@ -12,6 +13,7 @@ from schnetpack_hessian.testing import (
     graph_functions,
     make_potential,
     reference_molecules,
+    spawn_ranks,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,7 +53,11 @@ PASSES = {
 
 def worker(rank, init_file, passes, out_file):
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=120),
     )
     hessian = Hessian(mode="full", passes=PASSES[passes])
     model = make_potential("painn", [hessian])
@@ -85,7 +91,7 @@ def test_ddp_gradients_equal_the_single_process_average(passes, tmp_path):
     )
     out_file = tmp_path / "grads.pt"
     args = (str(tmp_path / "init"), passes, str(out_file))
-    mp.spawn(worker, args=args, nprocs=2)
+    spawn_ranks(worker, args)
     ddp_grads = torch.load(out_file)
     model = make_potential("painn", [Hessian(mode="full", passes=PASSES["keep"])])
     total = sum(loss_of(model, b) for b in shard_batches()) / 2
@@ -111,7 +117,11 @@ def warning_worker(rank, init_file, out_file):
     from schnetpack_hessian import HessianTask
 
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=120),
     )
     batch = shard_batches()[rank]
     caught = {}
@@ -148,7 +158,7 @@ def test_training_under_ddp_outside_hessian_task_warns_once_per_process(tmp_path
     outside HessianTask warns once per process, naming the fix; DDP that looks for
     unused parameters and a HessianTask's model do not."""
     out = tmp_path / "warnings"
-    mp.spawn(warning_worker, args=(str(tmp_path / "init"), str(out)), nprocs=2)
+    spawn_ranks(warning_worker, (str(tmp_path / "init"), str(out)))
     for rank in (0, 1):
         caught = torch.load(f"{out}.{rank}", weights_only=True)
         assert caught["find_unused"] == [] and caught["hessian_task"] == []

@@ -1,11 +1,11 @@
 """Probe streams under torch.distributed: every rank draws its own probes."""
 
+import datetime
 import pickle
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.testing import (
@@ -13,6 +13,7 @@ from schnetpack_hessian.testing import (
     clone_batch,
     make_potential,
     reference_molecules,
+    spawn_ranks,
 )
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,11 @@ def probes_of(module, batch):
 
 def worker(rank, init_file, resumed, out_file):
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=120),
     )
     batch = build_batch(reference_molecules())
     fresh = probes_of(Hessian(mode="hvp", probes=dict(n=3, seed=7)), batch)
@@ -43,7 +48,7 @@ def test_every_rank_draws_its_own_probes_and_rank_0_the_single_process_ones(tmp_
     resumed = pickle.dumps(single)  # the generator state after one draw
     second = probes_of(single, batch)
     out = tmp_path / "probes"
-    mp.spawn(worker, args=(str(tmp_path / "init"), resumed, str(out)), nprocs=2)
+    spawn_ranks(worker, (str(tmp_path / "init"), resumed, str(out)))
     ranks = [torch.load(f"{out}.{rank}") for rank in (0, 1)]
     torch.testing.assert_close(ranks[0]["fresh"], first, rtol=0, atol=0)
     torch.testing.assert_close(ranks[0]["continued"], second, rtol=0, atol=0)

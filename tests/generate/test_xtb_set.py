@@ -6,6 +6,10 @@ Reads the file once (about 7,000 structures; ~20 s): the card's tables must equa
 product and TS, >= 10 IRC points, >= 12 normal-mode samples), every TS has exactly
 one imaginary mode and lies above both minima and its IRC points, every edit type
 is represented, and the file passes ``spkhess-convert --check``.
+
+These checks are the slow set's (``pytest -m slow``): the default suite pins the file
+by its SHA-256 in ``datasets/SHA256SUMS`` (tests/test_shipped_data.py), so a file
+that changed fails there and must pass these again before its new digest is written.
 """
 
 import re
@@ -24,6 +28,8 @@ from schnetpack_hessian.generate.card import (
     set_statistics,
 )
 from schnetpack_hessian.generate.enumerate import EDITS
+
+pytestmark = pytest.mark.slow
 
 CARD = DATASET_DIR / "reactive_chon_xtb.md"
 

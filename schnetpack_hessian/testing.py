@@ -32,6 +32,7 @@ __all__ = [
     "quiet_trainer",
     "run_as_script",
     "spawn_ranks",
+    "join_gloo_group",
     "train_tiny",
     "logged_validation",
     "TINY_TRAINING",
@@ -140,6 +141,22 @@ def run_as_script(
         timeout=timeout,
         cwd=cwd,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def join_gloo_group(init_file: str, rank: int, world_size: int = 2) -> None:
+    """Join a CPU (gloo) process group through the file ``init_file``, giving up on
+    any collective after 2 minutes (torch's default is 30)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=120),
     )
 
 

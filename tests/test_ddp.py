@@ -1,8 +1,6 @@
 """Hessian training under DistributedDataParallel (2 CPU processes, gloo): the
 memory-efficient backward's gradients are all-reduced like any other."""
 
-import datetime
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,6 +10,7 @@ from schnetpack_hessian.testing import (
     build_batch,
     graph_functions,
     make_potential,
+    join_gloo_group,
     reference_molecules,
     spawn_ranks,
 )
@@ -52,13 +51,7 @@ PASSES = {
 
 
 def worker(rank, init_file, passes, out_file):
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo_group(init_file, rank)
     hessian = Hessian(mode="full", passes=PASSES[passes])
     model = make_potential("painn", [hessian])
     # plain DDP does not all-reduce when forward calls autograd.grad (forces)
@@ -116,13 +109,7 @@ def warning_worker(rank, init_file, out_file):
 
     from schnetpack_hessian import HessianTask
 
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo_group(init_file, rank)
     batch = shard_batches()[rank]
     caught = {}
 

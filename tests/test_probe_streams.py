@@ -1,6 +1,5 @@
 """Probe streams under torch.distributed: every rank draws its own probes."""
 
-import datetime
 import pickle
 
 import pytest
@@ -12,6 +11,7 @@ from schnetpack_hessian.testing import (
     build_batch,
     clone_batch,
     make_potential,
+    join_gloo_group,
     reference_molecules,
     spawn_ranks,
 )
@@ -25,13 +25,7 @@ def probes_of(module, batch):
 
 
 def worker(rank, init_file, resumed, out_file):
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo_group(init_file, rank)
     batch = build_batch(reference_molecules())
     fresh = probes_of(Hessian(mode="hvp", probes=dict(n=3, seed=7)), batch)
     # a module whose generator state was saved by rank 0 (a checkpoint)

@@ -9,8 +9,8 @@ from schnetpack_hessian import Hessian, HessianOutput, properties
 from schnetpack_hessian.testing import (
     build_batch,
     graph_functions,
-    make_potential,
     join_gloo_group,
+    make_potential,
     reference_molecules,
     spawn_ranks,
 )

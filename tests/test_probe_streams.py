@@ -10,8 +10,8 @@ from schnetpack_hessian import Hessian, properties
 from schnetpack_hessian.testing import (
     build_batch,
     clone_batch,
-    make_potential,
     join_gloo_group,
+    make_potential,
     reference_molecules,
     spawn_ranks,
 )

@@ -8,9 +8,8 @@ the slow set; a file whose digest no longer matches must pass them again before 
 new digest is written here.
 """
 
-import hashlib
-
 from schnetpack_hessian.datasets import DATASET_DIR
+from schnetpack_hessian.files import file_sha256
 
 
 def _sums():
@@ -25,8 +24,7 @@ def test_every_shipped_data_file_is_pinned():
 
 def test_shipped_data_files_match_their_digests():
     for name, expected in _sums().items():
-        digest = hashlib.sha256((DATASET_DIR / name).read_bytes()).hexdigest()
-        assert digest == expected, (
+        assert file_sha256(DATASET_DIR / name) == expected, (
             f"{DATASET_DIR / name} changed: run `pytest -m slow "
             "tests/generate/test_xtb_set.py` and update datasets/SHA256SUMS"
         )

@@ -14,7 +14,6 @@ of the strategy that drew it (class and parameters); :func:`check_split_record`
 refuses the file for any other data, or for another strategy, saying why.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from schnetpack.data import SplittingStrategy
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.validation import HessianDataError
+from schnetpack_hessian.files import file_sha256
 
 __all__ = [
     "SPLIT_RECORD",
@@ -231,14 +231,10 @@ def data_identity(path: Union[str, Path], n_structures: int) -> Dict[str, Any]:
         ``{"file", "size", "sha256", "n_structures"}`` (hashing reads the file once:
         ~0.1 s for 30 MB).
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
     return {
         "file": os.path.abspath(path),
         "size": os.path.getsize(path),
-        "sha256": digest.hexdigest(),
+        "sha256": file_sha256(path),
         "n_structures": int(n_structures),
     }
 

@@ -60,7 +60,7 @@ from schnetpack_hessian.convert.base import (
     numbers_from_symbols,
     open_hdf5,
 )
-from schnetpack_hessian.data.hdf5 import FORMAT_NAME
+from schnetpack_hessian.data.h5file import FORMAT_NAME
 from schnetpack_hessian.data.record import HessianRecord
 
 __all__ = ["UNITS", "READER", "OpenReactReader", "subset_of"]

@@ -48,7 +48,7 @@ from schnetpack_hessian.convert.base import (
     is_hdf5,
     open_hdf5,
 )
-from schnetpack_hessian.data.hdf5 import FORMAT_NAME
+from schnetpack_hessian.data.h5file import FORMAT_NAME
 from schnetpack_hessian.data.record import HessianRecord
 
 __all__ = ["UNITS", "READER", "THEMolReader", "group_subset"]

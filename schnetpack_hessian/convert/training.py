@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 from schnetpack_hessian.convert.base import Entry, Reader, is_hdf5, open_hdf5
-from schnetpack_hessian.data.hdf5 import FORMAT_NAME
+from schnetpack_hessian.data.h5file import FORMAT_NAME
 from schnetpack_hessian.data.io import (
     file_metadata,
     file_reactions,

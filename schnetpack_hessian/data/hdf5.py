@@ -1,22 +1,7 @@
-"""HDF5 backend: one ``.h5`` file, chunked and compressed, read lazily per process.
+"""HDF5 backend: SchNetPack's dataset on a ``.h5`` training file, read lazily per process.
 
-Schema (version 1, see ``docs/DATA.md``)::
-
-    /                     attrs: format="schnetpack-hessian", format_version=1,
-                                 metadata=<JSON: _property_unit_dict, _distance_unit,
-                                           atomrefs, kinds, hessian_layout, source, ...>
-    /n_atoms              (M,)          int32    atoms per structure
-    /numbers              (ΣN,)         uint8    atomic numbers, structures concatenated
-    /positions            (ΣN, 3)       float64  [_distance_unit]
-    /cell                 (M, 3, 3)     float64  [_distance_unit]
-    /pbc                  (M, 3)        bool
-    /properties/<name>    attrs: per = "structure" | "atom" | "atom_pair", unit
-        per="structure":  (M, *shape)   e.g. energy (M, 1), kind (M, 1), reaction (M, 1)
-        per="atom":       (ΣN, *shape)  e.g. forces (ΣN, 3)
-        per="atom_pair":  (ΣN², *shape) e.g. hessian (ΣN², 3, 3), NaN when missing
-
-Structure m owns rows ``off_m = Σ_{k<m} N_k`` (atoms) and ``Σ_{k<m} N_k²`` (pairs);
-offsets are computed from ``/n_atoms`` when the file is opened.
+The file layout, its writer and the numpy reads live in :mod:`~.h5file` (without
+torch); this module turns what they read into SchNetPack's property tensors.
 """
 
 import json
@@ -32,189 +17,25 @@ import schnetpack.properties as structure
 from schnetpack.data import BaseAtomsData
 
 from schnetpack_hessian import properties as P
+from schnetpack_hessian.data.h5file import (
+    H5Appender,
+    H5Index,
+    open_h5,
+    property_handles,
+    read_header,
+    read_labels,
+    read_stored,
+)
 from schnetpack_hessian.data.storage import (
     check_loaded,
     check_stored,
     follow_hessian_unit,
-    to_tensor,
+    loaded_array,
 )
 from schnetpack_hessian.data.units import check_units, conversion_factor
 from schnetpack_hessian.data.validation import HessianDataError
-from schnetpack_hessian.files import require_space
 
-__all__ = ["HDF5AtomsData", "H5Appender", "FORMAT_NAME", "FORMAT_VERSION"]
-
-FORMAT_NAME = "schnetpack-hessian"
-FORMAT_VERSION = 1
-
-#: Row layout of the known properties; others are inferred from their first shape.
-PER = {
-    "energy": "structure",
-    "forces": "atom",
-    P.hessian: "atom_pair",
-    P.kind: "structure",
-    P.reaction: "structure",
-    P.hessian_label_probes: "atom",
-    P.hessian_label_hvp: "atom",
-}
-_PER_VALUES = ("structure", "atom", "atom_pair")
-_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-_CHUNK_BYTES = 1 << 14
-
-
-def _rows(per: str, n_atoms: int) -> int:
-    return {"structure": 1, "atom": n_atoms, "atom_pair": n_atoms * n_atoms}[per]
-
-
-def _infer_per(name: str, value: np.ndarray, n_atoms: int) -> str:
-    if name in PER:
-        return PER[name]
-    if value.ndim and value.shape[0] == n_atoms * n_atoms and n_atoms > 1:
-        return "atom_pair"
-    if value.ndim and value.shape[0] == n_atoms and n_atoms > 1:
-        return "atom"
-    return "structure"
-
-
-def _new_dataset(group: h5py.Group, name: str, trailing: tuple, dtype) -> h5py.Dataset:
-    row_bytes = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
-    chunk_rows = max(1, _CHUNK_BYTES // max(row_bytes, 1))
-    return group.create_dataset(
-        name,
-        shape=(0,) + trailing,
-        maxshape=(None,) + trailing,
-        dtype=dtype,
-        chunks=(chunk_rows,) + trailing,
-        **_COMPRESSION,
-    )
-
-
-class H5Appender:
-    """Appends structures to an open, writable file (buffered, constant memory).
-
-    Args:
-        file: ``h5py.File`` opened for writing.
-        metadata: file metadata (only used when the file is new).
-        dtypes: storage dtype per property name (default float64 / int64).
-        buffer_size: structures buffered before a write.
-    """
-
-    def __init__(
-        self,
-        file: h5py.File,
-        metadata: Optional[Dict[str, Any]] = None,
-        dtypes: Optional[Dict[str, Any]] = None,
-        buffer_size: int = 512,
-    ):
-        self.file = file
-        self.dtypes = dtypes or {}
-        self.buffer_size = buffer_size
-        self._buffer: List[Dict[str, np.ndarray]] = []
-        if "n_atoms" not in file:
-            file.attrs["format"] = FORMAT_NAME
-            file.attrs["format_version"] = FORMAT_VERSION
-            file.attrs["metadata"] = json.dumps(metadata or {})
-            _new_dataset(file, "n_atoms", (), np.int32)
-            _new_dataset(file, "numbers", (), np.uint8)
-            _new_dataset(file, "positions", (3,), np.float64)
-            _new_dataset(file, "cell", (3, 3), np.float64)
-            _new_dataset(file, "pbc", (3,), bool)
-            file.create_group("properties")
-        self.units = json.loads(file.attrs["metadata"])["_property_unit_dict"]
-
-    def add(self, data: Dict[str, np.ndarray]):
-        """Queue one structure (storage arrays, see :mod:`~.storage`)."""
-        missing = [p for p in self.units if p not in data]
-        if missing:
-            raise HessianDataError(
-                f"{self.file.filename}: structure {self.n_structures + len(self._buffer)}"
-                f" lacks the properties {missing}"
-            )
-        self._buffer.append(data)
-        if len(self._buffer) >= self.buffer_size:
-            self.flush()
-
-    @property
-    def n_structures(self) -> int:
-        """Structures written so far (excluding the buffer)."""
-        return int(self.file["n_atoms"].shape[0])
-
-    def flush(self):
-        """Write the buffered structures."""
-        if not self._buffer:
-            return
-        buf, self._buffer = self._buffer, []
-        # HDF5 crashes when it meets a full disk: refuse the write beforehand
-        require_space(
-            self.file.filename,
-            sum(np.asarray(a).nbytes for d in buf for a in d.values()),
-        )
-        n_atoms = np.array([len(d["numbers"]) for d in buf], dtype=np.int32)
-        self._extend(self.file["n_atoms"], n_atoms)
-        for key in ("numbers", "positions"):
-            self._extend(self.file[key], np.concatenate([d[key] for d in buf]))
-        self._extend(
-            self.file["cell"], np.stack([np.reshape(d["cell"], (3, 3)) for d in buf])
-        )
-        self._extend(self.file["pbc"], np.stack([np.reshape(d["pbc"], 3) for d in buf]))
-        props = self.file["properties"]
-        for name, unit in self.units.items():
-            first = np.asarray(buf[0][name])
-            if name not in props:
-                per = _infer_per(name, first, int(n_atoms[0]))
-                trailing = first.shape[1:] if per != "structure" else first.shape
-                dtype = self.dtypes.get(name, first.dtype)
-                ds = _new_dataset(props, name, trailing, dtype)
-                ds.attrs["per"] = per
-                ds.attrs["unit"] = "" if unit is None else unit
-            ds = props[name]
-            per = ds.attrs["per"]
-            if per == "structure":
-                values = np.stack([np.asarray(d[name]) for d in buf])
-            else:
-                values = np.concatenate([np.asarray(d[name]) for d in buf])
-            self._extend(ds, values.astype(ds.dtype, copy=False))
-
-    @staticmethod
-    def _extend(ds: h5py.Dataset, values: np.ndarray):
-        start = ds.shape[0]
-        ds.resize(start + values.shape[0], axis=0)
-        ds[start:] = values
-
-
-def _open(path: str) -> h5py.File:
-    """Open a training file for reading; a damaged file is a HessianDataError."""
-    try:
-        return h5py.File(path, "r")
-    except (OSError, ValueError) as err:
-        raise HessianDataError(
-            f"{path}: cannot open the HDF5 file, it is truncated, corrupt or not "
-            f"HDF5 ({err})"
-        ) from err
-
-
-def _check_layout(f: h5py.File, path: str):
-    """Every schema dataset exists and every property declares its row layout.
-
-    Raises:
-        HessianDataError: a missing dataset or a property without a valid ``per``.
-    """
-    required = ("n_atoms", "numbers", "positions", "cell", "pbc", "properties")
-    missing = [k for k in required if k not in f]
-    if missing:
-        raise HessianDataError(
-            f"{path}: lacks {', '.join(missing)} of the {FORMAT_NAME} schema "
-            "(docs/DATA.md)"
-        )
-    for name, ds in f["properties"].items():
-        per = ds.attrs.get("per")
-        if per not in _PER_VALUES:
-            raise HessianDataError(
-                f"{path}: property {name!r} has per={per!r}; every dataset in "
-                f"/properties declares its rows with an attribute per = "
-                f"{' | '.join(_PER_VALUES)} (e.g. ds.attrs['per'] = 'structure')"
-            )
-
+__all__ = ["HDF5AtomsData"]
 
 class HDF5AtomsData(BaseAtomsData):
     """SchNetPack dataset on an HDF5 file of this package's schema.
@@ -249,23 +70,8 @@ class HDF5AtomsData(BaseAtomsData):
         self._file: Optional[h5py.File] = None
         self._pid: Optional[int] = None
         self._datasets: Dict[str, Any] = {}
-        if not os.path.exists(self.datapath):
-            raise HessianDataError(f"{self.datapath}: HDF5 file does not exist")
-        with _open(self.datapath) as f:
-            if f.attrs.get("format") != FORMAT_NAME:
-                raise HessianDataError(
-                    f"{self.datapath}: not a {FORMAT_NAME} HDF5 file (attribute "
-                    f"format={f.attrs.get('format')!r}); convert it with spkhess-convert"
-                )
-            _check_layout(f, self.datapath)
-            self._metadata = json.loads(f.attrs["metadata"])
-            self._n_atoms = np.asarray(f["n_atoms"][:], dtype=np.int64)
-        self._atom_off = np.concatenate([[0], np.cumsum(self._n_atoms)])
-        self._pair_off = np.concatenate([[0], np.cumsum(self._n_atoms**2)])
+        self._metadata, self._index = read_header(self.datapath)
         md = self._metadata
-        for key in ("_distance_unit", "_property_unit_dict"):
-            if key not in md:
-                raise HessianDataError(f"{self.datapath}: metadata lacks {key}")
         self._units = dict(md["_property_unit_dict"])
         self.conversions = {p: 1.0 for p in self._units}
         property_units, distance_unit = check_units(
@@ -291,10 +97,10 @@ class HDF5AtomsData(BaseAtomsData):
             transforms=transforms,
             subset_idx=subset_idx,
         )
-        if self.subset_idx and max(self.subset_idx) >= len(self._n_atoms):
+        if self.subset_idx and max(self.subset_idx) >= len(self._index):
             raise HessianDataError(
                 f"{self.datapath}: subset index {max(self.subset_idx)} out of range "
-                f"for {len(self._n_atoms)} structures"
+                f"for {len(self._index)} structures"
             )
 
     # -- file handling -------------------------------------------------------------
@@ -302,18 +108,9 @@ class HDF5AtomsData(BaseAtomsData):
     def file(self) -> h5py.File:
         """The open file of this process (opened on first use, reopened after fork)."""
         if self._file is None or self._pid != os.getpid():
-            self._file = _open(self.datapath)
+            self._file = open_h5(self.datapath)
             self._pid = os.getpid()
-            self._datasets = {
-                name: (ds, ds.attrs["per"])
-                for name, ds in self._file["properties"].items()
-            }
-            self._datasets.update(
-                {
-                    k: (self._file[k], None)
-                    for k in ("numbers", "positions", "cell", "pbc")
-                }
-            )
+            self._datasets = property_handles(self._file)
         return self._file
 
     def _handles(self) -> Dict[str, Any]:
@@ -340,7 +137,7 @@ class HDF5AtomsData(BaseAtomsData):
     def __len__(self) -> int:
         if self.subset_idx is not None:
             return len(self.subset_idx)
-        return len(self._n_atoms)
+        return len(self._index)
 
     def __getitem__(self, idx: int) -> Dict[str, torch.Tensor]:
         if self.subset_idx is not None:
@@ -353,38 +150,45 @@ class HDF5AtomsData(BaseAtomsData):
     def _get_properties(
         self, idx: int, load_properties: List[str], load_structure: bool
     ) -> Dict[str, torch.Tensor]:
-        ds = self._handles()
-        idx = int(idx)
-        if not 0 <= idx < len(self._n_atoms):
-            raise IndexError(f"{self.datapath}: index {idx} out of range")
-        n = int(self._n_atoms[idx])
-        a0, a1 = self._atom_off[idx], self._atom_off[idx + 1]
-        props: Dict[str, torch.Tensor] = {structure.idx: torch.tensor([idx])}
-        for name in load_properties:
-            value = check_stored(
-                name, self._read(*ds[name], idx), n, self.datapath, idx
+        stored = read_stored(
+            self._handles(),
+            self._index,
+            idx,
+            load_properties,
+            load_structure,
+            self.datapath,
+        )
+        idx, n = int(idx), int(self._index.n_atoms[idx])
+        arrays = {
+            name: loaded_array(stored[name], self.conversions[name])
+            for name in load_properties
+        }
+        if load_structure:
+            arrays[structure.Z] = loaded_array(stored["numbers"])
+            arrays[structure.position] = loaded_array(
+                stored["positions"], self.distance_conversion
             )
-            props[name] = to_tensor(value, self.conversions[name])
+            arrays[structure.cell] = loaded_array(
+                stored["cell"][None], self.distance_conversion
+            )
+        check_loaded(
+            n,
+            arrays.get(structure.position),
+            arrays.get("energy"),
+            arrays.get(P.hessian),
+            self._units,
+            self.distance_unit,
+            self.datapath,
+            idx,
+        )
+        props: Dict[str, torch.Tensor] = {structure.idx: torch.tensor([idx])}
+        props.update({name: torch.from_numpy(arrays[name]) for name in load_properties})
         props[structure.n_atoms] = torch.tensor([n])
         if load_structure:
-            props[structure.Z] = torch.from_numpy(
-                ds["numbers"][0][a0:a1].astype(np.int64)
-            )
-            props[structure.position] = to_tensor(
-                ds["positions"][0][a0:a1], self.distance_conversion
-            )
-            props[structure.cell] = to_tensor(
-                ds["cell"][0][idx][None], self.distance_conversion
-            )
-            props[structure.pbc] = torch.from_numpy(ds["pbc"][0][idx].astype(bool))
-        check_loaded(props, self._units, self.distance_unit, self.datapath, idx)
+            for key in (structure.Z, structure.position, structure.cell):
+                props[key] = torch.from_numpy(arrays[key])
+            props[structure.pbc] = torch.from_numpy(stored["pbc"].astype(bool))
         return props
-
-    def _read(self, ds: h5py.Dataset, per: str, idx: int) -> np.ndarray:
-        if per == "structure":
-            return ds[idx]
-        off = self._atom_off if per == "atom" else self._pair_off
-        return ds[off[idx] : off[idx + 1]]
 
     def iter_properties(
         self,
@@ -410,12 +214,10 @@ class HDF5AtomsData(BaseAtomsData):
         Raises:
             HessianDataError: the file has no such label.
         """
-        if name not in self.file["properties"]:
-            raise HessianDataError(f"{self.datapath}: the file has no {name!r} labels")
-        values = np.asarray(self.file["properties"][name][:]).reshape(-1)
+        values = read_labels(self.file, name, self.datapath)
         if self.subset_idx is not None:
             values = values[np.asarray(self.subset_idx, dtype=np.int64)]
-        return values.astype(np.int64)
+        return values
 
     def has_hessian(self) -> np.ndarray:
         """Boolean mask ``(len(self),)``: structures with a Hessian (checked on each
@@ -428,14 +230,14 @@ class HDF5AtomsData(BaseAtomsData):
         idx = (
             self.subset_idx
             if self.subset_idx is not None
-            else range(len(self._n_atoms))
+            else range(len(self._index))
         )
         out = []
         for i in idx:
             blocks = check_stored(
                 P.hessian,
-                self._read(ds, "atom_pair", i),
-                int(self._n_atoms[i]),
+                self._index.rows(ds, "atom_pair", i),
+                int(self._index.n_atoms[i]),
                 self.datapath,
                 i,
             )
@@ -528,6 +330,4 @@ class HDF5AtomsData(BaseAtomsData):
                     )
                 app.add(data)
             app.flush()
-            self._n_atoms = np.asarray(f["n_atoms"][:], dtype=np.int64)
-        self._atom_off = np.concatenate([[0], np.cumsum(self._n_atoms)])
-        self._pair_off = np.concatenate([[0], np.cumsum(self._n_atoms**2)])
+            self._index = H5Index(f["n_atoms"][:])

@@ -21,8 +21,14 @@ from ase import Atoms
 from ase.db import connect
 
 from schnetpack_hessian import properties as P
-from schnetpack_hessian.data.ase_db import DBAppender, HessianASEAtomsData
-from schnetpack_hessian.data.hdf5 import H5Appender, HDF5AtomsData
+from schnetpack_hessian.data.dbfile import DBAppender, read_db_labels
+from schnetpack_hessian.data.h5file import (
+    H5Appender,
+    iter_storage,
+    open_h5,
+    read_header,
+    read_labels,
+)
 from schnetpack_hessian.data.record import (
     HessianRecord,
     Origin,
@@ -431,7 +437,14 @@ def write(
 
 def open_dataset(path: PathLike, **kwargs):
     """SchNetPack dataset on a training file: :class:`HDF5AtomsData` for ``.h5``,
-    :class:`HessianASEAtomsData` for ``.db``; ``kwargs`` as ``ASEAtomsData``."""
+    :class:`HessianASEAtomsData` for ``.db``; ``kwargs`` as ``ASEAtomsData``.
+
+    The dataset classes (and with them torch and SchNetPack) are imported here, so
+    that reading and writing files with this module does not load torch.
+    """
+    from schnetpack_hessian.data.ase_db import HessianASEAtomsData
+    from schnetpack_hessian.data.hdf5 import HDF5AtomsData
+
     if backend_of(path) == "h5":
         return HDF5AtomsData(str(path), **kwargs)
     if not Path(path).exists():
@@ -454,9 +467,34 @@ def _sqlite_errors(path: PathLike) -> Iterator[None]:
         ) from err
 
 
+@contextlib.contextmanager
+def _open_db(path: PathLike) -> Iterator[Any]:
+    """An existing ``.db`` file's ASE connection, with SQLite's errors on a damaged
+    file as HessianDataError."""
+    if not Path(path).exists():
+        raise HessianDataError(f"{path}: file does not exist")
+    with (
+        _sqlite_errors(path),
+        connect(str(path), type="db", use_lock_file=False) as conn,
+    ):
+        yield conn
+
+
 def file_metadata(path: PathLike) -> Dict[str, Any]:
-    """Metadata of a training file (SchNetPack's keys and ours)."""
-    return open_dataset(path).metadata
+    """Metadata of a training file (SchNetPack's keys and ours).
+
+    Raises:
+        HessianDataError: the file is missing or damaged, or its metadata lacks
+            SchNetPack's ``_distance_unit`` or ``_property_unit_dict``.
+    """
+    if backend_of(path) == "h5":
+        return read_header(str(path))[0]
+    with _open_db(path) as conn:
+        metadata = conn.metadata
+    for key in ("_distance_unit", "_property_unit_dict"):
+        if key not in metadata:
+            raise HessianDataError(f"{path}: metadata lacks {key}")
+    return metadata
 
 
 def file_reactions(path: PathLike) -> Tuple[Optional[np.ndarray], Dict[int, str]]:
@@ -466,12 +504,17 @@ def file_reactions(path: PathLike) -> Tuple[Optional[np.ndarray], Dict[int, str]
         ``(ids, names)``: int64 ``(n_structures,)`` (``None`` if the file stores no
         ``reaction`` labels as a property) and ``{id: name}``.
     """
-    dataset = open_dataset(path)
-    names = reaction_names(dataset.metadata)
-    try:
-        return dataset.labels(P.reaction), names
-    except HessianDataError:
+    metadata = file_metadata(path)
+    names = reaction_names(metadata)
+    if backend_of(path) == "h5":
+        with open_h5(str(path)) as f:
+            if P.reaction not in f["properties"]:
+                return None, names
+            return read_labels(f, P.reaction, str(path)), names
+    if P.reaction not in metadata["_property_unit_dict"]:
         return None, names
+    with _open_db(path) as conn:
+        return read_db_labels(conn, P.reaction), names
 
 
 def file_units(path: PathLike) -> Dict[str, str]:
@@ -504,25 +547,10 @@ def read_records(path: PathLike, locate: bool = True) -> Iterator[HessianRecord]
     """
     source = str(path) if locate else None
     if backend_of(path) == "h5":
-        ds = HDF5AtomsData(str(path))
-        try:
-            for i in range(len(ds)):
-                props = ds._get_properties(i, ds.available_properties, True)
-                data = {k: v.numpy() for k, v in props.items()}
-                data["numbers"] = data.pop("_atomic_numbers")
-                data["positions"] = data.pop("_positions")
-                data["cell"] = data.pop("_cell")[0]
-                data["pbc"] = data.pop("_pbc")
-                yield storage_to_record(data, source, i if locate else None)
-        finally:
-            ds.close()
+        for i, data in enumerate(iter_storage(str(path))):
+            yield storage_to_record(data, source, i if locate else None)
         return
-    if not Path(path).exists():
-        raise HessianDataError(f"{path}: file does not exist")
-    with (
-        _sqlite_errors(path),
-        connect(str(path), type="db", use_lock_file=False) as conn,
-    ):
+    with _open_db(path) as conn:
         for i, row in enumerate(conn.select(sort="id")):
             data = native_byte_order(row.data, str(path), i)
             data.update(

@@ -9,12 +9,9 @@ partly NaN one is an error.
 """
 
 import logging
-from typing import Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 import numpy as np
-import torch
-
-import schnetpack.properties as structure
 
 from schnetpack_hessian import properties as P
 from schnetpack_hessian.data.record import (
@@ -27,6 +24,9 @@ from schnetpack_hessian.data.record import (
 from schnetpack_hessian.data.validation import HessianDataError, is_missing, prefix
 from schnetpack_hessian.layout import blocks_to_square, square_to_blocks
 
+if TYPE_CHECKING:  # torch is imported by the datasets that make tensors, not here
+    import torch
+
 __all__ = [
     "PROPERTIES",
     "LABELS",
@@ -37,6 +37,7 @@ __all__ = [
     "check_stored",
     "check_loaded",
     "native_byte_order",
+    "loaded_array",
     "to_tensor",
     "base_metadata",
 ]
@@ -351,7 +352,10 @@ def storage_to_record(
 
 
 def check_loaded(
-    props: Mapping[str, torch.Tensor],
+    n_atoms: int,
+    positions: Optional[np.ndarray],
+    energy: Optional[np.ndarray],
+    hessian: Optional[np.ndarray],
     units: Mapping[str, Optional[str]],
     distance_unit: Optional[str],
     source: Optional[str] = None,
@@ -360,8 +364,11 @@ def check_loaded(
     """:func:`~.record.check_values` on one structure as a dataset loads it.
 
     Args:
-        props: SchNetPack's property dict (``_positions`` [``distance_unit``] if
-            loaded, ``energy`` and ``hessian`` blocks in ``units``, ``_n_atoms``).
+        n_atoms: atoms of the structure.
+        positions: ``(N, 3)`` in ``distance_unit``, or None when not loaded.
+        energy: ``(1,)`` in ``units["energy"]``, or None.
+        hessian: ``(N², 3, 3)`` blocks in ``units["hessian"]``, or None (only a
+            one-atom Hessian is checked here).
         units: the units of the loaded properties (after any ``property_units``).
         distance_unit: the unit of the loaded positions.
         source: file for messages.
@@ -371,16 +378,10 @@ def check_loaded(
         HessianDataError: coincident atoms, a collapsed geometry, an absurd energy
             per atom or a nonzero one-atom Hessian (file, structure, value named).
     """
-
-    def array(key):
-        value = props.get(key)
-        return None if value is None else value.detach().cpu().numpy()
-
-    n_atoms = int(props[structure.n_atoms][0])
     check_values(
-        array(structure.position),
-        array("energy"),
-        array(P.hessian) if n_atoms == 1 else None,
+        positions,
+        energy,
+        hessian if n_atoms == 1 else None,
         {
             "distance": distance_unit,
             "energy": units.get("energy"),
@@ -392,17 +393,25 @@ def check_loaded(
     )
 
 
-def to_tensor(value: np.ndarray, factor: float = 1.0) -> torch.Tensor:
-    """Tensor of a stored property, scaled by a unit factor.
+def loaded_array(value: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """A stored property as a dataset returns it, scaled by a unit factor.
 
     Floating values become float64 whatever their storage precision (so ``.h5`` and
-    ``.db`` give identical batches); integer labels stay int64 (SchNetPack's
-    ``ASEAtomsData`` would turn them into float32 by multiplying with 1.0).
+    ``.db`` give identical batches); integer and boolean labels become int64
+    (SchNetPack's ``ASEAtomsData`` would turn them into float32 by multiplying with
+    1.0) and are not scaled.
     """
     value = np.asarray(value)
     if np.issubdtype(value.dtype, np.integer) or value.dtype == bool:
-        return torch.from_numpy(np.array(value, dtype=np.int64))
-    tensor = torch.from_numpy(np.array(value, dtype=np.float64))
+        return np.array(value, dtype=np.int64)
+    array = np.array(value, dtype=np.float64)
     if factor != 1.0:
-        tensor = tensor * factor
-    return tensor
+        array = array * factor
+    return array
+
+
+def to_tensor(value: np.ndarray, factor: float = 1.0) -> "torch.Tensor":
+    """Tensor of a stored property, scaled by a unit factor (:func:`loaded_array`)."""
+    import torch
+
+    return torch.from_numpy(loaded_array(value, factor))

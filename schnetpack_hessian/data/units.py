@@ -59,6 +59,13 @@ _FACTOR_DIMENSIONS: Dict[str, Tuple[int, int]] = {
     **{d: (0, 1) for d in ("Ang", "Angs", "Angstrom", "Bohr", "a0", "nm", "m")},
     "mol": (0, 0),
 }
+#: The names of :data:`_FACTOR_DIMENSIONS` that SchNetPack's parser accepts (a test
+#: checks each against it): a unit made of these alone is valid without asking
+#: SchNetPack, which would load torch.
+_PARSED_NAMES = frozenset(
+    ("eV", "Hartree", "Ha", "kcal", "kJ", "J", "Ry", "Ang", "Angstrom", "Bohr", "nm")
+    + ("m", "mol")
+)
 
 _ALIASES = {"Å": "Ang", "Angstrom": "Ang", "A": "Ang", "Ha": "Hartree", "au": "Hartree"}
 _POWER = re.compile(r"^([^\W\d_]+)\^([23])$|^([^\W\d_]+)([²³])$")
@@ -96,6 +103,8 @@ def normalize_unit(unit: Optional[str]) -> Optional[str]:
     numerator = " ".join(_expand(pieces[0]))
     denominators = [f for piece in pieces[1:] for f in _expand(piece)]
     normalized = "/".join([numerator] + denominators)
+    if numerator and all(f in _PARSED_NAMES for f in numerator.split() + denominators):
+        return normalized
     try:
         _spk_factor(normalized, "eV")
     except (AttributeError, Warning, KeyError, TypeError) as err:

@@ -200,7 +200,7 @@ def test_full_disk_h5_is_refused_before_hdf5_writes(
 def test_full_disk_db_gives_a_sentence(tmp_path, horm_file, monkeypatch, capsys):
     import sqlite3
 
-    from schnetpack_hessian.data.ase_db import DBAppender
+    from schnetpack_hessian.data.dbfile import DBAppender
 
     def full(self):
         raise sqlite3.OperationalError("database or disk is full")

@@ -80,3 +80,16 @@ def test_record_writer_checks_declared_units(tmp_path):
     units = {"distance": "Ang", "energy": "eV", "forces": "eV/Ang", P.hessian: "eV/Ang"}
     with pytest.raises(HessianDataError, match="x.h5: hessian unit 'eV/Ang'"):
         RecordWriter(tmp_path / "x.h5", units)
+
+
+def test_names_taken_without_schnetpack_are_ones_schnetpack_parses():
+    """normalize_unit accepts units made of these names without asking SchNetPack;
+    each must be one that SchNetPack's parser knows."""
+    from schnetpack.units import convert_units
+
+    from schnetpack_hessian.data.units import _FACTOR_DIMENSIONS, _PARSED_NAMES
+
+    assert _PARSED_NAMES <= set(_FACTOR_DIMENSIONS)
+    for name in _PARSED_NAMES:
+        target = "eV" if _FACTOR_DIMENSIONS[name] == (1, 0) else name
+        assert convert_units(name, target) > 0

@@ -99,10 +99,10 @@ def test_cli_writes_json_with_the_ratios(tmp_path, monkeypatch):
 
 
 def _tiny_config(cls):
-    """BenchConfig with a tiny model and batch, for the CLI smoke test."""
+    """BenchConfig with a tiny model and batch, timed once, for the CLI smoke test."""
 
     def make(**kwargs):
-        kwargs.update(features=8, interactions=1, repeats=1, warmup=0)
+        kwargs.update(features=8, interactions=1, repeats=1, warmup=0, min_time=0.0)
         kwargs["n_molecules"] = min(kwargs.get("n_molecules", 16), 3)
         return cls(**kwargs)
 

@@ -160,3 +160,29 @@ def test_data_mix_reaches_the_data_module(compose_train, tmp_path):
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, HessianDataModule)
     assert dm.mix == {"hessian": 1.0, "ef_only": 4.0}
+
+
+@pytest.mark.parametrize(
+    "trainer, refused", [("ddp_trainer", True), ("ddp_hessian", False)]
+)
+def test_hessian_task_refuses_the_plain_ddp_trainer_before_training(
+    compose_train, trainer, refused
+):
+    """SchNetPack's ``trainer=ddp_trainer`` (plain DDP) would train each rank on its
+    own shard: HessianTask refuses it as a fit starts, naming ``trainer=ddp_hessian``,
+    which it accepts.  (tests/test_spktrain.py trains under ddp_hessian on two
+    processes.)"""
+    from schnetpack_hessian.steps import training_task
+
+    cfg = compose_train("experiment=reactive_efh", f"trainer={trainer}")
+    task = training_task("schnet", "hvp", n_atom_basis=8, n_interactions=1)
+    task.trainer = hydra.utils.instantiate(
+        cfg.trainer, accelerator="cpu", logger=False, callbacks=None
+    )
+    assert task.trainer.num_devices == 2
+    if refused:
+        with pytest.raises(RuntimeError, match="find_unused_parameters=True") as info:
+            task.on_fit_start()
+        assert "trainer=ddp_hessian" in str(info.value)
+    else:
+        task.on_fit_start()

@@ -169,16 +169,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         mkdir=args.mkdir,
         **_reader_options(args),
     )
-    return {
-        "output": str(args.output),
-        "structures": report.n_structures,
-        "hessians": report.n_hessians,
-        "worst_asymmetry": report.worst_asymmetry,
-        "worst_index": report.worst_index,
-        "worst_asymmetry_at": report.worst_at,
-        "duplicates": report.duplicates,
-        "physics": report.physics.as_dict(),
-    }
+    return {"output": str(args.output), **report.as_dict()}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -499,14 +499,11 @@ def check(
         source, rtol, False, physics or PhysicsCheck(), report, progress
     ):
         pass
+    summary = report.as_dict()
+    physics = summary.pop("physics")
     return {
         "format": source.format,
-        "structures": report.n_structures,
-        "hessians": report.n_hessians,
-        "worst_asymmetry": report.worst_asymmetry,
-        "worst_index": report.worst_index,
-        "worst_asymmetry_at": report.worst_at,
-        "duplicates": report.duplicates,
+        **summary,
         "units": source.units,
         "metadata": {
             k: (
@@ -516,5 +513,5 @@ def check(
             )
             for k, v in source.metadata.items()
         },
-        "physics": report.physics.as_dict(),
+        "physics": physics,
     }

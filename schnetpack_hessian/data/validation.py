@@ -6,7 +6,7 @@ structure index and what is wrong, so a user can find the bad record in a large 
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -376,3 +376,15 @@ class SymmetryReport:
                 self.worst_asymmetry = asymmetry
                 self.worst_index = index
                 self.worst_at = where
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The summary as JSON-ready values (``physics`` as its own ``as_dict``)."""
+        return {
+            "structures": self.n_structures,
+            "hessians": self.n_hessians,
+            "worst_asymmetry": self.worst_asymmetry,
+            "worst_index": self.worst_index,
+            "worst_asymmetry_at": self.worst_at,
+            "duplicates": self.duplicates,
+            "physics": None if self.physics is None else self.physics.as_dict(),
+        }
